@@ -1,0 +1,40 @@
+# Conduit: `make run` brings the product up; `make test` is what CI runs.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "conduit: $(PY) not found; install Python 3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@$(BIN)/python manage.py migrate --noinput -v 0
+	@$(BIN)/python manage.py collectstatic --noinput -v 0
+	@$(BIN)/python manage.py seed_demo --url http://127.0.0.1:$(PORT)/
+	@echo "Starting web (gunicorn) and worker with beat (celery -B); Ctrl-C stops everything."
+	@PORT=$(PORT) exec $(BIN)/honcho start -f Procfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy conduit integrations reconcile retention
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,153 @@
+"""Operator screens. Message bodies and raw email are never shown (sizes only); API tokens
+show their prefix, never a hash or value; audit events are read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from conduit.models import (
+    ApiToken,
+    Attachment,
+    AuditEvent,
+    Heartbeat,
+    Membership,
+    Message,
+    Profile,
+    Workspace,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    list_filter = ["created_at"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ["email", "display_name", "user", "created_at"]
+    search_fields = ["email", "display_name"]
+    list_filter = ["created_at"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "workspace", "role", "created_at"]
+    search_fields = ["user__email", "workspace__slug", "workspace__name"]
+    list_filter = ["role"]
+    autocomplete_fields = ["user", "workspace"]
+
+
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    extra = 0
+    fields = (
+        "filename",
+        "content_type",
+        "size",
+        "removed_at",
+    )
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["subject", "from_address", "workspace", "sent_at", "received_at", "is_redacted"]
+    search_fields = ["subject", "from_address", "message_id"]
+    list_filter = ["is_redacted", "workspace", "received_at"]
+    fields = (
+        "workspace",
+        "message_id",
+        "subject",
+        "from_address",
+        "to_addresses",
+        "cc_addresses",
+        "sent_at",
+        "received_at",
+        "size_bytes",
+        "is_redacted",
+        "redacted_at",
+    )
+    readonly_fields = fields
+    inlines = [AttachmentInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).defer("raw", "body_text", "body_html")
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ReadOnlyAdmin):
+    list_display = ["filename", "content_type", "size", "workspace", "removed_at"]
+    search_fields = ["filename", "message__message_id"]
+    list_filter = ["content_type", "removed_at"]
+    fields = (
+        "workspace",
+        "message",
+        "filename",
+        "content_type",
+        "size",
+        "file",
+        "removed_at",
+        "created_at",
+    )
+    readonly_fields = fields
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "event", "actor", "workspace", "target_type", "target_id"]
+    search_fields = ["event", "actor", "target_id"]
+    list_filter = ["event", "workspace"]
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "event",
+        "actor",
+        "workspace",
+        "target_type",
+        "target_id",
+        "payload_json",
+    )
+    readonly_fields = fields
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at"]
+    search_fields = ["name", "prefix", "workspace__slug"]
+    list_filter = ["revoked_at", "workspace"]
+    fields = ["workspace", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["workspace", "name", "prefix", "created_by", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are issued in workspace settings, where the value is shown once
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "beat_at"]
+    search_fields = ["name"]
+    list_filter = ["name"]

@@ -1,0 +1,74 @@
+"""REST API (/api/v1) for the shared core."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework import status
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conduit.api_errors import ApiError
+from conduit.ingest import IngestRejected, ParsedMessage, ingest_one, parse_json, parse_raw
+from conduit.tenancy import workspace_of
+
+RAW_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
+
+
+class RawBytesParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream.read() if stream is not None else b""
+
+
+class MessageIngestView(APIView):
+    """POST a raw RFC 822 message (message/rfc822) or a JSON description of one."""
+
+    parser_classes = [RawBytesParser]
+
+    def post(self, request: Request) -> Response:
+        parsed = self._parse(request)
+        result = ingest_one(workspace_of(request._request), parsed)
+        return Response(
+            {
+                "id": result.message.pk,
+                "message_id": result.message.message_id,
+                "created": result.created,
+                "attachments": result.message.attachments.count(),
+            },
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    def _parse(self, request: Request) -> ParsedMessage:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        from django.conf import settings
+
+        if length > settings.CONDUIT_MAX_MESSAGE_BYTES:
+            raise ApiError(
+                f"message is {length} bytes; the limit is {settings.CONDUIT_MAX_MESSAGE_BYTES} bytes",
+                code="message_too_large",
+                status=413,
+            )
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        body: bytes = request.data if isinstance(request.data, bytes) else b""
+        try:
+            if content_type == "application/json":
+                try:
+                    data = json.loads(body or b"null")
+                except ValueError:
+                    raise IngestRejected("the body is not valid JSON") from None
+                return parse_json(data)
+            if content_type in RAW_TYPES:
+                return parse_raw(body)
+        except IngestRejected as exc:
+            status_code = 413 if exc.code == "message_too_large" else 400
+            raise ApiError(exc.reason, code=exc.code, status=status_code) from None
+        raise ApiError(
+            f"unsupported content type {content_type or '(none)'}: send message/rfc822 or application/json",
+            code="unsupported_media_type",
+            status=415,
+        )

@@ -1,0 +1,38 @@
+"""Every API error is JSON: {"code": "...", "message": "..."} (plus field details when useful)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApiError(exceptions.APIException):
+    def __init__(self, message: str, *, code: str, status: int = 400) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    if isinstance(detail, dict) and detail:
+        key, value = next(iter(detail.items()))
+        return f"{key}: {_first_message(value)}"
+    return str(detail)
+
+
+def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    code = codes if isinstance(codes, str) else "invalid"
+    body: dict[str, Any] = {"code": code, "message": _first_message(detail)}
+    if isinstance(detail, dict):
+        body["fields"] = response.data
+    response.data = body
+    return response

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth import password_validation
+
+
+class SignUpForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    workspace_name = forms.CharField(max_length=200, label="Company / workspace name")
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)
+
+    def clean_workspace_name(self) -> str:
+        name: str = self.cleaned_data["workspace_name"].strip()
+        if not name:
+            raise forms.ValidationError("Give your workspace a name.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("password") and cleaned.get("email"):
+            from django.contrib.auth.models import User
+
+            probe = User(username=cleaned["email"], email=cleaned["email"])
+            try:
+                password_validation.validate_password(cleaned["password"], probe)
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return cleaned
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, label="Token name", help_text="e.g. mail-gateway")

@@ -1,0 +1,56 @@
+"""/healthz: database, broker and beat heartbeat age; 503 when one is down."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+
+from conduit.models import Heartbeat
+
+
+def check_database() -> dict[str, Any]:
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+    except Exception as exc:  # health boundary: report, never raise
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def check_broker() -> dict[str, Any]:
+    from conduit.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # health boundary: report, never raise
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True, "transport": app.conf.broker_url.split(":")[0]}
+
+
+def check_beat(now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    try:
+        beat = Heartbeat.objects.filter(name="beat").first()
+    except Exception as exc:  # health boundary: report, never raise
+        return {"ok": False, "error": type(exc).__name__}
+    if beat is None:
+        return {"ok": False, "error": "no heartbeat recorded yet", "age_seconds": None}
+    age = (now - beat.beat_at).total_seconds()
+    return {
+        "ok": age <= settings.CONDUIT_BEAT_STALE_SECONDS,
+        "age_seconds": round(age, 1),
+        "last_beat_at": beat.beat_at.isoformat(),
+    }
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": check_database(), "broker": check_broker(), "beat": check_beat()}
+    ok = all(c["ok"] for c in checks.values())
+    return JsonResponse({"status": "ok" if ok else "down", **checks}, status=200 if ok else 503)

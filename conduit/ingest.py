@@ -1,0 +1,285 @@
+"""Email ingest: raw RFC 822 (or a JSON description) -> messages + attachments.
+
+Idempotent on Message-ID per workspace: a repeat returns the existing row and creates
+nothing. Batches are set-based (one lookup of existing ids, one bulk insert) so the
+command and the API share one path and ingest scales with the batch, not per message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conduit.models import Attachment, Message, Workspace, attachment_path
+
+log = logging.getLogger(__name__)
+_parser = BytesParser(policy=policy.default)
+
+
+class IngestRejected(ValueError):
+    """The input is not an acceptable email; `reason` is one line for the user."""
+
+    def __init__(self, reason: str, *, code: str = "invalid_message") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class AttachmentData:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass
+class ParsedMessage:
+    message_id: str
+    subject: str = ""
+    from_address: str = ""
+    to_addresses: list[str] = field(default_factory=list)
+    cc_addresses: list[str] = field(default_factory=list)
+    sent_at: datetime | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    raw: bytes | None = None
+    attachments: list[AttachmentData] = field(default_factory=list)
+
+    @property
+    def size_bytes(self) -> int:
+        if self.raw is not None:
+            return len(self.raw)
+        return len((self.body_text or "").encode()) + len((self.body_html or "").encode())
+
+
+@dataclass
+class IngestResult:
+    message: Message
+    created: bool
+
+
+def _check_size(size: int) -> None:
+    limit = settings.CONDUIT_MAX_MESSAGE_BYTES
+    if size > limit:
+        raise IngestRejected(
+            f"message is {size} bytes; the limit is {limit} bytes (CONDUIT_MAX_MESSAGE_BYTES)",
+            code="message_too_large",
+        )
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    return [addr for _name, addr in email.utils.getaddresses(list(values)) if addr]
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    return parsed
+
+
+def _part_text(msg: EmailMessage, subtype: str) -> str | None:
+    part = msg.get_body(preferencelist=(subtype,))
+    if part is None or part.get_content_subtype() != subtype:
+        return None
+    try:
+        return str(part.get_content())
+    except (LookupError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+
+
+def _attachments(msg: EmailMessage) -> list[AttachmentData]:
+    found = []
+    for index, part in enumerate(msg.iter_attachments(), start=1):
+        content = part.get_payload(decode=True)
+        if not isinstance(content, bytes):
+            continue
+        found.append(
+            AttachmentData(
+                filename=(part.get_filename() or f"attachment-{index}")[:255],
+                content_type=part.get_content_type(),
+                content=content,
+            )
+        )
+    return found
+
+
+def _header(msg: EmailMessage, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except (IndexError, ValueError, TypeError):  # pragma: no cover - header the parser can't fold
+        return ""
+    return str(value).strip() if value is not None else ""
+
+
+def parse_raw(raw: bytes) -> ParsedMessage:
+    """Parse one RFC 822 message; refuse input that is not an email."""
+    _check_size(len(raw))
+    if not raw.strip():
+        raise IngestRejected("the message is empty")
+    msg = _parser.parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    if not msg.keys() or not (msg.get("From") or msg.get("Sender")):
+        raise IngestRejected("not an RFC 822 email: no From header found")
+    message_id = _header(msg, "Message-ID").strip("<> ")
+    if not message_id:
+        # No Message-ID: derive one from the content so a re-send is still a duplicate.
+        message_id = f"sha256-{hashlib.sha256(raw).hexdigest()}@conduit.local"
+    return ParsedMessage(
+        message_id=message_id[:998],
+        subject=_header(msg, "Subject"),
+        from_address=_header(msg, "From"),
+        to_addresses=_addresses(msg.get_all("To", [])),
+        cc_addresses=_addresses(msg.get_all("Cc", [])),
+        sent_at=_parse_date(_header(msg, "Date")),
+        body_text=_part_text(msg, "plain"),
+        body_html=_part_text(msg, "html"),
+        raw=raw,
+        attachments=_attachments(msg),
+    )
+
+
+def parse_json(data: Any) -> ParsedMessage:
+    """A message described as JSON: message_id and from are required."""
+    if not isinstance(data, dict):
+        raise IngestRejected("expected a JSON object describing one message")
+    missing = [k for k in ("message_id", "from") if not str(data.get(k) or "").strip()]
+    if missing:
+        raise IngestRejected(f"missing required field(s): {', '.join(missing)}")
+    for key in ("to", "cc"):
+        if not isinstance(data.get(key, []), list):
+            raise IngestRejected(f"'{key}' must be a list of addresses")
+    sent_at = None
+    if data.get("sent_at"):
+        from django.utils.dateparse import parse_datetime
+
+        try:
+            sent_at = parse_datetime(str(data["sent_at"]))
+        except ValueError:
+            sent_at = None
+        if sent_at is None:
+            raise IngestRejected("'sent_at' must be an ISO 8601 date-time")
+        if timezone.is_naive(sent_at):
+            raise IngestRejected("'sent_at' must include a timezone offset")
+    parsed = ParsedMessage(
+        message_id=str(data["message_id"]).strip("<> ")[:998],
+        subject=str(data.get("subject") or ""),
+        from_address=str(data["from"]),
+        to_addresses=[str(a) for a in data.get("to", [])],
+        cc_addresses=[str(a) for a in data.get("cc", [])],
+        sent_at=sent_at,
+        body_text=data.get("body_text"),
+        body_html=data.get("body_html"),
+    )
+    _check_size(parsed.size_bytes)
+    return parsed
+
+
+def _new_message(workspace: Workspace, parsed: ParsedMessage, now: datetime) -> Message:
+    return Message(
+        workspace=workspace,
+        message_id=parsed.message_id,
+        subject=parsed.subject,
+        from_address=parsed.from_address,
+        to_addresses=parsed.to_addresses,
+        cc_addresses=parsed.cc_addresses,
+        sent_at=parsed.sent_at,
+        received_at=now,
+        body_text=parsed.body_text,
+        body_html=parsed.body_html,
+        raw=parsed.raw,
+        size_bytes=parsed.size_bytes,
+    )
+
+
+def _store_attachments(
+    workspace: Workspace, pairs: Iterable[tuple[Message, ParsedMessage]], saved: list[str]
+) -> list[Attachment]:
+    rows = []
+    for message, parsed in pairs:
+        for data in parsed.attachments:
+            row = Attachment(
+                workspace=workspace,
+                message=message,
+                filename=data.filename,
+                content_type=data.content_type,
+                size=len(data.content),
+            )
+            name = default_storage.save(attachment_path(row, data.filename), ContentFile(data.content))
+            saved.append(name)
+            row.file.name = name
+            rows.append(row)
+    return Attachment.objects.bulk_create(rows)
+
+
+def ingest_batch(
+    workspace: Workspace, batch: Sequence[ParsedMessage], *, now: datetime | None = None
+) -> list[IngestResult]:
+    """Store a batch in one transaction; results are in input order.
+
+    Attachment files are written before the commit; if the transaction fails they are
+    deleted again, so a failed batch leaves neither rows nor files behind.
+    """
+    now = now or timezone.now()
+    ids = [p.message_id for p in batch]
+    saved_files: list[str] = []
+    try:
+        with transaction.atomic():
+            existing = {
+                m.message_id: m for m in Message.objects.filter(workspace=workspace, message_id__in=ids)
+            }
+            fresh: dict[str, ParsedMessage] = {}
+            for parsed in batch:
+                if parsed.message_id not in existing:
+                    fresh.setdefault(parsed.message_id, parsed)
+            created = Message.objects.bulk_create([_new_message(workspace, p, now) for p in fresh.values()])
+            _store_attachments(workspace, zip(created, fresh.values(), strict=True), saved_files)
+    except IntegrityError:
+        # A concurrent ingest stored one of these ids first: fall back to one at a time.
+        _delete_files(saved_files)
+        if len(batch) == 1:
+            message = Message.objects.get(workspace=workspace, message_id=batch[0].message_id)
+            return [IngestResult(message, created=False)]
+        return [r for parsed in batch for r in ingest_batch(workspace, [parsed], now=now)]
+    except BaseException:
+        _delete_files(saved_files)
+        raise
+    by_id = {m.message_id: m for m in created}
+    results, seen = [], set()
+    for parsed in batch:
+        mid = parsed.message_id
+        if mid in by_id and mid not in seen:
+            results.append(IngestResult(by_id[mid], created=True))
+            seen.add(mid)
+        else:
+            results.append(IngestResult(existing.get(mid) or by_id[mid], created=False))
+    return results
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)
+
+
+def ingest_one(workspace: Workspace, parsed: ParsedMessage) -> IngestResult:
+    return ingest_batch(workspace, [parsed])[0]

@@ -1,0 +1,58 @@
+"""JSON log lines (ts, level, logger, category, error_code, workspace_id, message) and the
+redaction filter that every handler carries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from conduit.secrets_scan import looks_secret_key, redact_text
+
+STANDARD_FIELDS = ("category", "error_code", "workspace_id")
+_RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class RedactSecrets(logging.Filter):
+    """Last line of defence: masks bearer tokens, token=... values, Authorization headers
+    and known secret values in the message, its arguments, extras and the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        for key, value in list(vars(record).items()):
+            if key in _RECORD_ATTRS:
+                continue
+            if looks_secret_key(key):
+                setattr(record, key, "[redacted]")
+            elif isinstance(value, str):
+                setattr(record, key, redact_text(value))
+        for name in STANDARD_FIELDS:
+            if not hasattr(record, name):
+                setattr(record, name, None)
+        return True
+
+
+class ConduitJsonFormatter(JsonFormatter):
+    def add_fields(
+        self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_record, record, message_dict)
+        log_record["ts"] = self.formatTime(record)
+        log_record["level"] = record.levelname
+        log_record["logger"] = record.name
+        for name in STANDARD_FIELDS:
+            log_record.setdefault(name, getattr(record, name, None))
+
+
+def json_formatter() -> ConduitJsonFormatter:
+    return ConduitJsonFormatter(
+        "%(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        reserved_attrs=[*_RECORD_ATTRS - {"message"}],
+    )

@@ -1,0 +1,175 @@
+"""Conduit's shared core: workspaces, people, stored email, audit trail, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Workspace(models.Model):
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "workspaces"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class Profile(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    email = models.EmailField(unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "profiles"
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "memberships"
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} as {self.role}"
+
+    @property
+    def administers(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Message(models.Model):
+    """The canonical copy of one customer email."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messages")
+    message_id = models.CharField(max_length=998)
+    subject = models.TextField(blank=True)
+    from_address = models.TextField(blank=True)
+    to_addresses = models.JSONField(default=list, blank=True)
+    cc_addresses = models.JSONField(default=list, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    body_text = models.TextField(null=True, blank=True)
+    body_html = models.TextField(null=True, blank=True)
+    raw = models.BinaryField(null=True, blank=True)
+    size_bytes = models.PositiveIntegerField(default=0)
+    is_redacted = models.BooleanField(default=False)
+    redacted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "messages"
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "message_id"], name="message_unique_per_workspace")
+        ]
+        indexes = [models.Index(fields=["workspace", "received_at"], name="messages_ws_received")]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'} <{self.message_id}>"
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    return f"attachments/{instance.workspace_id}/{secrets.token_hex(8)}/{filename}"
+
+
+class Attachment(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="attachments")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    file = models.FileField(upload_to=attachment_path, max_length=500, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "attachments"
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class AuditEvent(models.Model):
+    """One state change an operator may ask about; written only through conduit.audit."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    actor = models.CharField(max_length=200)
+    event = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=100, blank=True)
+    payload_json = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "audit_events"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["workspace", "created_at"], name="audit_ws_created"),
+            models.Index(fields=["event", "created_at"], name="audit_event_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} by {self.actor}"
+
+
+TOKEN_PREFIX = "cdt_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A workspace API token; only its SHA-256 is stored, the raw value is shown once."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Heartbeat(models.Model):
+    """Last time a periodic process proved it is alive (beat writes `beat`)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "heartbeats"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

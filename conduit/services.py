@@ -1,0 +1,101 @@
+"""State changes of the shared core: do_<verb>_<noun>(..., *, actor), audited in the same
+transaction."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
+from django.utils import timezone
+from django.utils.text import slugify
+
+from conduit.audit import record_audit
+from conduit.models import TOKEN_PREFIX, ApiToken, Membership, Profile, Workspace, hash_token
+from conduit.tenancy import system_scope, workspace_scope
+
+
+class ConduitError(Exception):
+    """A refusal a user can read: one sentence, nothing changed."""
+
+    error_code = "error"
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
+class EmailTaken(ConduitError):
+    error_code = "email_taken"
+
+
+def unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "workspace"
+    slug, n = base, 1
+    while Workspace.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def do_sign_up(*, email: str, password: str, workspace_name: str) -> User:
+    """Create the user, their profile, a workspace and the owner membership, atomically."""
+    email = User.objects.normalize_email(email).lower()
+    with system_scope():
+        if User.objects.filter(username=email).exists() or Profile.objects.filter(email=email).exists():
+            raise EmailTaken("An account with this email already exists; sign in instead.")
+        user = User.objects.create_user(username=email, email=email, password=password)
+        Profile.objects.create(user=user, email=email)
+        workspace = Workspace.objects.create(name=workspace_name, slug=unique_slug(workspace_name))
+        Membership.objects.create(workspace=workspace, user=user, role=Membership.Role.OWNER)
+        record_audit("user_signed_up", actor=user, workspace=workspace, target=user)
+        record_audit(
+            "workspace_created",
+            actor=user,
+            workspace=workspace,
+            target=workspace,
+            payload={"slug": workspace.slug, "name": workspace.name},
+        )
+    return user
+
+
+@dataclass
+class IssuedToken:
+    token: ApiToken
+    raw: str
+
+
+def do_create_api_token(workspace: Workspace, name: str, *, actor: AbstractBaseUser) -> IssuedToken:
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with workspace_scope(workspace):
+        token = ApiToken.objects.create(
+            workspace=workspace,
+            name=name,
+            prefix=raw[:10],
+            token_hash=hash_token(raw),
+            created_by=actor,  # type: ignore[misc]
+        )
+        record_audit(
+            "api_token_created",
+            actor=actor,
+            workspace=workspace,
+            target=token,
+            payload={"name": name, "prefix": token.prefix},
+        )
+    return IssuedToken(token=token, raw=raw)
+
+
+def do_revoke_api_token(token: ApiToken, *, actor: AbstractBaseUser) -> None:
+    with workspace_scope(token.workspace_id):
+        if token.revoked_at is not None:
+            return
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        record_audit(
+            "api_token_revoked",
+            actor=actor,
+            workspace=token.workspace,
+            target=token,
+            payload={"name": token.name, "prefix": token.prefix},
+        )

@@ -1,0 +1,163 @@
+"""Workspace scoping for Postgres row-level security.
+
+Every workspace-owned table has a policy (conduit.rls) that admits a row only when
+`conduit.workspace_id` names its workspace or `conduit.system` is 'on'. These context
+managers set those settings with set_config(..., true), i.e. for the current transaction
+only, and restore the previous values on exit, so nothing leaks to the next transaction
+or to a pooled connection's next user. On SQLite they are plain transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import cast
+
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+
+from conduit.models import ApiToken, Membership, Workspace, hash_token
+
+WORKSPACE_GUC = "conduit.workspace_id"
+SYSTEM_GUC = "conduit.system"
+
+
+def _uses_rls() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _set_local(values: dict[str, str]) -> dict[str, str]:
+    """Set transaction-local settings; return the values they replace."""
+    with connection.cursor() as cur:
+        previous = {}
+        for name, value in values.items():
+            cur.execute("SELECT coalesce(current_setting(%s, true), '')", [name])
+            previous[name] = cur.fetchone()[0]
+            cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+    return previous
+
+
+@contextmanager
+def _scoped(values: dict[str, str]) -> Iterator[None]:
+    with transaction.atomic():
+        if not _uses_rls():
+            yield
+            return
+        previous = _set_local(values)
+        yield
+        # Only on success: on error the atomic block's rollback undoes set_config itself.
+        if not connection.needs_rollback:
+            _set_local(previous)
+
+
+def workspace_scope(workspace: Workspace | int) -> AbstractContextManager[None]:
+    """Run the block in one transaction that sees only this workspace's rows."""
+    workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    return _scoped({WORKSPACE_GUC: str(workspace_id), SYSTEM_GUC: ""})
+
+
+def system_scope() -> AbstractContextManager[None]:
+    """Run the block in one transaction that sees every workspace (workers, admin, commands)."""
+    return _scoped({SYSTEM_GUC: "on", WORKSPACE_GUC: ""})
+
+
+def current_scope() -> dict[str, str]:
+    """The scope settings of the current transaction (for tests and diagnostics)."""
+    if not _uses_rls():
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(current_setting(%s, true), ''), coalesce(current_setting(%s, true), '')",
+            [WORKSPACE_GUC, SYSTEM_GUC],
+        )
+        workspace_id, system = cur.fetchone()
+    return {WORKSPACE_GUC: workspace_id, SYSTEM_GUC: system}
+
+
+SESSION_WORKSPACE_KEY = "workspace_id"
+
+
+class ScopedRequest(HttpRequest):
+    """An HttpRequest after WorkspaceScopeMiddleware: who acts, for which workspace."""
+
+    workspace: Workspace | None
+    membership: Membership | None
+    api_token: ApiToken | None
+
+
+def workspace_of(request: HttpRequest) -> Workspace:
+    """The request's workspace; views behind workspace_required always have one."""
+    workspace = getattr(request, "workspace", None)
+    if workspace is None:
+        raise PermissionError("request has no workspace scope")
+    return workspace
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    return None
+
+
+def resolve_token(raw: str) -> ApiToken | None:
+    """Look up a live API token by its hash (system scope: the workspace is not known yet)."""
+    with system_scope():
+        token = (
+            ApiToken.objects.select_related("workspace")
+            .filter(token_hash=hash_token(raw), revoked_at__isnull=True)
+            .first()
+        )
+        if token is not None:
+            from django.utils import timezone
+
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def memberships_of(user_id: int) -> list[Membership]:
+    with system_scope():
+        return list(
+            Membership.objects.select_related("workspace").filter(user_id=user_id).order_by("workspace__name")
+        )
+
+
+def resolve_membership(request: HttpRequest) -> Membership | None:
+    """The signed-in user's current workspace: the one kept in the session, else the first."""
+    if not request.user.is_authenticated:
+        return None
+    memberships = memberships_of(request.user.pk)
+    wanted = request.session.get(SESSION_WORKSPACE_KEY)
+    for membership in memberships:
+        if membership.workspace_id == wanted:
+            return membership
+    return memberships[0] if memberships else None
+
+
+class WorkspaceScopeMiddleware:
+    """Customer requests run inside their workspace's scope; admin runs in system scope.
+
+    Sets request.workspace, request.membership and request.api_token. A request with an
+    Authorization header is scoped to that token's workspace (invalid tokens are rejected
+    later by the API's authentication class, never silently treated as a session).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        scoped = cast(ScopedRequest, request)
+        scoped.workspace, scoped.membership, scoped.api_token = None, None, None
+        if request.path.startswith("/admin/"):
+            with system_scope():
+                return self.get_response(request)
+        if raw := bearer_token(request):
+            if (token := resolve_token(raw)) is not None:
+                scoped.api_token, scoped.workspace = token, token.workspace
+        elif membership := resolve_membership(request):
+            scoped.membership, scoped.workspace = membership, membership.workspace
+        if scoped.workspace is None:
+            return self.get_response(request)
+        with workspace_scope(scoped.workspace):
+            return self.get_response(request)

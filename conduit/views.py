@@ -1,0 +1,160 @@
+"""Server-rendered pages of the shared core. Views parse, call a service, render."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from conduit import services
+from conduit.forms import ApiTokenForm, SignUpForm
+from conduit.models import ApiToken, Attachment, Membership, Message
+from conduit.tenancy import workspace_of
+
+
+def workspace_required(view: Any) -> Any:
+    """Signed in and a member of a workspace (workspace_of(request) set by the middleware)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if getattr(request, "workspace", None) is None:
+            return render(request, "conduit/no_workspace.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    if not isinstance(request.user, User):
+        raise PermissionError("not signed in")
+    return request.user
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("settings-home" if request.user.is_authenticated else "login")
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("settings-home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.do_sign_up(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                workspace_name=form.cleaned_data["workspace_name"],
+            )
+        except services.ConduitError as exc:
+            form.add_error("email", exc.user_message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, "Welcome to Conduit. Your workspace is ready.")
+            return redirect("settings-home")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@workspace_required
+def settings_home(request: HttpRequest) -> HttpResponse:
+    workspace = workspace_of(request)
+    membership: Membership | None = getattr(request, "membership", None)
+    context = {
+        "members": Membership.objects.filter(workspace=workspace)
+        .select_related("user")
+        .order_by("created_at"),
+        "tokens": ApiToken.objects.filter(workspace=workspace),
+        "token_form": ApiTokenForm(),
+        "can_admin": membership is not None and membership.administers,
+        "message_count": Message.objects.filter(workspace=workspace).count(),
+        "new_token": request.session.pop("new_api_token", None),
+    }
+    return render(request, "conduit/settings_home.html", context)
+
+
+def _require_admin(request: HttpRequest) -> None:
+    membership = getattr(request, "membership", None)
+    if membership is None or not membership.administers:
+        raise Http404("only workspace owners and admins can manage API tokens")
+
+
+@require_POST
+@workspace_required
+def create_api_token(request: HttpRequest) -> HttpResponse:
+    _require_admin(request)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give the token a name (up to 100 characters).")
+        return redirect("settings-home")
+    issued = services.do_create_api_token(
+        workspace_of(request),
+        form.cleaned_data["name"],
+        actor=signed_in_user(request),
+    )
+    request.session["new_api_token"] = issued.raw
+    messages.success(request, f"Token “{issued.token.name}” created. Copy it now: it is shown only once.")
+    return redirect("settings-home")
+
+
+@require_POST
+@workspace_required
+def revoke_api_token(request: HttpRequest, token_id: int) -> HttpResponse:
+    _require_admin(request)
+    token = get_object_or_404(ApiToken, pk=token_id, workspace=workspace_of(request))
+    services.do_revoke_api_token(token, actor=signed_in_user(request))
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("settings-home")
+
+
+@workspace_required
+def integrations_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "conduit/integrations.html", {"crms": ["HubSpot", "Salesforce"]})
+
+
+@workspace_required
+def retention_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "conduit/retention.html")
+
+
+@workspace_required
+def message_list(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    rows = Message.objects.filter(workspace=workspace_of(request)).defer("raw", "body_html", "body_text")
+    if query:
+        rows = rows.filter(Q(subject__icontains=query) | Q(from_address__icontains=query))
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    return render(request, "conduit/message_list.html", {"page": page, "query": query})
+
+
+@workspace_required
+def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    message = get_object_or_404(Message.objects.defer("raw"), pk=pk, workspace=workspace_of(request))
+    return render(
+        request,
+        "conduit/message_detail.html",
+        {"message": message, "attachments": message.attachments.order_by("id")},
+    )
+
+
+@workspace_required
+def attachment_download(request: HttpRequest, pk: int) -> FileResponse:
+    attachment = get_object_or_404(Attachment, pk=pk, workspace=workspace_of(request))
+    name = attachment.file.name
+    if attachment.removed_at or not name or not default_storage.exists(name):
+        raise Http404("this attachment was removed by the retention policy")
+    return FileResponse(
+        default_storage.open(name, "rb"),
+        as_attachment=True,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+    )

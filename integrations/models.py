@@ -1,0 +1,1 @@
+"""Models of the integrations app; later issues fill this module (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Models of the reconcile app; later issues fill this module (see docs/architecture.md)."""
