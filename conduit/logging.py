@@ -4,6 +4,7 @@ redaction filter that every handler carries."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -43,7 +44,7 @@ class ConduitJsonFormatter(JsonFormatter):
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
         super().add_fields(log_record, record, message_dict)
-        log_record["ts"] = self.formatTime(record)
+        log_record["ts"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
         log_record["level"] = record.levelname
         log_record["logger"] = record.name
         for name in STANDARD_FIELDS:
@@ -51,8 +52,4 @@ class ConduitJsonFormatter(JsonFormatter):
 
 
 def json_formatter() -> ConduitJsonFormatter:
-    return ConduitJsonFormatter(
-        "%(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
-        reserved_attrs=[*_RECORD_ATTRS - {"message"}],
-    )
+    return ConduitJsonFormatter("%(message)s", reserved_attrs=[*_RECORD_ATTRS - {"message"}])

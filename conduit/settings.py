@@ -257,3 +257,5 @@ LOGGING = {
         "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+# Celery keeps Django's LOGGING (JSON + redaction) instead of installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
