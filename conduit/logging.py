@@ -40,6 +40,12 @@ class RedactSecrets(logging.Filter):
 
 
 class ConduitJsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return redact_text(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return redact_text(super().formatStack(stack_info))
+
     def add_fields(
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:

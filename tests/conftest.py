@@ -1,0 +1,142 @@
+"""Shared fixtures: `alice` and `bob` workspaces from one make_workspace factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from conduit.models import Membership, Message, Profile, Workspace
+from conduit.tenancy import system_scope
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CI_MODE = os.environ.get("CONDUIT_REQUIRE_POSTGRES") == "1"
+
+
+def is_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CI_MODE and not is_postgres():
+        raise pytest.UsageError("CONDUIT_REQUIRE_POSTGRES=1 but DATABASE_URL is not a Postgres URL")
+    if CI_MODE:
+        return  # in CI nothing may be skipped
+    skip_pg = pytest.mark.skip(reason="needs Postgres: set DATABASE_URL")
+    skip_browser = pytest.mark.skip(reason="needs /usr/bin/chromium")
+    for item in items:
+        if "postgres" in item.keywords and not is_postgres():
+            item.add_marker(skip_pg)
+        if "browser" in item.keywords and not Path("/usr/bin/chromium").exists():
+            item.add_marker(skip_browser)
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings: Any, tmp_path: Path) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+@dataclass
+class Tenant:
+    workspace: Workspace
+    user: User
+    password: str
+
+    def client(self) -> Client:
+        client = Client()
+        client.force_login(self.user)
+        return client
+
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_workspace(db: None) -> Callable[..., Tenant]:
+    def make(slug: str, *, role: str = Membership.Role.OWNER, email: str | None = None) -> Tenant:
+        email = email or f"{slug}@example.com"
+        with system_scope():
+            workspace = Workspace.objects.create(slug=slug, name=slug.title())
+            user = User.objects.create_user(username=email, email=email, password=PASSWORD)
+            Profile.objects.create(user=user, email=email)
+            Membership.objects.create(workspace=workspace, user=user, role=role)
+        return Tenant(workspace, user, PASSWORD)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_workspace: Callable[..., Tenant]) -> Tenant:
+    return make_workspace("alice")
+
+
+@pytest.fixture
+def bob(make_workspace: Callable[..., Tenant]) -> Tenant:
+    return make_workspace("bob")
+
+
+def make_message(workspace: Workspace, message_id: str, **fields: Any) -> Message:
+    with system_scope():
+        return Message.objects.create(
+            workspace=workspace,
+            message_id=message_id,
+            subject=fields.pop("subject", f"Subject {message_id}"),
+            from_address=fields.pop("from_address", "sender@example.com"),
+            body_text=fields.pop("body_text", "hello"),
+            **fields,
+        )
+
+
+def raw_email(
+    message_id: str = "m1@example.com",
+    *,
+    subject: str = "Quarterly review",
+    body: str = "Hello there,\nsee you Tuesday.\n",
+    attachment: tuple[str, str, bytes] | None = None,
+) -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "Maya Lopez <maya@acme.example>"
+    msg["To"] = "Sam <sam@alice.example>, Lee <lee@alice.example>"
+    msg["Cc"] = "Priya <priya@alice.example>"
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 16 Nov 2026 09:12:00 +0000"
+    if message_id:
+        msg["Message-ID"] = f"<{message_id}>"
+    msg.set_content(body)
+    msg.add_alternative(f"<p>{body}</p>", subtype="html")
+    if attachment:
+        name, ctype, data = attachment
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return bytes(msg)
+
+
+@pytest.fixture
+def capture_json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Attach a handler built exactly like the configured one and return its parsed lines."""
+    import io
+    import json
+    import logging
+
+    from conduit.logging import RedactSecrets, json_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(RedactSecrets())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    finally:
+        root.removeHandler(handler)

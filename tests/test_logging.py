@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+
+from conduit.logging import RedactSecrets
+from conduit.secrets_scan import register_secret
+
+Logs = Callable[[], list[dict[str, Any]]]
+log = logging.getLogger("conduit.test")
+
+
+def test_log_lines_are_json_with_the_operator_fields(capture_json_logs: Logs) -> None:
+    log.warning("refresh failed for %s", "hubspot", extra={"category": "oauth", "error_code": "invalid_grant", "workspace_id": 7})
+    line = capture_json_logs()[-1]
+    assert {"ts", "level", "logger", "category", "error_code", "workspace_id", "message"} <= set(line)
+    assert line["message"] == "refresh failed for hubspot"
+    assert (line["level"], line["logger"], line["category"], line["error_code"], line["workspace_id"]) == (
+        "WARNING", "conduit.test", "oauth", "invalid_grant", 7,
+    )
+    assert line["ts"].endswith("+00:00")
+
+
+def test_missing_operator_fields_are_null(capture_json_logs: Logs) -> None:
+    log.info("plain")
+    line = capture_json_logs()[-1]
+    assert line["category"] is None and line["error_code"] is None and line["workspace_id"] is None
+
+
+def test_redaction_masks_tokens_headers_and_known_secrets(capture_json_logs: Logs) -> None:
+    register_secret("sf-client-secret-0987654321")
+    log.error("calling with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig")
+    log.error("token exchange body access_token=ya29.AAAAsecret&refresh_token=1//0gRefresh&x=1")
+    log.error("json said {\"access_token\": \"pat-na1-abcdef\"}")
+    log.error("client secret is %s", "sf-client-secret-0987654321")
+    log.error("django key %s", settings.SECRET_KEY)
+    log.error("raw", extra={"refresh_token": "1//0gRefresh", "note": "Bearer abcdefghijklmnopq"})
+    text = str(capture_json_logs())
+    for secret in ("eyJhbGciOiJIUzI1NiJ9", "ya29.AAAAsecret", "1//0gRefresh", "pat-na1-abcdef",
+                   "sf-client-secret-0987654321", settings.SECRET_KEY, "abcdefghijklmnopq"):
+        assert secret not in text
+    assert "[redacted]" in text
+
+
+def test_redaction_covers_exception_tracebacks(capture_json_logs: Logs) -> None:
+    try:
+        raise RuntimeError("provider said access_token=ya29.leaky in its error")
+    except RuntimeError:
+        log.exception("call failed")
+    line = capture_json_logs()[-1]
+    assert "ya29.leaky" not in str(line)
+    assert "RuntimeError" in line["exc_info"]
+
+
+def test_every_configured_handler_carries_the_redaction_filter() -> None:
+    handlers = [logging.getLogger(name).handlers for name in ("", "django", "celery")]
+    flat = [h for group in handlers for h in group if h.__class__.__name__ == "StreamHandler"]
+    configured = settings.LOGGING["handlers"]
+    assert all("redact" in h.get("filters", []) for h in configured.values())
+    assert any(isinstance(f, RedactSecrets) for h in flat for f in h.filters)

@@ -1,0 +1,188 @@
+"""Row-level security on Postgres, tested as a role that is neither superuser nor owner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.apps import apps
+from django.db import DatabaseError, connection, transaction
+
+from conduit.models import ApiToken, AuditEvent, Message, Workspace
+from conduit.rls import disable_sql, enable_sql
+from conduit.tenancy import SYSTEM_GUC, WORKSPACE_GUC, current_scope, system_scope, workspace_scope
+from tests.conftest import Tenant, make_message
+
+pytestmark = pytest.mark.postgres
+PROBE_ROLE = "conduit_rls_probe"
+
+
+def _grant_probe_role() -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PROBE_ROLE}') "
+            f"THEN CREATE ROLE {PROBE_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$"
+        )
+        cur.execute(f"GRANT USAGE ON SCHEMA public TO {PROBE_ROLE}")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {PROBE_ROLE}")
+        cur.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {PROBE_ROLE}")
+
+
+@contextmanager
+def as_app_role() -> Iterator[None]:
+    """Act as a plain application role: not superuser, not table owner, no BYPASSRLS."""
+    with connection.cursor() as cur:
+        cur.execute(f"SET ROLE {PROBE_ROLE}")
+        cur.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False, False)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("RESET ROLE")
+
+
+@pytest.fixture
+def two_tenants(alice: Tenant, bob: Tenant) -> tuple[Tenant, Tenant]:
+    _grant_probe_role()
+    for n in range(3):
+        make_message(alice.workspace, f"a{n}@x")
+    make_message(bob.workspace, "b0@x")
+    return alice, bob
+
+
+def test_workspace_a_cannot_read_workspace_b(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, bob = two_tenants
+    with as_app_role(), workspace_scope(alice.workspace):
+        ids = set(Message.objects.values_list("workspace_id", flat=True))
+        assert ids == {alice.workspace.pk}
+        assert Message.objects.count() == 3
+        assert not Message.objects.filter(workspace=bob.workspace).exists()
+
+
+def test_no_scope_reads_zero_rows(two_tenants: tuple[Tenant, Tenant]) -> None:
+    with as_app_role():
+        assert Message.objects.count() == 0
+        assert AuditEvent.objects.count() == 0
+
+
+def test_system_scope_sees_every_workspace(two_tenants: tuple[Tenant, Tenant]) -> None:
+    with as_app_role(), system_scope():
+        assert Message.objects.count() == 4
+
+
+def test_scope_refuses_writing_another_workspaces_row(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, bob = two_tenants
+    with as_app_role(), pytest.raises(DatabaseError, match="row-level security"):  # noqa: SIM117
+        with workspace_scope(alice.workspace):
+            Message.objects.create(workspace=bob.workspace, message_id="sneaky@x")
+    with system_scope():
+        assert not Message.objects.filter(message_id="sneaky@x").exists()
+
+
+def test_scope_cannot_update_other_workspace_rows(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, bob = two_tenants
+    with as_app_role(), workspace_scope(alice.workspace):
+        assert Message.objects.filter(workspace=bob.workspace).update(subject="hacked") == 0
+    with system_scope():
+        assert not Message.objects.filter(subject="hacked").exists()
+
+
+def test_nested_scope_restores_outer_scope(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, bob = two_tenants
+    with workspace_scope(alice.workspace):
+        with workspace_scope(bob.workspace):
+            assert current_scope()[WORKSPACE_GUC] == str(bob.workspace.pk)
+        assert current_scope() == {WORKSPACE_GUC: str(alice.workspace.pk), SYSTEM_GUC: ""}
+
+
+def test_customer_request_runs_in_its_workspace_scope(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, bob = two_tenants
+    client = alice.client()
+    with as_app_role():
+        page = client.get("/messages/")
+        assert page.status_code == 200
+        assert page.context["page"].paginator.count == 3
+        with system_scope():
+            bobs = Message.objects.get(workspace=bob.workspace)
+        assert client.get(f"/messages/{bobs.pk}/").status_code == 404
+    assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
+
+
+def test_api_token_request_writes_inside_its_scope(two_tenants: tuple[Tenant, Tenant]) -> None:
+    from conduit.services import do_create_api_token
+    from tests.conftest import raw_email
+
+    alice, _ = two_tenants
+    issued = do_create_api_token(alice.workspace, "gw", actor=alice.user)
+    with as_app_role():
+        response = alice.client().post(
+            "/api/v1/messages",
+            data=raw_email("rls-api@x"),
+            content_type="message/rfc822",
+            HTTP_AUTHORIZATION=f"Bearer {issued.raw}",
+        )
+    assert response.status_code == 201, response.content
+    with system_scope():
+        assert Message.objects.get(message_id="rls-api@x").workspace_id == alice.workspace.pk
+
+
+def test_every_workspace_owned_table_has_forced_rls_and_policy(db: None) -> None:
+    owned = [
+        m._meta.db_table
+        for m in apps.get_models()
+        if any(
+            getattr(f, "related_model", None) is Workspace and f.concrete for f in m._meta.get_fields()
+        )
+    ]
+    assert {"messages", "attachments", "audit_events", "memberships", "api_tokens"} <= set(owned)
+    with connection.cursor() as cur:
+        for table in owned:
+            cur.execute(
+                "SELECT c.relrowsecurity, c.relforcerowsecurity, "
+                "(SELECT count(*) FROM pg_policies p WHERE p.tablename = c.relname) "
+                "FROM pg_class c WHERE c.relname = %s",
+                [table],
+            )
+            assert cur.fetchone() == (True, True, 1), table
+
+
+def test_rls_sql_is_reversible(db: None) -> None:
+    with connection.cursor() as cur:
+        cur.execute(disable_sql("api_tokens"))
+        cur.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'api_tokens'")
+        assert cur.fetchone() == (False,)
+        cur.execute(enable_sql("api_tokens"))
+        cur.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'api_tokens'")
+        assert cur.fetchone() == (True, True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scope_does_not_leak_to_the_next_transaction(make_workspace) -> None:  # type: ignore[no-untyped-def]
+    alice = make_workspace("leak-a")
+    make_message(alice.workspace, "leak@x")
+    with transaction.atomic():
+        _grant_probe_role()
+    try:
+        with connection.cursor() as cur:
+            cur.execute(f"SET ROLE {PROBE_ROLE}")
+        with workspace_scope(alice.workspace):
+            assert Message.objects.count() == 1
+        # autocommit: a brand-new transaction on the same connection
+        assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
+        assert Message.objects.count() == 0
+        assert ApiToken.objects.count() == 0
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("RESET ROLE")
+            cur.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {PROBE_ROLE}")
+            cur.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {PROBE_ROLE}")
+            cur.execute(f"REVOKE ALL ON SCHEMA public FROM {PROBE_ROLE}")
+
+
+def test_scope_error_rolls_back_and_clears_settings(two_tenants: tuple[Tenant, Tenant]) -> None:
+    alice, _ = two_tenants
+    with pytest.raises(RuntimeError), workspace_scope(alice.workspace):
+        raise RuntimeError("boom")
+    assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
