@@ -1,0 +1,79 @@
+"""Settings are read once from the environment; production refuses bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD_ENV = {
+    "CONDUIT_ENV": "production",
+    "SECRET_KEY": "x9!" + "k2#Lq8@vR7$" * 6,
+    "CONDUIT_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
+    "ALLOWED_HOSTS": "conduit.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://conduit.example.com",
+}
+
+ENV_UNDER_TEST = {"SECRET_KEY", "CONDUIT_ENCRYPTION_KEYS", "CONDUIT_ENV", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
+def run_manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ENV_UNDER_TEST}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env={**base, "CONDUIT_VAR_DIR": str(tmp_path), **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None:
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PROD_ENV, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY must be set"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 characters"),
+        ({"CONDUIT_ENCRYPTION_KEYS": ""}, "CONDUIT_ENCRYPTION_KEYS must be set"),
+        ({"CONDUIT_ENCRYPTION_KEYS": "not-a-fernet-key"}, "CONDUIT_ENCRYPTION_KEYS must be comma-separated Fernet keys (32 url-safe base64 bytes each)"),
+        ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must be set"),
+        ({"DEBUG": "true"}, "DEBUG must be false in production"),
+        ({"CSRF_TRUSTED_ORIGINS": "conduit.example.com"}, "CSRF_TRUSTED_ORIGINS entries must start with https://"),
+        ({"CONDUIT_ENV": "staging"}, "CONDUIT_ENV must be 'development' or 'production'"),
+    ],
+)
+def test_production_refuses_missing_or_malformed_settings_in_one_line(
+    tmp_path: Path, override: dict[str, str], expected: str
+) -> None:
+    result = run_manage("check", env={**PROD_ENV, **override}, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"conduit: configuration error: {expected}"]
+
+
+def test_development_generates_keys_once_and_keeps_them(tmp_path: Path) -> None:
+    env = {"CONDUIT_ENV": "development"}
+    script = "from django.conf import settings; print(settings.SECRET_KEY[:12], settings.CONDUIT_ENCRYPTION_KEYS[0][:12])"
+    first = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
+    second = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stdout.strip()
+    assert (tmp_path / "secret_key").exists() and (tmp_path / "conduit_encryption_keys").exists()
+    assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
+
+
+def test_default_database_is_sqlite_wal_under_var(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": ""}
+    script = (
+        "from django.db import connection; c = connection.cursor(); c.execute('PRAGMA journal_mode');"
+        "print(connection.vendor, c.fetchone()[0], connection.settings_dict['NAME'])"
+    )
+    result = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["sqlite", "wal", str(tmp_path / "conduit.sqlite3")]
