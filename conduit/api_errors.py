@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -25,14 +27,19 @@ def _first_message(detail: Any) -> str:
 
 
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
-    if response is None:
-        return None
-    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
-    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
-    code = codes if isinstance(codes, str) else "invalid"
-    body: dict[str, Any] = {"code": code, "message": _first_message(detail)}
-    if isinstance(detail, dict):
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    codes = exc.get_codes()
+    body: dict[str, Any] = {
+        "code": codes if isinstance(codes, str) else "invalid",
+        "message": _first_message(exc.detail),
+    }
+    if isinstance(exc.detail, dict):
         body["fields"] = response.data
     response.data = body
     return response

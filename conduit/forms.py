@@ -11,12 +11,6 @@ class SignUpForm(forms.Form):
     workspace_name = forms.CharField(max_length=200, label="Company / workspace name")
     password = forms.CharField(widget=forms.PasswordInput, strip=False)
 
-    def clean_workspace_name(self) -> str:
-        name: str = self.cleaned_data["workspace_name"].strip()
-        if not name:
-            raise forms.ValidationError("Give your workspace a name.")
-        return name
-
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if cleaned.get("password") and cleaned.get("email"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import logging
+import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,15 +109,20 @@ def _part_text(msg: EmailMessage, subtype: str) -> str | None:
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
 
 
+def default_filename(index: int, content_type: str) -> str:
+    return f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}"
+
+
 def _attachments(msg: EmailMessage) -> list[AttachmentData]:
     found = []
     for index, part in enumerate(msg.iter_attachments(), start=1):
         content = part.get_payload(decode=True)
-        if not isinstance(content, bytes):
-            continue
+        if not isinstance(content, bytes):  # an attached email (message/rfc822) is kept whole
+            inner = part.get_content()
+            content = inner.as_bytes() if hasattr(inner, "as_bytes") else str(inner).encode()
         found.append(
             AttachmentData(
-                filename=(part.get_filename() or f"attachment-{index}")[:255],
+                filename=(part.get_filename() or default_filename(index, part.get_content_type()))[:255],
                 content_type=part.get_content_type(),
                 content=content,
             )

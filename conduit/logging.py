@@ -39,12 +39,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-class ConduitJsonFormatter(JsonFormatter):
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
-        return redact_text(super().formatException(ei))
+def _redact_lines(text: str | list[str]) -> str | list[str]:
+    return redact_text(text) if isinstance(text, str) else [redact_text(line) for line in text]
 
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
-        return redact_text(super().formatStack(stack_info))
+
+class ConduitJsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str | list[str]:  # type: ignore[override]
+        return _redact_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str | list[str]:  # type: ignore[override]
+        return _redact_lines(super().formatStack(stack_info))
 
     def add_fields(
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]

@@ -33,7 +33,10 @@ def test_every_conduit_model_is_registered_with_search_and_filters() -> None:
 
 def test_admin_pages_render_and_never_show_bodies_or_tokens(staff: Client, alice: Tenant) -> None:
     secret_body = "CONFIDENTIAL-BODY-TEXT"
-    message = ingest_one(alice.workspace, parse_raw(raw_email("adm@x", body=secret_body, attachment=("a.txt", "text/plain", b"x")))).message
+    message = ingest_one(
+        alice.workspace,
+        parse_raw(raw_email("adm@x", body=secret_body, attachment=("a.txt", "text/plain", b"x"))),
+    ).message
     issued = do_create_api_token(alice.workspace, "gw", actor=alice.user)
     pages = []
     for model in conduit_models():

@@ -71,7 +71,12 @@ def test_oversize_message_is_413_and_stores_nothing(alice: Tenant, token: str, s
 
 def test_small_body_over_limit_after_parsing_is_413(alice: Tenant, token: str, settings) -> None:  # type: ignore[no-untyped-def]
     settings.CONDUIT_MAX_MESSAGE_BYTES = 50
-    response = post(Client(), json.dumps({"message_id": "x", "from": "a@b", "body_text": "z" * 60}), "application/json", token=token)
+    response = post(
+        Client(),
+        json.dumps({"message_id": "x", "from": "a@b", "body_text": "z" * 60}),
+        "application/json",
+        token=token,
+    )
     assert response.status_code == 413
 
 

@@ -10,7 +10,10 @@ from tests.conftest import Tenant
 
 def test_record_audit_writes_event_with_target_and_actor(alice: Tenant) -> None:
     event = record_audit(
-        "workspace_renamed", actor=alice.user, workspace=alice.workspace, target=alice.workspace,
+        "workspace_renamed",
+        actor=alice.user,
+        workspace=alice.workspace,
+        target=alice.workspace,
         payload={"from": "Old", "to": "New", "counts": [1, 2]},
     )
     stored = AuditEvent.objects.get(pk=event.pk)

@@ -15,8 +15,14 @@ from tests.conftest import PASSWORD, raw_email
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
 ]
 SCREENSHOT_DIR = os.environ.get("CONDUIT_SCREENSHOT_DIR")
 

@@ -22,6 +22,9 @@ class SecretNote(models.Model):
         app_label = "conduit"
         db_table = "test_secret_notes"
 
+    def __str__(self) -> str:
+        return self.label
+
 
 @pytest.fixture
 def secret_table(transactional_db: None) -> Iterator[None]:
@@ -34,7 +37,7 @@ def secret_table(transactional_db: None) -> Iterator[None]:
 
 def stored(pk: int, column: str = "secret") -> str:
     with connection.cursor() as cur:
-        cur.execute(f"SELECT {column} FROM test_secret_notes WHERE id = %s", [pk])  # noqa: S608
+        cur.execute(f"SELECT {column} FROM test_secret_notes WHERE id = %s", [pk])
         return cur.fetchone()[0]  # type: ignore[index, no-any-return]
 
 
@@ -45,7 +48,9 @@ def test_value_is_ciphertext_at_rest_and_plaintext_in_python(secret_table: None)
     assert SecretNote.objects.create(label="n", secret=None).secret is None
 
 
-def test_rotation_reencrypts_every_row_and_old_key_can_be_dropped(secret_table: None, settings, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_rotation_reencrypts_every_row_and_old_key_can_be_dropped(
+    secret_table: None, settings, capsys
+) -> None:  # type: ignore[no-untyped-def]
     old_key = settings.CONDUIT_ENCRYPTION_KEYS[0]
     notes = [SecretNote.objects.create(label=str(i), secret=f"token-{i}", other=f"o{i}") for i in range(7)]
     SecretNote.objects.create(label="empty", secret=None)
@@ -56,7 +61,9 @@ def test_rotation_reencrypts_every_row_and_old_key_can_be_dropped(secret_table: 
     assert "test_secret_notes.secret: 7 re-encrypted, 0 unreadable" in out
     assert "test_secret_notes.other: 7 re-encrypted, 0 unreadable" in out
     settings.CONDUIT_ENCRYPTION_KEYS = [new_key]
-    assert [n.secret for n in SecretNote.objects.order_by("pk") if n.secret] == [f"token-{i}" for i in range(7)]
+    assert [n.secret for n in SecretNote.objects.order_by("pk") if n.secret] == [
+        f"token-{i}" for i in range(7)
+    ]
     assert SecretNote.objects.get(pk=notes[0].pk).other == "o0"
 
 

@@ -52,7 +52,9 @@ def test_healthz_503_when_database_fails(db: None, monkeypatch) -> None:  # type
             raise RuntimeError("db down")
 
     monkeypatch.setattr(health, "connection", Broken())
-    monkeypatch.setattr(health.Heartbeat.objects, "filter", lambda **kw: (_ for _ in ()).throw(RuntimeError("db")))
+    monkeypatch.setattr(
+        health.Heartbeat.objects, "filter", lambda **kw: (_ for _ in ()).throw(RuntimeError("db"))
+    )
     response = Client().get("/healthz")
     assert response.status_code == 503
     body = response.json()

@@ -33,7 +33,11 @@ def test_ingest_stores_message_and_attachment_through_storage(alice: Tenant) -> 
     assert bytes(message.raw) == raw
     assert message.size_bytes == len(raw) and not message.is_redacted
     attachment = Attachment.objects.get(message=message)
-    assert (attachment.filename, attachment.size, attachment.workspace_id) == ("report.pdf", 13, alice.workspace.pk)
+    assert (attachment.filename, attachment.size, attachment.workspace_id) == (
+        "report.pdf",
+        13,
+        alice.workspace.pk,
+    )
     with default_storage.open(attachment.file.name) as fh:
         assert fh.read() == b"%PDF-1.4 fake"
 
@@ -84,8 +88,10 @@ def test_concurrent_duplicate_falls_back_without_losing_the_batch(make_workspace
             thread = threading.Thread(target=other_connection_inserts)
             thread.start()
             thread.join()
-        return real_filter(*args, **kwargs).exclude(message_id="race@x") if calls["n"] == 1 else real_filter(
-            *args, **kwargs
+        return (
+            real_filter(*args, **kwargs).exclude(message_id="race@x")
+            if calls["n"] == 1
+            else real_filter(*args, **kwargs)
         )
 
     monkeypatch.setattr(ingest.Message.objects, "filter", racing_filter)
@@ -102,7 +108,10 @@ def test_failed_batch_leaves_no_attachment_files(alice: Tenant, monkeypatch, set
 
     monkeypatch.setattr(ingest.Attachment.objects, "bulk_create", boom)
     with pytest.raises(RuntimeError):
-        ingest_one(alice.workspace, parse_raw(raw_email("f@x", attachment=("a.bin", "application/octet-stream", b"x"))))
+        ingest_one(
+            alice.workspace,
+            parse_raw(raw_email("f@x", attachment=("a.bin", "application/octet-stream", b"x"))),
+        )
     assert Message.objects.count() == 0
     media = Path(settings.MEDIA_ROOT)
     assert not media.exists() or not [p for p in media.rglob("*") if p.is_file()]
@@ -143,8 +152,14 @@ def test_oversize_message_is_rejected(settings) -> None:  # type: ignore[no-unty
 
 def test_parse_json_message() -> None:
     parsed = parse_json(
-        {"message_id": "<j1@x>", "from": "a@b.example", "to": ["c@d.example"], "subject": "Hi",
-         "sent_at": "2026-11-20T10:00:00+01:00", "body_text": "hello"}
+        {
+            "message_id": "<j1@x>",
+            "from": "a@b.example",
+            "to": ["c@d.example"],
+            "subject": "Hi",
+            "sent_at": "2026-11-20T10:00:00+01:00",
+            "body_text": "hello",
+        }
     )
     assert (parsed.message_id, parsed.to_addresses, parsed.raw) == ("j1@x", ["c@d.example"], None)
     assert parsed.sent_at is not None and parsed.sent_at.utcoffset() is not None
@@ -174,6 +189,67 @@ def test_unparseable_date_is_stored_as_unknown() -> None:
 
 
 def test_latin1_body_without_charset_is_decoded() -> None:
-    raw = b"From: a@b.example\nMessage-ID: <l1@x>\nContent-Type: text/plain; charset=unknown-8bit\n\ncaf\xe9\n"
+    raw = (
+        b"From: a@b.example\nMessage-ID: <l1@x>\nContent-Type: text/plain; charset=unknown-8bit\n\ncaf\xe9\n"
+    )
     parsed = parse_raw(raw)
     assert parsed.body_text is not None and parsed.body_text.startswith("caf")
+
+
+def test_attached_email_is_kept_whole_and_named() -> None:
+    from email.message import EmailMessage
+
+    inner = EmailMessage()
+    inner["From"] = "x@y.example"
+    inner["Subject"] = "forwarded"
+    inner.set_content("inner body")
+    outer = EmailMessage()
+    outer["From"] = "a@b.example"
+    outer["Message-ID"] = "<fwd@x>"
+    outer.set_content("see attached")
+    outer.add_attachment(inner)
+    parsed = parse_raw(bytes(outer))
+    (attachment,) = parsed.attachments
+    assert attachment.content_type == "message/rfc822"
+    assert attachment.filename == "attachment-1.eml"
+    assert b"inner body" in attachment.content
+
+
+def test_date_without_zone_is_read_as_utc() -> None:
+    raw = raw_email("z@x").replace(b"+0000", b"-0000")
+    parsed = parse_raw(raw)
+    assert parsed.sent_at is not None and parsed.sent_at.utcoffset() is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_single_message_race_returns_the_winner(make_workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from django.db import connections
+
+    from conduit import ingest
+
+    alice = make_workspace("race1")
+    real_filter = Message.objects.filter
+    calls = {"n": 0}
+
+    def racing_filter(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+
+            def insert() -> None:
+                try:
+                    Message.objects.create(workspace=alice.workspace, message_id="solo@x")
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=insert)
+            thread.start()
+            thread.join()
+            return real_filter(*args, **kwargs).none()
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(ingest.Message.objects, "filter", racing_filter)
+    (result,) = ingest_batch(alice.workspace, [parse_raw(raw_email("solo@x"))])
+    assert not result.created and result.message.message_id == "solo@x"

@@ -20,13 +20,16 @@ def write_mbox(path: Path, ids: list[str]) -> Path:
     return path
 
 
-def test_ingests_eml_files_directories_and_mbox(alice: Tenant, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_ingests_eml_files_directories_and_mbox(alice: Tenant, tmp_path: Path, capsys, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CONDUIT_INGEST_BATCH_SIZE = 5  # the last flush is then empty
     (tmp_path / "one.eml").write_bytes(raw_email("e1@x"))
     folder = tmp_path / "dir" / "nested"
     folder.mkdir(parents=True)
     (folder / "two.eml").write_bytes(raw_email("e2@x"))
     box = write_mbox(tmp_path / "archive.mbox", ["m1@x", "m2@x", "m3@x"])
-    call_command("ingest_eml", "--workspace", "alice", str(tmp_path / "one.eml"), str(tmp_path / "dir"), str(box))
+    call_command(
+        "ingest_eml", "--workspace", "alice", str(tmp_path / "one.eml"), str(tmp_path / "dir"), str(box)
+    )
     captured = capsys.readouterr()
     assert "created 5, duplicate 0, rejected 0" in captured.out
     assert Message.objects.filter(workspace=alice.workspace).count() == 5
@@ -34,7 +37,9 @@ def test_ingests_eml_files_directories_and_mbox(alice: Tenant, tmp_path: Path, c
     assert body is not None and "line two" in body
 
 
-def test_second_run_counts_duplicates_and_creates_nothing(alice: Tenant, tmp_path: Path, capsys, settings) -> None:  # type: ignore[no-untyped-def]
+def test_second_run_counts_duplicates_and_creates_nothing(
+    alice: Tenant, tmp_path: Path, capsys, settings
+) -> None:  # type: ignore[no-untyped-def]
     settings.CONDUIT_INGEST_BATCH_SIZE = 2
     box = write_mbox(tmp_path / "a.mbox", [f"d{i}@x" for i in range(5)])
     call_command("ingest_eml", "--workspace", "alice", "--progress-every", "2", str(box))
@@ -61,7 +66,9 @@ def test_missing_workspace_or_path_changes_nothing(alice: Tenant, tmp_path: Path
     with pytest.raises(CommandError, match="workspace 'nope' does not exist"):
         call_command("ingest_eml", "--workspace", "nope", str(tmp_path / "a.eml"))
     with pytest.raises(CommandError, match="path not found"):
-        call_command("ingest_eml", "--workspace", "alice", str(tmp_path / "a.eml"), str(tmp_path / "missing.eml"))
+        call_command(
+            "ingest_eml", "--workspace", "alice", str(tmp_path / "a.eml"), str(tmp_path / "missing.eml")
+        )
     assert Message.objects.count() == 0
 
 
@@ -71,4 +78,6 @@ def test_command_line_failure_is_one_line_and_nonzero(alice: Tenant, tmp_path: P
     with pytest.raises(SystemExit) as excinfo:
         ManagementUtility(["manage.py", "ingest_eml", "--workspace", "no-such-ws", str(tmp_path)]).execute()
     assert excinfo.value.code == 1
-    assert capsys.readouterr().err.strip().splitlines() == ["CommandError: workspace 'no-such-ws' does not exist"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "CommandError: workspace 'no-such-ws' does not exist"
+    ]

@@ -14,12 +14,20 @@ log = logging.getLogger("conduit.test")
 
 
 def test_log_lines_are_json_with_the_operator_fields(capture_json_logs: Logs) -> None:
-    log.warning("refresh failed for %s", "hubspot", extra={"category": "oauth", "error_code": "invalid_grant", "workspace_id": 7})
+    log.warning(
+        "refresh failed for %s",
+        "hubspot",
+        extra={"category": "oauth", "error_code": "invalid_grant", "workspace_id": 7},
+    )
     line = capture_json_logs()[-1]
     assert {"ts", "level", "logger", "category", "error_code", "workspace_id", "message"} <= set(line)
     assert line["message"] == "refresh failed for hubspot"
     assert (line["level"], line["logger"], line["category"], line["error_code"], line["workspace_id"]) == (
-        "WARNING", "conduit.test", "oauth", "invalid_grant", 7,
+        "WARNING",
+        "conduit.test",
+        "oauth",
+        "invalid_grant",
+        7,
     )
     assert line["ts"].endswith("+00:00")
 
@@ -34,13 +42,20 @@ def test_redaction_masks_tokens_headers_and_known_secrets(capture_json_logs: Log
     register_secret("sf-client-secret-0987654321")
     log.error("calling with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig")
     log.error("token exchange body access_token=ya29.AAAAsecret&refresh_token=1//0gRefresh&x=1")
-    log.error("json said {\"access_token\": \"pat-na1-abcdef\"}")
+    log.error('json said {"access_token": "pat-na1-abcdef"}')
     log.error("client secret is %s", "sf-client-secret-0987654321")
     log.error("django key %s", settings.SECRET_KEY)
     log.error("raw", extra={"refresh_token": "1//0gRefresh", "note": "Bearer abcdefghijklmnopq"})
     text = str(capture_json_logs())
-    for secret in ("eyJhbGciOiJIUzI1NiJ9", "ya29.AAAAsecret", "1//0gRefresh", "pat-na1-abcdef",
-                   "sf-client-secret-0987654321", settings.SECRET_KEY, "abcdefghijklmnopq"):
+    for secret in (
+        "eyJhbGciOiJIUzI1NiJ9",
+        "ya29.AAAAsecret",
+        "1//0gRefresh",
+        "pat-na1-abcdef",
+        "sf-client-secret-0987654321",
+        settings.SECRET_KEY,
+        "abcdefghijklmnopq",
+    ):
         assert secret not in text
     assert "[redacted]" in text
 

@@ -19,15 +19,25 @@ PROD_ENV = {
     "CSRF_TRUSTED_ORIGINS": "https://conduit.example.com",
 }
 
-ENV_UNDER_TEST = {"SECRET_KEY", "CONDUIT_ENCRYPTION_KEYS", "CONDUIT_ENV", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+ENV_UNDER_TEST = {
+    "SECRET_KEY",
+    "CONDUIT_ENCRYPTION_KEYS",
+    "CONDUIT_ENV",
+    "DEBUG",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+}
 
 
 def run_manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ENV_UNDER_TEST}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=ROOT, env={**base, "CONDUIT_VAR_DIR": str(tmp_path), **env},
-        capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env={**base, "CONDUIT_VAR_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -42,10 +52,16 @@ def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None
         ({"SECRET_KEY": ""}, "SECRET_KEY must be set"),
         ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 characters"),
         ({"CONDUIT_ENCRYPTION_KEYS": ""}, "CONDUIT_ENCRYPTION_KEYS must be set"),
-        ({"CONDUIT_ENCRYPTION_KEYS": "not-a-fernet-key"}, "CONDUIT_ENCRYPTION_KEYS must be comma-separated Fernet keys (32 url-safe base64 bytes each)"),
+        (
+            {"CONDUIT_ENCRYPTION_KEYS": "not-a-fernet-key"},
+            "CONDUIT_ENCRYPTION_KEYS must be comma-separated Fernet keys (32 url-safe base64 bytes each)",
+        ),
         ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must be set"),
         ({"DEBUG": "true"}, "DEBUG must be false in production"),
-        ({"CSRF_TRUSTED_ORIGINS": "conduit.example.com"}, "CSRF_TRUSTED_ORIGINS entries must start with https://"),
+        (
+            {"CSRF_TRUSTED_ORIGINS": "conduit.example.com"},
+            "CSRF_TRUSTED_ORIGINS entries must start with https://",
+        ),
         ({"CONDUIT_ENV": "staging"}, "CONDUIT_ENV must be 'development' or 'production'"),
     ],
 )
@@ -59,7 +75,10 @@ def test_production_refuses_missing_or_malformed_settings_in_one_line(
 
 def test_development_generates_keys_once_and_keeps_them(tmp_path: Path) -> None:
     env = {"CONDUIT_ENV": "development"}
-    script = "from django.conf import settings; print(settings.SECRET_KEY[:12], settings.CONDUIT_ENCRYPTION_KEYS[0][:12])"
+    script = (
+        "from django.conf import settings;"
+        "print(settings.SECRET_KEY[:12], settings.CONDUIT_ENCRYPTION_KEYS[0][:12])"
+    )
     first = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
     second = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -69,7 +88,7 @@ def test_development_generates_keys_once_and_keeps_them(tmp_path: Path) -> None:
 
 
 def test_default_database_is_sqlite_wal_under_var(tmp_path: Path) -> None:
-    env = {"DATABASE_URL": ""}
+    env = {"DATABASE_URL": "", "REDIS_URL": ""}
     script = (
         "from django.db import connection; c = connection.cursor(); c.execute('PRAGMA journal_mode');"
         "print(connection.vendor, c.fetchone()[0], connection.settings_dict['NAME'])"

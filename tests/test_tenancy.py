@@ -132,9 +132,7 @@ def test_every_workspace_owned_table_has_forced_rls_and_policy(db: None) -> None
     owned = [
         m._meta.db_table
         for m in apps.get_models()
-        if any(
-            getattr(f, "related_model", None) is Workspace and f.concrete for f in m._meta.get_fields()
-        )
+        if any(getattr(f, "related_model", None) is Workspace and f.concrete for f in m._meta.get_fields())
     ]
     assert {"messages", "attachments", "audit_events", "memberships", "api_tokens"} <= set(owned)
     with connection.cursor() as cur:

@@ -32,13 +32,23 @@ def test_signup_slug_is_unique(alice: Tenant) -> None:
 @pytest.mark.parametrize(
     ("data", "field", "text"),
     [
-        ({"email": "alice@example.com", "workspace_name": "W", "password": PASSWORD}, "email", "already exists"),
+        (
+            {"email": "alice@example.com", "workspace_name": "W", "password": PASSWORD},
+            "email",
+            "already exists",
+        ),
         ({"email": "not-an-email", "workspace_name": "W", "password": PASSWORD}, "email", "valid email"),
-        ({"email": "n@example.com", "workspace_name": "   ", "password": PASSWORD}, "workspace_name", "required"),
+        (
+            {"email": "n@example.com", "workspace_name": "   ", "password": PASSWORD},
+            "workspace_name",
+            "required",
+        ),
         ({"email": "n@example.com", "workspace_name": "W", "password": "123"}, "password", "too short"),
     ],
 )
-def test_signup_errors_are_shown_and_nothing_is_created(alice: Tenant, data: dict, field: str, text: str) -> None:  # type: ignore[type-arg]
+def test_signup_errors_are_shown_and_nothing_is_created(
+    alice: Tenant, data: dict, field: str, text: str
+) -> None:  # type: ignore[type-arg]
     before = (User.objects.count(), Workspace.objects.count(), AuditEvent.objects.count())
     response = Client().post("/signup/", data)
     assert response.status_code == 400
@@ -59,7 +69,9 @@ def test_login_and_logout(alice: Tenant) -> None:
     assert client.get("/settings/").status_code == 302
 
 
-@pytest.mark.parametrize("url", ["/settings/", "/settings/integrations/", "/settings/retention/", "/messages/"])
+@pytest.mark.parametrize(
+    "url", ["/settings/", "/settings/integrations/", "/settings/retention/", "/messages/"]
+)
 def test_pages_render_with_navigation(alice: Tenant, url: str) -> None:
     response = alice.client().get(url)
     assert response.status_code == 200
@@ -99,11 +111,19 @@ def test_empty_message_list_explains_how_to_ingest(alice: Tenant) -> None:
 
 
 def test_message_detail_shows_headers_body_and_attachment(alice: Tenant) -> None:
-    result = ingest_one(alice.workspace, parse_raw(raw_email("d@x", attachment=("q.csv", "text/csv", b"a,b"))))
+    result = ingest_one(
+        alice.workspace, parse_raw(raw_email("d@x", attachment=("q.csv", "text/csv", b"a,b")))
+    )
     client = alice.client()
     page = client.get(f"/messages/{result.message.pk}/")
     assert page.status_code == 200
-    for text in (b"Quarterly review", b"maya@acme.example", b"see you Tuesday", b"q.csv", b"priya@alice.example"):
+    for text in (
+        b"Quarterly review",
+        b"maya@acme.example",
+        b"see you Tuesday",
+        b"q.csv",
+        b"priya@alice.example",
+    ):
         assert text in page.content
     attachment = result.message.attachments.get()
     download = client.get(f"/attachments/{attachment.pk}/")
@@ -113,7 +133,9 @@ def test_message_detail_shows_headers_body_and_attachment(alice: Tenant) -> None
 def test_redacted_message_and_removed_attachment(alice: Tenant) -> None:
     from django.utils import timezone
 
-    result = ingest_one(alice.workspace, parse_raw(raw_email("r@x", attachment=("q.csv", "text/csv", b"a,b"))))
+    result = ingest_one(
+        alice.workspace, parse_raw(raw_email("r@x", attachment=("q.csv", "text/csv", b"a,b")))
+    )
     message = result.message
     message.is_redacted, message.redacted_at, message.body_text = True, timezone.now(), None
     message.save()
