@@ -182,7 +182,8 @@ def main() -> int:
             size_mb = mbox.stat().st_size / 2**20
             print(
                 f"mbox: {args.messages} messages, {size_mb:.1f} MB, {attachments} with attachments "
-                f"(written in {time.perf_counter() - started:.1f} s); database {args.db_name}"
+                f"(written in {time.perf_counter() - started:.1f} s); database {args.db_name}, "
+                f"DEBUG={os.environ.get('DEBUG', 'unset (settings default)')}"
             )
 
             first = timed_ingest(env, mbox, tmp, "first")

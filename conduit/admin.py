@@ -3,11 +3,13 @@ show their prefix, never a hash or value; audit events are read-only."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
+from conduit.audit import record_audit
 from conduit.models import (
     ApiToken,
     Attachment,
@@ -18,6 +20,44 @@ from conduit.models import (
     Profile,
     Workspace,
 )
+from conduit.services import do_revoke_api_token
+
+
+def _workspace_of(obj: Any) -> Workspace | None:
+    return obj if isinstance(obj, Workspace) else getattr(obj, "workspace", None)
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Operator edits are audited like any other state change (field names, never values)."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        record_audit(
+            "admin_object_changed" if change else "admin_object_created",
+            actor=request.user if request.user.is_authenticated else None,
+            workspace=_workspace_of(obj),
+            target=obj,
+            payload={"fields": sorted(form.changed_data)},
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self._audit_delete(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for obj in queryset:
+            self._audit_delete(request, obj)
+        super().delete_queryset(request, queryset)
+
+    def _audit_delete(self, request: HttpRequest, obj: Any) -> None:
+        workspace = _workspace_of(obj)
+        record_audit(
+            "admin_object_deleted",
+            actor=request.user if request.user.is_authenticated else None,
+            workspace=None if isinstance(obj, Workspace) else workspace,
+            target=obj,
+            payload={"label": str(obj)[:200]},
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -38,7 +78,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(AuditedAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     list_filter = ["created_at"]
@@ -46,14 +86,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Profile)
-class ProfileAdmin(admin.ModelAdmin):
+class ProfileAdmin(AuditedAdmin):
     list_display = ["email", "display_name", "user", "created_at"]
     search_fields = ["email", "display_name"]
     list_filter = ["created_at"]
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdmin):
     list_display = ["user", "workspace", "role", "created_at"]
     search_fields = ["user__email", "workspace__slug", "workspace__name"]
     list_filter = ["role"]
@@ -139,11 +179,19 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["name", "prefix", "workspace__slug"]
     list_filter = ["revoked_at", "workspace"]
-    fields = ["workspace", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["workspace", "name", "prefix", "created_by", "created_at", "last_used_at"]
+    fields = ("workspace", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke_tokens"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tokens are issued in workspace settings, where the value is shown once
+
+    @admin.action(description="Revoke selected API tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
+        live = [t for t in queryset.select_related("workspace") if t.revoked_at is None]
+        for token in live:
+            do_revoke_api_token(token, actor=cast(User, request.user))
+        self.message_user(request, f"Revoked {len(live)} token(s).")
 
 
 @admin.register(Heartbeat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from rest_framework import status
@@ -15,6 +16,7 @@ from conduit.api_errors import ApiError
 from conduit.ingest import IngestRejected, ParsedMessage, ingest_one, parse_json, parse_raw
 from conduit.tenancy import workspace_of
 
+log = logging.getLogger(__name__)
 RAW_TYPES = ("message/rfc822", "application/octet-stream", "text/plain")
 
 
@@ -65,6 +67,7 @@ class MessageIngestView(APIView):
             if content_type in RAW_TYPES:
                 return parse_raw(body)
         except IngestRejected as exc:
+            log.info("message rejected: %s", exc.reason, extra={"category": "ingest", "error_code": exc.code})
             status_code = 413 if exc.code == "message_too_large" else 400
             raise ApiError(exc.reason, code=exc.code, status=status_code) from None
         raise ApiError(

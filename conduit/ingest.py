@@ -270,6 +270,13 @@ def ingest_batch(
     except BaseException:
         _delete_files(saved_files)
         raise
+    log.info(
+        "stored %d new message(s) and %d attachment file(s); %d already present",
+        len(created),
+        len(saved_files),
+        len(batch) - len(created),
+        extra={"category": "ingest"},
+    )
     by_id = {m.message_id: m for m in created}
     results, seen = [], set()
     for parsed in batch:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from conduit.context import current_workspace_id
 from conduit.secrets_scan import looks_secret_key, redact_text
 
 STANDARD_FIELDS = ("category", "error_code", "workspace_id")
@@ -34,8 +35,8 @@ class RedactSecrets(logging.Filter):
             elif isinstance(value, str):
                 setattr(record, key, redact_text(value))
         for name in STANDARD_FIELDS:
-            if not hasattr(record, name):
-                setattr(record, name, None)
+            if getattr(record, name, None) is None:
+                setattr(record, name, current_workspace_id.get() if name == "workspace_id" else None)
         return True
 
 

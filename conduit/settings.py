@@ -79,9 +79,12 @@ if PRODUCTION:
 else:
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+_origin_schemes = ("https://",) if PRODUCTION else ("https://", "http://")
 for origin in CSRF_TRUSTED_ORIGINS:
-    if not origin.startswith(("https://", "http://")):
-        raise ImproperlyConfigured("CSRF_TRUSTED_ORIGINS entries must start with https://")
+    if not origin.startswith(_origin_schemes):
+        raise ImproperlyConfigured(
+            f"CSRF_TRUSTED_ORIGINS entries must start with {' or '.join(_origin_schemes)}"
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -131,7 +134,7 @@ TEMPLATES = [
 ]
 
 # --- Database: SQLite (WAL) under var/ by default, Postgres when DATABASE_URL is set ---
-DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASE_URL = required("DATABASE_URL") if PRODUCTION else env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 else:
@@ -150,20 +153,21 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and cache when REDIS_URL is set; embedded defaults otherwise ---
-REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_URL = required("REDIS_URL") if PRODUCTION else env.str("REDIS_URL", default="")
 CELERY_DATA_DIR = VAR_DIR / "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 3600}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    for sub in ("in", "processed"):
+    for sub in ("in", "processed", "control"):
         (CELERY_DATA_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_DATA_DIR / "in"),
         "data_folder_out": str(CELERY_DATA_DIR / "in"),
         "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "control_folder": str(CELERY_DATA_DIR / "control"),
         "store_processed": False,
     }
     CACHES = {

@@ -16,6 +16,7 @@ from typing import cast
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 
+from conduit.context import current_workspace_id
 from conduit.models import ApiToken, Membership, Workspace, hash_token
 
 WORKSPACE_GUC = "conduit.workspace_id"
@@ -39,6 +40,17 @@ def _set_local(values: dict[str, str]) -> dict[str, str]:
 
 @contextmanager
 def _scoped(values: dict[str, str]) -> Iterator[None]:
+    workspace_id = values.get(WORKSPACE_GUC) or None
+    reset = current_workspace_id.set(int(workspace_id) if workspace_id else None)
+    try:
+        with _transaction_with(values):
+            yield
+    finally:
+        current_workspace_id.reset(reset)
+
+
+@contextmanager
+def _transaction_with(values: dict[str, str]) -> Iterator[None]:
     with transaction.atomic():
         if not _uses_rls():
             yield

@@ -13,6 +13,7 @@ urlpatterns = [
     path("settings/", views.settings_home, name="settings-home"),
     path("settings/tokens/", views.create_api_token, name="api-token-create"),
     path("settings/tokens/<int:token_id>/revoke/", views.revoke_api_token, name="api-token-revoke"),
+    path("settings/workspace/", views.switch_workspace, name="switch-workspace"),
     path("settings/integrations/", views.integrations_page, name="integrations"),
     path("settings/retention/", views.retention_page, name="retention"),
     path("messages/", views.message_list, name="message-list"),

@@ -17,9 +17,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from conduit import services
+from conduit.crypto import decrypt, encrypt
 from conduit.forms import ApiTokenForm, SignUpForm
 from conduit.models import ApiToken, Attachment, Membership, Message
-from conduit.tenancy import workspace_of
+from conduit.tenancy import SESSION_WORKSPACE_KEY, memberships_of, workspace_of
 
 
 def workspace_required(view: Any) -> Any:
@@ -76,7 +77,8 @@ def settings_home(request: HttpRequest) -> HttpResponse:
         "token_form": ApiTokenForm(),
         "can_admin": membership is not None and membership.administers,
         "message_count": Message.objects.filter(workspace=workspace).count(),
-        "new_token": request.session.pop("new_api_token", None),
+        "new_token": decrypt(sealed) if (sealed := request.session.pop("new_api_token", None)) else None,
+        "memberships": memberships_of(signed_in_user(request).pk),
     }
     return render(request, "conduit/settings_home.html", context)
 
@@ -100,7 +102,8 @@ def create_api_token(request: HttpRequest) -> HttpResponse:
         form.cleaned_data["name"],
         actor=signed_in_user(request),
     )
-    request.session["new_api_token"] = issued.raw
+    # Kept encrypted in the session until the next page shows it once.
+    request.session["new_api_token"] = encrypt(issued.raw)
     messages.success(request, f"Token “{issued.token.name}” created. Copy it now: it is shown only once.")
     return redirect("settings-home")
 
@@ -112,6 +115,19 @@ def revoke_api_token(request: HttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=token_id, workspace=workspace_of(request))
     services.do_revoke_api_token(token, actor=signed_in_user(request))
     messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("settings-home")
+
+
+@require_POST
+@login_required
+def switch_workspace(request: HttpRequest) -> HttpResponse:
+    wanted = request.POST.get("workspace_id", "")
+    match = [m for m in memberships_of(signed_in_user(request).pk) if str(m.workspace_id) == wanted]
+    if not match:
+        messages.error(request, "You are not a member of that workspace.")
+    else:
+        request.session[SESSION_WORKSPACE_KEY] = match[0].workspace_id
+        messages.success(request, f"Switched to {match[0].workspace.name}.")
     return redirect("settings-home")
 
 

@@ -56,3 +56,44 @@ def test_admin_pages_render_and_never_show_bodies_or_tokens(staff: Client, alice
 def test_admin_requires_staff(alice: Tenant) -> None:
     response = alice.client().get("/admin/conduit/message/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_admin_edits_and_deletes_are_audited(staff: Client, alice: Tenant) -> None:
+    from conduit.models import AuditEvent, Membership
+
+    url = f"/admin/conduit/workspace/{alice.workspace.pk}/change/"
+    form = {
+        "name": "Alice Renamed",
+        "slug": "alice",
+        "created_at_0": "2026-11-01",
+        "created_at_1": "10:00:00",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    response = staff.post(url, form)
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(event="admin_object_changed")
+    assert event.workspace == alice.workspace and "name" in event.payload_json["fields"]
+    membership = Membership.objects.get(user=alice.user)
+    staff.post(f"/admin/conduit/membership/{membership.pk}/delete/", {"post": "yes"})
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    assert AuditEvent.objects.filter(event="admin_object_deleted", target_id=str(membership.pk)).exists()
+
+
+def test_admin_bulk_delete_and_token_revoke_action_are_audited(staff: Client, alice: Tenant) -> None:
+    from conduit.models import AuditEvent, Profile
+
+    issued = do_create_api_token(alice.workspace, "gw", actor=alice.user)
+    staff.post("/admin/conduit/apitoken/", {"action": "revoke_tokens", "_selected_action": [issued.token.pk]})
+    issued.token.refresh_from_db()
+    assert issued.token.revoked_at is not None
+    assert AuditEvent.objects.filter(event="api_token_revoked").count() == 1
+    profile = Profile.objects.get(user=alice.user)
+    staff.post(
+        "/admin/conduit/profile/",
+        {"action": "delete_selected", "_selected_action": [profile.pk], "post": "yes"},
+    )
+    assert not Profile.objects.filter(pk=profile.pk).exists()
+    assert AuditEvent.objects.filter(event="admin_object_deleted", target_type="profile").exists()

@@ -76,3 +76,33 @@ def test_every_configured_handler_carries_the_redaction_filter() -> None:
     configured = settings.LOGGING["handlers"]
     assert all("redact" in h.get("filters", []) for h in configured.values())
     assert any(isinstance(f, RedactSecrets) for h in flat for f in h.filters)
+
+
+def test_workspace_id_is_filled_from_the_current_scope(capture_json_logs: Logs, alice) -> None:  # type: ignore[no-untyped-def]
+    from conduit.tenancy import system_scope, workspace_scope
+
+    with workspace_scope(alice.workspace):
+        log.info("inside")
+    with system_scope():
+        log.info("system")
+    log.info("explicit", extra={"workspace_id": 99})
+    lines = capture_json_logs()
+    assert [line["workspace_id"] for line in lines[-3:]] == [alice.workspace.pk, None, 99]
+
+
+def test_ingest_logs_counts_and_rejections_without_bodies(capture_json_logs: Logs, alice) -> None:  # type: ignore[no-untyped-def]
+    from django.test import Client
+
+    from conduit.services import do_create_api_token
+    from tests.conftest import raw_email
+
+    raw = do_create_api_token(alice.workspace, "gw", actor=alice.user).raw
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    Client().post("/api/v1/messages", raw_email("l@x", body="SECRET-BODY-WORDS"), "message/rfc822", **auth)
+    Client().post("/api/v1/messages", b"not mail", "message/rfc822", **auth)
+    lines = capture_json_logs()
+    stored = [x for x in lines if x["message"].startswith("stored 1 new message")]
+    assert stored and stored[0]["category"] == "ingest" and stored[0]["workspace_id"] == alice.workspace.pk
+    rejected = [x for x in lines if x["message"].startswith("message rejected")]
+    assert rejected and rejected[0]["error_code"] == "invalid_message"
+    assert "SECRET-BODY-WORDS" not in str(lines) and raw not in str(lines)

@@ -17,6 +17,8 @@ PROD_ENV = {
     "CONDUIT_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
     "ALLOWED_HOSTS": "conduit.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://conduit.example.com",
+    "DATABASE_URL": "postgres://conduit_app@127.0.0.1:5432/conduit",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 ENV_UNDER_TEST = {
@@ -59,9 +61,11 @@ def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None
         ({"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must be set"),
         ({"DEBUG": "true"}, "DEBUG must be false in production"),
         (
-            {"CSRF_TRUSTED_ORIGINS": "conduit.example.com"},
+            {"CSRF_TRUSTED_ORIGINS": "http://conduit.example.com"},
             "CSRF_TRUSTED_ORIGINS entries must start with https://",
         ),
+        ({"DATABASE_URL": ""}, "DATABASE_URL must be set"),
+        ({"REDIS_URL": ""}, "REDIS_URL must be set"),
         ({"CONDUIT_ENV": "staging"}, "CONDUIT_ENV must be 'development' or 'production'"),
     ],
 )

@@ -212,3 +212,26 @@ def test_session_workspace_choice_is_respected(alice: Tenant, make_workspace) ->
     session["workspace_id"] = second.workspace.pk
     session.save()
     assert client.get("/settings/").context["current_workspace"] == second.workspace
+
+
+def test_new_token_waits_in_the_session_encrypted(alice: Tenant) -> None:
+    client = alice.client()
+    client.post("/settings/tokens/", {"name": "gw"})
+    sealed = client.session["new_api_token"]
+    assert not sealed.startswith("cdt_")
+    shown = client.get("/settings/").context["new_token"]
+    assert shown.startswith("cdt_") and "new_api_token" not in client.session
+
+
+def test_switch_workspace(alice: Tenant, make_workspace) -> None:  # type: ignore[no-untyped-def]
+    second = make_workspace("second")
+    Membership.objects.create(workspace=second.workspace, user=alice.user, role="admin")
+    client = alice.client()
+    page = client.get("/settings/")
+    assert b"Switch workspace" in page.content
+    switched = client.post("/settings/workspace/", {"workspace_id": second.workspace.pk}, follow=True)
+    assert switched.context["current_workspace"] == second.workspace
+    outsider = make_workspace("outsider")
+    refused = client.post("/settings/workspace/", {"workspace_id": outsider.workspace.pk}, follow=True)
+    assert b"not a member of that workspace" in refused.content
+    assert refused.context["current_workspace"] == second.workspace
