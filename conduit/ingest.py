@@ -11,11 +11,11 @@ import email.utils
 import hashlib
 import logging
 import mimetypes
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
-from email.message import EmailMessage
+from email.message import Message as Message_
 from email.parser import BytesParser
 from typing import Any
 
@@ -28,7 +28,7 @@ from django.utils import timezone
 from conduit.models import Attachment, Message, Workspace, attachment_path
 
 log = logging.getLogger(__name__)
-_parser = BytesParser(policy=policy.default)
+_parser = BytesParser(policy=policy.compat32)
 
 
 class IngestRejected(ValueError):
@@ -98,70 +98,92 @@ def _parse_date(value: str | None) -> datetime | None:
     return parsed
 
 
-def _part_text(msg: EmailMessage, subtype: str) -> str | None:
-    part = msg.get_body(preferencelist=(subtype,))
-    if part is None or part.get_content_subtype() != subtype:
-        return None
-    try:
-        return str(part.get_content())
-    except (LookupError, ValueError, AssertionError):
-        payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
-
-
 def default_filename(index: int, content_type: str) -> str:
     return f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}"
 
 
-def _attachments(msg: EmailMessage) -> list[AttachmentData]:
-    found = []
-    for index, part in enumerate(msg.iter_attachments(), start=1):
-        content = part.get_payload(decode=True)
-        if not isinstance(content, bytes):  # an attached email (message/rfc822) is kept whole
-            inner = part.get_content()
-            content = inner.as_bytes() if hasattr(inner, "as_bytes") else str(inner).encode()
-        found.append(
-            AttachmentData(
-                filename=(part.get_filename() or default_filename(index, part.get_content_type()))[:255],
-                content_type=part.get_content_type(),
-                content=content,
-            )
-        )
-    return found
+def _leaf_parts(part: Message_) -> Iterator[Message_]:
+    """Leaf MIME parts in order; an attached email (message/rfc822) is one leaf, kept whole."""
+    if part.get_content_type() == "message/rfc822" or not part.is_multipart():
+        yield part
+        return
+    for sub in part.get_payload():
+        if isinstance(sub, Message_):
+            yield from _leaf_parts(sub)
 
 
-def _header(msg: EmailMessage, name: str) -> str:
+def _decoded_text(part: Message_) -> str:
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
     try:
-        value = msg.get(name)
-    except (IndexError, ValueError, TypeError):  # pragma: no cover - header the parser can't fold
-        return ""
-    return str(value).strip() if value is not None else ""
+        return data.decode(part.get_content_charset() or "ascii", "replace")
+    except LookupError:  # unknown charset label
+        return data.decode("utf-8", "replace")
+
+
+def _leaf_bytes(part: Message_) -> bytes:
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        return inner[0].as_bytes() if isinstance(inner, list) and isinstance(inner[0], Message_) else b""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _header(raw_headers: dict[str, str], name: str) -> str:
+    """One header through the modern (RFC 2047 / RFC 5322) header classes."""
+    value = raw_headers.get(name)
+    return str(policy.default.header_fetch_parse(name, value)).strip() if value is not None else ""
 
 
 def parse_raw(raw: bytes) -> ParsedMessage:
-    """Parse one RFC 822 message; refuse input that is not an email."""
+    """Parse one RFC 822 message; refuse input that is not an email.
+
+    The structure is parsed with compat32 (headers stay strings) and only the headers we
+    keep go through the modern header parser: policy.default re-parses a header on every
+    access, which made it ~4x slower on the ingest benchmark for the same result.
+    """
     _check_size(len(raw))
     if not raw.strip():
         raise IngestRejected("the message is empty")
     msg = _parser.parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    if not msg.keys() or not (msg.get("From") or msg.get("Sender")):
+    raw_headers: dict[str, str] = {}
+    for key, value in msg.raw_items():
+        raw_headers.setdefault(key.lower(), value)
+    if not (raw_headers.get("from") or raw_headers.get("sender")):
         raise IngestRejected("not an RFC 822 email: no From header found")
-    message_id = _header(msg, "Message-ID").strip("<> ")
+    bodies: dict[str, str] = {}
+    attachments: list[AttachmentData] = []
+    for part in _leaf_parts(msg):
+        content_type = part.get_content_type()
+        disposition = part.get_content_disposition()
+        if disposition != "attachment" and content_type in ("text/plain", "text/html"):
+            bodies.setdefault(content_type, _decoded_text(part))
+            continue
+        if disposition is None and content_type.startswith("text/"):
+            continue  # stray inline text (e.g. a calendar fragment) is not a file
+        index = len(attachments) + 1
+        attachments.append(
+            AttachmentData(
+                filename=(part.get_filename() or default_filename(index, content_type))[:255],
+                content_type=content_type,
+                content=_leaf_bytes(part),
+            )
+        )
+    message_id = _header(raw_headers, "message-id").strip("<> ")
     if not message_id:
         # No Message-ID: derive one from the content so a re-send is still a duplicate.
         message_id = f"sha256-{hashlib.sha256(raw).hexdigest()}@conduit.local"
     return ParsedMessage(
         message_id=message_id[:998],
-        subject=_header(msg, "Subject"),
-        from_address=_header(msg, "From"),
+        subject=_header(raw_headers, "subject"),
+        from_address=_header(raw_headers, "from"),
         to_addresses=_addresses(msg.get_all("To", [])),
         cc_addresses=_addresses(msg.get_all("Cc", [])),
-        sent_at=_parse_date(_header(msg, "Date")),
-        body_text=_part_text(msg, "plain"),
-        body_html=_part_text(msg, "html"),
+        sent_at=_parse_date(_header(raw_headers, "date")),
+        body_text=bodies.get("text/plain"),
+        body_html=bodies.get("text/html"),
         raw=raw,
-        attachments=_attachments(msg),
+        attachments=attachments,
     )
 
 

@@ -253,3 +253,40 @@ def test_single_message_race_returns_the_winner(make_workspace, monkeypatch) -> 
     monkeypatch.setattr(ingest.Message.objects, "filter", racing_filter)
     (result,) = ingest_batch(alice.workspace, [parse_raw(raw_email("solo@x"))])
     assert not result.created and result.message.message_id == "solo@x"
+
+
+def test_encoded_headers_charsets_and_nested_parts() -> None:
+    raw = (
+        b"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@x.de>\n"
+        b"To: a@x.example, =?utf-8?b?w4Q=?= <b@y.example>\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= and\n more\n"
+        b"Message-ID: <enc@x>\n"
+        b"Content-Type: multipart/related; boundary=b\n\n"
+        b"--b\nContent-Type: multipart/alternative; boundary=c\n\n"
+        b"--c\nContent-Type: text/plain; charset=iso-8859-1\n"
+        b"Content-Transfer-Encoding: quoted-printable\n\nGr=FC=DFe\n"
+        b"--c\nContent-Type: text/html\n\n<p>h</p>\n--c--\n"
+        b"--b\nContent-Type: image/gif\nContent-ID: <logo>\nContent-Transfer-Encoding: base64\n\nR0lG\n"
+        b"--b\nContent-Type: text/plain; name=notes.txt\n"
+        b"Content-Disposition: attachment; filename=notes.txt\n\nnotes\n"
+        b"--b\nContent-Type: text/calendar\n\nBEGIN:VCALENDAR\n--b--\n"
+    )
+    parsed = parse_raw(raw)
+    assert parsed.from_address == "Jürgen Müller <j@x.de>"
+    assert parsed.subject == "Grüße and more"
+    assert parsed.to_addresses == ["a@x.example", "b@y.example"]
+    assert parsed.body_text == "Grüße" and parsed.body_html == "<p>h</p>"
+    assert [(a.filename, a.content_type, a.content) for a in parsed.attachments] == [
+        ("attachment-1.gif", "image/gif", b"GIF"),
+        ("notes.txt", "text/plain", b"notes"),
+    ]
+
+
+def test_raw_utf8_headers_are_read() -> None:
+    raw = "From: Jürgen <j@x.de>\nSubject: raw utf8 äöü\nMessage-ID: <u8@x>\n\nbody\n".encode()
+    parsed = parse_raw(raw)
+    assert (parsed.from_address, parsed.subject, parsed.body_text) == (
+        "Jürgen <j@x.de>",
+        "raw utf8 äöü",
+        "body\n",
+    )

@@ -81,3 +81,17 @@ def test_command_line_failure_is_one_line_and_nonzero(alice: Tenant, tmp_path: P
     assert capsys.readouterr().err.strip().splitlines() == [
         "CommandError: workspace 'no-such-ws' does not exist"
     ]
+
+
+def test_query_log_is_dropped_after_each_batch_when_debug_is_on(
+    alice: Tenant, tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+
+    settings.DEBUG = True
+    settings.CONDUIT_INGEST_BATCH_SIZE = 2
+    box = write_mbox(tmp_path / "big.mbox", [f"q{i}@x" for i in range(6)])
+    connection.queries_log.clear()
+    call_command("ingest_eml", "--workspace", "alice", str(box))
+    assert Message.objects.count() == 6
+    assert not [q for q in connection.queries if "INSERT" in q["sql"]]

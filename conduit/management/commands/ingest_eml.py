@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import reset_queries
 
 from conduit.ingest import IngestRejected, ParsedMessage, ingest_batch, parse_raw
 from conduit.models import Workspace
@@ -84,3 +85,6 @@ class Command(BaseCommand):
         for result in results:
             counts["created" if result.created else "duplicate"] += 1
         batch.clear()
+        # With DEBUG on, Django keeps every query's SQL (here: whole messages) until a web
+        # request ends; a long command must drop it or memory grows with the mailbox.
+        reset_queries()
