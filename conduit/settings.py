@@ -15,6 +15,8 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from conduit.logconfig import json_logging
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -243,23 +245,6 @@ if PRODUCTION:
 
 # --- Logging: JSON lines, one redaction filter on every handler ---
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "conduit.logging.RedactSecrets"}},
-    "formatters": {"json": {"()": "conduit.logging.json_formatter"}},
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "filters": ["redact"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-    },
-}
+LOGGING = json_logging(LOG_LEVEL, ["django", "celery"])
 # Celery keeps Django's LOGGING (JSON + redaction) instead of installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

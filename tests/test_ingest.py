@@ -62,42 +62,53 @@ def test_batch_with_repeats_and_existing_rows_counts_each_once(alice: Tenant) ->
     assert Message.objects.count() == 3
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicate_falls_back_without_losing_the_batch(make_workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Another connection commits one of our ids between our lookup and our insert."""
+def lose_race_to_another_connection(monkeypatch, workspace, message_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Make ingest's lookup of existing ids miss `message_id`, which another connection
+    commits right then: the insert that follows hits the unique constraint."""
     import threading
 
     from django.db import connections
 
     from conduit import ingest
 
-    alice = make_workspace("race")
     real_filter = Message.objects.filter
     calls = {"n": 0}
 
     def other_connection_inserts() -> None:
         try:
-            Message.objects.create(workspace=alice.workspace, message_id="race@x")
+            Message.objects.create(workspace=workspace, message_id=message_id)
         finally:
             connections.close_all()
 
     def racing_filter(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 1:
-            thread = threading.Thread(target=other_connection_inserts)
-            thread.start()
-            thread.join()
-        return (
-            real_filter(*args, **kwargs).exclude(message_id="race@x")
-            if calls["n"] == 1
-            else real_filter(*args, **kwargs)
-        )
+        if calls["n"] > 1:
+            return real_filter(*args, **kwargs)
+        thread = threading.Thread(target=other_connection_inserts)
+        thread.start()
+        thread.join()
+        return real_filter(*args, **kwargs).exclude(message_id=message_id)
 
     monkeypatch.setattr(ingest.Message.objects, "filter", racing_filter)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_falls_back_without_losing_the_batch(make_workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    alice = make_workspace("race")
+    lose_race_to_another_connection(monkeypatch, alice.workspace, "race@x")
     results = ingest_batch(alice.workspace, [parse_raw(raw_email("race@x")), parse_raw(raw_email("fresh@x"))])
     assert [r.created for r in results] == [False, True]
     assert Message.objects.filter(message_id__in=["race@x", "fresh@x"]).count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_single_message_race_returns_the_winner(make_workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    alice = make_workspace("race1")
+    lose_race_to_another_connection(monkeypatch, alice.workspace, "solo@x")
+    (result,) = ingest_batch(alice.workspace, [parse_raw(raw_email("solo@x"))])
+    assert not result.created and result.message.message_id == "solo@x"
 
 
 def test_failed_batch_leaves_no_attachment_files(alice: Tenant, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
@@ -219,40 +230,6 @@ def test_date_without_zone_is_read_as_utc() -> None:
     raw = raw_email("z@x").replace(b"+0000", b"-0000")
     parsed = parse_raw(raw)
     assert parsed.sent_at is not None and parsed.sent_at.utcoffset() is not None
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_single_message_race_returns_the_winner(make_workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import threading
-
-    from django.db import connections
-
-    from conduit import ingest
-
-    alice = make_workspace("race1")
-    real_filter = Message.objects.filter
-    calls = {"n": 0}
-
-    def racing_filter(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 1:
-
-            def insert() -> None:
-                try:
-                    Message.objects.create(workspace=alice.workspace, message_id="solo@x")
-                finally:
-                    connections.close_all()
-
-            thread = threading.Thread(target=insert)
-            thread.start()
-            thread.join()
-            return real_filter(*args, **kwargs).none()
-        return real_filter(*args, **kwargs)
-
-    monkeypatch.setattr(ingest.Message.objects, "filter", racing_filter)
-    (result,) = ingest_batch(alice.workspace, [parse_raw(raw_email("solo@x"))])
-    assert not result.created and result.message.message_id == "solo@x"
 
 
 def test_encoded_headers_charsets_and_nested_parts() -> None:
