@@ -40,6 +40,35 @@ class AuditedAdmin(admin.ModelAdmin):
             payload={"fields": sorted(form.changed_data)},
         )
 
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        """Inline rows (e.g. a workspace's memberships) are audited like the page's object."""
+        deleted = [(f.instance, str(f.instance)[:200]) for f in formset.deleted_forms if f.instance.pk]
+        super().save_formset(request, form, formset, change)
+        actor = request.user if request.user.is_authenticated else None
+        for obj in formset.new_objects:
+            record_audit(
+                "admin_object_created",
+                actor=actor,
+                workspace=_workspace_of(obj),
+                target=obj,
+                payload={"fields": sorted(f.name for f in obj._meta.concrete_fields)},
+            )
+        for obj, fields in formset.changed_objects:
+            record_audit(
+                "admin_object_changed",
+                actor=actor,
+                workspace=_workspace_of(obj),
+                target=obj,
+                payload={"fields": sorted(fields)},
+            )
+        for obj, label in deleted:
+            record_audit(
+                "admin_object_deleted",
+                actor=actor,
+                workspace=_workspace_of(form.instance),
+                payload={"model": obj._meta.model_name, "label": label},
+            )
+
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         self._audit_delete(request, obj)
         super().delete_model(request, obj)
@@ -185,6 +214,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tokens are issued in workspace settings, where the value is shown once
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke (audited) instead; the row stays as the token's history
 
     @admin.action(description="Revoke selected API tokens")
     def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:

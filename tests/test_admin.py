@@ -97,3 +97,55 @@ def test_admin_bulk_delete_and_token_revoke_action_are_audited(staff: Client, al
     )
     assert not Profile.objects.filter(pk=profile.pk).exists()
     assert AuditEvent.objects.filter(event="admin_object_deleted", target_type="profile").exists()
+
+
+def test_inline_membership_edits_are_audited_and_tokens_cannot_be_deleted(
+    staff: Client, alice: Tenant
+) -> None:
+    from conduit.models import AuditEvent, Membership
+
+    bob_user = User.objects.create_user("bob@example.com", "bob@example.com", "pw-bob-123456")
+    membership = Membership.objects.get(user=alice.user)
+    form = {
+        "name": "Alice",
+        "slug": "alice",
+        "created_at_0": "2026-11-01",
+        "created_at_1": "10:00:00",
+        "memberships-TOTAL_FORMS": "2",
+        "memberships-INITIAL_FORMS": "1",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-id": str(membership.pk),
+        "memberships-0-workspace": str(alice.workspace.pk),
+        "memberships-0-user": str(alice.user.pk),
+        "memberships-0-role": "admin",
+        "memberships-0-created_at_0": "2026-11-01",
+        "memberships-0-created_at_1": "10:00:00",
+        "memberships-1-workspace": str(alice.workspace.pk),
+        "memberships-1-user": str(bob_user.pk),
+        "memberships-1-role": "member",
+        "memberships-1-created_at_0": "2026-11-02",
+        "memberships-1-created_at_1": "10:00:00",
+    }
+    response = staff.post(f"/admin/conduit/workspace/{alice.workspace.pk}/change/", form)
+    assert response.status_code == 302, response.content[:3000]
+    changed = AuditEvent.objects.filter(event="admin_object_changed", target_type="membership").get()
+    assert "role" in changed.payload_json["fields"]
+    assert AuditEvent.objects.filter(event="admin_object_created", target_type="membership").count() == 1
+    new = Membership.objects.get(user=bob_user)
+    form.update(
+        {
+            "memberships-TOTAL_FORMS": "2",
+            "memberships-INITIAL_FORMS": "2",
+            "memberships-1-id": str(new.pk),
+            "memberships-1-DELETE": "on",
+        }
+    )
+    assert staff.post(f"/admin/conduit/workspace/{alice.workspace.pk}/change/", form).status_code == 302
+    assert not Membership.objects.filter(pk=new.pk).exists()
+    deleted = AuditEvent.objects.get(event="admin_object_deleted")
+    assert deleted.payload_json["model"] == "membership" and deleted.workspace == alice.workspace
+    issued = do_create_api_token(alice.workspace, "gw", actor=alice.user)
+    assert (
+        staff.post(f"/admin/conduit/apitoken/{issued.token.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
