@@ -64,26 +64,36 @@ def test_rls_operation_deconstructs_and_describes() -> None:
     assert op.describe() == "Enable row-level security on messages"
 
 
+def test_rls_operation_is_a_no_op_on_sqlite() -> None:
+    from types import SimpleNamespace
+
+    from django.db.migrations.state import ProjectState
+
+    class SqliteEditor:
+        connection = SimpleNamespace(vendor="sqlite")
+
+        def execute(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("no SQL may run on SQLite")
+
+    op, state = EnableWorkspaceRLS("api_tokens"), ProjectState()
+    op.database_forwards("conduit", SqliteEditor(), state, state)
+    op.database_backwards("conduit", SqliteEditor(), state, state)
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db
-def test_rls_operation_runs_only_on_postgres_and_reverses() -> None:
+def test_rls_operation_runs_on_postgres_and_reverses() -> None:
     from django.db import connection
     from django.db.migrations.state import ProjectState
 
-    op = EnableWorkspaceRLS("api_tokens")
-    state = ProjectState()
-    with connection.schema_editor(atomic=True) as editor:
+    op, state = EnableWorkspaceRLS("api_tokens"), ProjectState()
+    with connection.schema_editor(atomic=True) as editor, connection.cursor() as cur:
         op.database_backwards("conduit", editor, state, state)
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cur:
-                cur.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'api_tokens'")
-                assert cur.fetchone() == (False,)
+        cur.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'api_tokens'")
+        assert cur.fetchone() == (False,)
         op.database_forwards("conduit", editor, state, state)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'api_tokens'"
-            )
-            assert cur.fetchone() == (True, True)
+        cur.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'api_tokens'")
+        assert cur.fetchone() == (True, True)
 
 
 def test_scopes_are_plain_transactions_without_rls(alice: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
