@@ -10,7 +10,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from conduit.context import current_workspace_id
-from conduit.secrets_scan import looks_secret_key, redact_text
+from conduit.secrets_scan import looks_secret_key, redact_text, redact_value
 
 STANDARD_FIELDS = ("category", "error_code", "workspace_id")
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -21,7 +21,11 @@ class RedactSecrets(logging.Filter):
     and known secret values in the message, its arguments, extras and the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact_text(record.getMessage())
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-args must not break the caller
+            message = f"{record.msg} [unformattable arguments]"
+        record.msg = redact_text(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -30,10 +34,7 @@ class RedactSecrets(logging.Filter):
         for key, value in list(vars(record).items()):
             if key in _RECORD_ATTRS:
                 continue
-            if looks_secret_key(key):
-                setattr(record, key, "[redacted]")
-            elif isinstance(value, str):
-                setattr(record, key, redact_text(value))
+            setattr(record, key, "[redacted]" if looks_secret_key(key) else redact_value(value))
         for name in STANDARD_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, current_workspace_id.get() if name == "workspace_id" else None)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 
 SECRET_KEY_HINTS = ("token", "secret", "password", "authorization", "body", "api_key", "apikey")
 
+# Logs mask "Token <x>" too (an auth scheme); audit refuses only "Bearer <x>", because
+# "token" followed by a word is ordinary text in names ("Token Holdings", "zapier token prod").
 BEARER_RE = re.compile(r"(?i)\b(bearer|token)\s+[A-Za-z0-9\-._~+/]{8,}=*")
+STRICT_BEARER_RE = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*")
 PARAM_RE = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|password)"
-    r"(\s*[=:]\s*|\"\s*:\s*\")[^\s&\"',;]+"
+    r"(\s*[=:]\s*|[\"']\s*:\s*[\"'])[^\s&\"',;]+"
 )
 AUTH_HEADER_RE = re.compile(r"(?i)(authorization\s*[:=]\s*)(\S+(\s+\S+)?)")
 FERNET_TOKEN_RE = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}=*")
@@ -40,13 +44,25 @@ def looks_secret_key(key: str) -> bool:
 
 def looks_secret_value(value: str) -> bool:
     if (
-        BEARER_RE.search(value)
+        STRICT_BEARER_RE.search(value)
+        or AUTH_HEADER_RE.search(value)
         or PARAM_RE.search(value)
         or FERNET_TOKEN_RE.search(value)
         or API_TOKEN_RE.search(value)
     ):
         return True
     return any(secret in value for secret in known_secret_values())
+
+
+def redact_value(value: Any) -> Any:
+    """Redact strings inside nested dicts and lists; secret-looking keys lose their value."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if looks_secret_key(str(k)) else redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
 
 
 def redact_text(text: str) -> str:

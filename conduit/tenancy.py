@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import cast
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from conduit.context import current_workspace_id
 from conduit.models import ApiToken, Membership, Workspace, hash_token
@@ -87,6 +90,8 @@ def current_scope() -> dict[str, str]:
 
 
 SESSION_WORKSPACE_KEY = "workspace_id"
+API_PREFIX = "/api/"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class ScopedRequest(HttpRequest):
@@ -122,9 +127,11 @@ def resolve_token(raw: str) -> ApiToken | None:
             .first()
         )
         if token is not None:
-            from django.utils import timezone
-
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+            # At most one write a minute per token, not one per API call.
+            now = timezone.now()
+            ApiToken.objects.filter(pk=token.pk).filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+            ).update(last_used_at=now)
     return token
 
 
@@ -150,9 +157,9 @@ def resolve_membership(request: HttpRequest) -> Membership | None:
 class WorkspaceScopeMiddleware:
     """Customer requests run inside their workspace's scope; admin runs in system scope.
 
-    Sets request.workspace, request.membership and request.api_token. A request with an
-    Authorization header is scoped to that token's workspace (invalid tokens are rejected
-    later by the API's authentication class, never silently treated as a session).
+    Sets request.workspace, request.membership and request.api_token. Pages are scoped by the
+    signed-in user's membership only; an API token counts only under /api/, so a token can
+    never open the HTML pages of its workspace. A request that ends in a 5xx is rolled back.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -161,15 +168,21 @@ class WorkspaceScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         scoped = cast(ScopedRequest, request)
         scoped.workspace, scoped.membership, scoped.api_token = None, None, None
-        if request.path.startswith("/admin/"):
-            with system_scope():
-                return self.get_response(request)
-        if raw := bearer_token(request):
+        if request.path_info.startswith("/admin/"):
+            return self._respond(request, system_scope())
+        if request.path_info.startswith(API_PREFIX) and (raw := bearer_token(request)):
             if (token := resolve_token(raw)) is not None:
                 scoped.api_token, scoped.workspace = token, token.workspace
         elif membership := resolve_membership(request):
             scoped.membership, scoped.workspace = membership, membership.workspace
         if scoped.workspace is None:
             return self.get_response(request)
-        with workspace_scope(scoped.workspace):
-            return self.get_response(request)
+        return self._respond(request, workspace_scope(scoped.workspace))
+
+    def _respond(self, request: HttpRequest, scope: AbstractContextManager[None]) -> HttpResponse:
+        with scope:
+            response = self.get_response(request)
+            if response.status_code >= 500:
+                # Django already turned the exception into a response; undo the writes.
+                transaction.set_rollback(True)
+        return response

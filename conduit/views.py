@@ -29,7 +29,7 @@ def workspace_required(view: Any) -> Any:
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if getattr(request, "workspace", None) is None:
+        if getattr(request, "membership", None) is None:
             return render(request, "conduit/no_workspace.html", status=403)
         return view(request, *args, **kwargs)
 

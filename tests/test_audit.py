@@ -60,3 +60,23 @@ def test_record_audit_refuses_known_secret_values(alice: Tenant, settings) -> No
 def test_actor_labels() -> None:
     assert actor_label(None) == "system"
     assert actor_label("system:purge_retention") == "system:purge_retention"
+
+
+@pytest.mark.parametrize(
+    "text", ["Token Holdings", "zapier token production", "Bearer Bros Ltd", "body shop"]
+)
+def test_ordinary_names_are_not_mistaken_for_secrets(alice: Tenant, text: str) -> None:
+    event = record_audit("workspace_created", actor=None, workspace=alice.workspace, payload={"name": text})
+    assert event.payload_json == {"name": text}
+
+
+def test_signup_with_token_in_the_company_name_works(db: None) -> None:
+    from django.test import Client
+
+    from tests.conftest import PASSWORD
+
+    response = Client().post(
+        "/signup/", {"email": "t@holdings.example", "workspace_name": "Token Holdings", "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert AuditEvent.objects.filter(event="workspace_created", payload_json__name="Token Holdings").exists()

@@ -106,3 +106,43 @@ def test_ingest_logs_counts_and_rejections_without_bodies(capture_json_logs: Log
     rejected = [x for x in lines if x["message"].startswith("message rejected")]
     assert rejected and rejected[0]["error_code"] == "invalid_message"
     assert "SECRET-BODY-WORDS" not in str(lines) and raw not in str(lines)
+
+
+def test_nested_extras_and_dict_reprs_are_redacted(capture_json_logs: Logs) -> None:
+    log.warning(
+        "response %s",
+        {"access_token": "ya29.dictrepr", "ok": 1},
+        extra={
+            "headers": {"Authorization": "Bearer nestedsecret123", "Accept": "json"},
+            "items": ["Bearer listsecret123"],
+        },
+    )
+    line = capture_json_logs()[-1]
+    text = str(line)
+    for secret in ("ya29.dictrepr", "nestedsecret123", "listsecret123"):
+        assert secret not in text
+    assert line["headers"]["Accept"] == "json"
+
+
+def test_bad_format_arguments_do_not_break_the_caller(capture_json_logs: Logs) -> None:
+    log.warning("%s and %s", "only-one")
+    assert capture_json_logs()[-1]["message"] == "%s and %s [unformattable arguments]"
+
+
+def test_celery_task_loggers_go_through_the_redaction_filter() -> None:
+    from celery.utils.log import get_task_logger
+
+    from conduit.celery import app
+
+    app.log.setup(loglevel="INFO")
+    logger: logging.Logger | None = get_task_logger("conduit.tasks")
+    handlers = []
+    while logger is not None:
+        handlers.extend(
+            h
+            for h in logger.handlers
+            if not isinstance(h, logging.NullHandler) and not type(h).__module__.startswith("_pytest")
+        )
+        logger = logger.parent if logger.propagate else None
+    assert handlers
+    assert all(any(isinstance(f, RedactSecrets) for f in h.filters) for h in handlers)

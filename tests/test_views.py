@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from conduit.ingest import ingest_one, parse_raw
-from conduit.models import ApiToken, AuditEvent, Membership, Profile, Workspace
+from conduit.models import ApiToken, AuditEvent, Membership, Message, Profile, Workspace
 from tests.conftest import PASSWORD, Tenant, make_message, raw_email
 
 
@@ -235,3 +235,30 @@ def test_switch_workspace(alice: Tenant, make_workspace) -> None:  # type: ignor
     refused = client.post("/settings/workspace/", {"workspace_id": outsider.workspace.pk}, follow=True)
     assert b"not a member of that workspace" in refused.content
     assert refused.context["current_workspace"] == second.workspace
+
+
+def test_api_token_never_opens_html_pages(alice: Tenant, make_workspace) -> None:  # type: ignore[no-untyped-def]
+    from conduit.services import do_create_api_token
+
+    make_message(alice.workspace, "alice-secret@x", subject="Alice confidential")
+    raw = do_create_api_token(alice.workspace, "gw", actor=alice.user).raw
+    mallory = make_workspace("mallory")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    page = mallory.client().get("/messages/", **auth)
+    assert page.status_code == 200 and b"Alice confidential" not in page.content
+    assert page.context["current_workspace"] == mallory.workspace
+    message = Message.objects.get(message_id="alice-secret@x")
+    assert mallory.client().get(f"/messages/{message.pk}/", **auth).status_code == 404
+    assert Client().get("/settings/", **auth).status_code == 302  # not signed in: to the login page
+    lonely = User.objects.create_user("lonely2@example.com", "lonely2@example.com", PASSWORD)
+    client = Client()
+    client.force_login(lonely)
+    assert client.get("/messages/", **auth).status_code == 403
+
+
+def test_request_that_crashes_is_rolled_back(alice: Tenant, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ROOT_URLCONF = "tests.crash_urls"
+    client = alice.client()
+    client.raise_request_exception = False
+    assert client.get("/crash/").status_code == 500
+    assert not Message.objects.filter(message_id="half-done@x").exists()
