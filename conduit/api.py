@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError
-from conduit.ingest import IngestRejected, ParsedMessage, ingest_one, parse_json, parse_raw
+from conduit.ingest import IngestRejected, ParsedMessage, check_size, ingest_one, parse_json, parse_raw
 from conduit.tenancy import workspace_of
 
 log = logging.getLogger(__name__)
@@ -33,43 +33,38 @@ class MessageIngestView(APIView):
     parser_classes = [RawBytesParser]
 
     def post(self, request: Request) -> Response:
-        parsed = self._parse(request)
-        result = ingest_one(workspace_of(request._request), parsed)
+        try:
+            parsed = self._parse(request)
+            result = ingest_one(workspace_of(request._request), parsed)
+        except IngestRejected as exc:
+            log.info("message rejected: %s", exc.reason, extra={"category": "ingest", "error_code": exc.code})
+            status_code = 413 if exc.code == "message_too_large" else 400
+            raise ApiError(exc.reason, code=exc.code, status=status_code) from None
+        message = result.message
+        assert message is not None  # ingest_one raises instead of returning an unstored message
         return Response(
             {
-                "id": result.message.pk,
-                "message_id": result.message.message_id,
+                "id": message.pk,
+                "message_id": message.message_id,
                 "created": result.created,
-                "attachments": result.message.attachments.count(),
+                "attachments": message.attachments.count(),
             },
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
     def _parse(self, request: Request) -> ParsedMessage:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        from django.conf import settings
-
-        if length > settings.CONDUIT_MAX_MESSAGE_BYTES:
-            raise ApiError(
-                f"message is {length} bytes; the limit is {settings.CONDUIT_MAX_MESSAGE_BYTES} bytes",
-                code="message_too_large",
-                status=413,
-            )
+        # Refuse on the declared length before reading a body we would not keep.
+        check_size(int(request.META.get("CONTENT_LENGTH") or 0))
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         body: bytes = request.data if isinstance(request.data, bytes) else b""
-        try:
-            if content_type == "application/json":
-                try:
-                    data = json.loads(body or b"null")
-                except ValueError:
-                    raise IngestRejected("the body is not valid JSON") from None
-                return parse_json(data)
-            if content_type in RAW_TYPES:
-                return parse_raw(body)
-        except IngestRejected as exc:
-            log.info("message rejected: %s", exc.reason, extra={"category": "ingest", "error_code": exc.code})
-            status_code = 413 if exc.code == "message_too_large" else 400
-            raise ApiError(exc.reason, code=exc.code, status=status_code) from None
+        if content_type == "application/json":
+            try:
+                data = json.loads(body or b"null")
+            except ValueError:
+                raise IngestRejected("the body is not valid JSON") from None
+            return parse_json(data)
+        if content_type in RAW_TYPES:
+            return parse_raw(body)
         raise ApiError(
             f"unsupported content type {content_type or '(none)'}: send message/rfc822 or application/json",
             code="unsupported_media_type",

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from conduit.models import Attachment, Message, Workspace, attachment_path
@@ -69,11 +69,32 @@ class ParsedMessage:
 
 @dataclass
 class IngestResult:
-    message: Message
+    message: Message | None
     created: bool
+    error: str | None = None  # why the message could not be stored (message is None then)
 
 
-def _check_size(size: int) -> None:
+def clean(text: str) -> str:
+    """Postgres text cannot hold NUL; email occasionally does."""
+    return text.replace("\x00", "")
+
+
+def clean_or_none(text: str | None) -> str | None:
+    return None if text is None else clean(text)
+
+
+def safe_filename(name: str | None, index: int, content_type: str) -> str:
+    """A display name without path parts or NULs, at most 150 characters (extension kept)."""
+    base = clean(name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if base in ("", ".", ".."):
+        return default_filename(index, content_type)
+    stem, dot, ext = base.rpartition(".")
+    if len(base) > 150:
+        base = (stem[: 149 - len(ext)] + "." + ext) if dot and len(ext) <= 10 else base[:150]
+    return base
+
+
+def check_size(size: int) -> None:
     limit = settings.CONDUIT_MAX_MESSAGE_BYTES
     if size > limit:
         raise IngestRejected(
@@ -132,7 +153,7 @@ def _leaf_bytes(part: Message_) -> bytes:
 def _header(raw_headers: dict[str, str], name: str) -> str:
     """One header through the modern (RFC 2047 / RFC 5322) header classes."""
     value = raw_headers.get(name)
-    return str(policy.default.header_fetch_parse(name, value)).strip() if value is not None else ""
+    return clean(str(policy.default.header_fetch_parse(name, value))).strip() if value is not None else ""
 
 
 def parse_raw(raw: bytes) -> ParsedMessage:
@@ -142,7 +163,7 @@ def parse_raw(raw: bytes) -> ParsedMessage:
     keep go through the modern header parser: policy.default re-parses a header on every
     access, which made it ~4x slower on the ingest benchmark for the same result.
     """
-    _check_size(len(raw))
+    check_size(len(raw))
     if not raw.strip():
         raise IngestRejected("the message is empty")
     msg = _parser.parsebytes(raw)
@@ -157,14 +178,14 @@ def parse_raw(raw: bytes) -> ParsedMessage:
         content_type = part.get_content_type()
         disposition = part.get_content_disposition()
         if disposition != "attachment" and content_type in ("text/plain", "text/html"):
-            bodies.setdefault(content_type, _decoded_text(part))
+            bodies.setdefault(content_type, clean(_decoded_text(part)))
             continue
         if disposition is None and content_type.startswith("text/"):
             continue  # stray inline text (e.g. a calendar fragment) is not a file
         index = len(attachments) + 1
         attachments.append(
             AttachmentData(
-                filename=(part.get_filename() or default_filename(index, content_type))[:255],
+                filename=safe_filename(part.get_filename(), index, content_type),
                 content_type=content_type,
                 content=_leaf_bytes(part),
             )
@@ -177,8 +198,8 @@ def parse_raw(raw: bytes) -> ParsedMessage:
         message_id=message_id[:998],
         subject=_header(raw_headers, "subject"),
         from_address=_header(raw_headers, "from"),
-        to_addresses=_addresses(msg.get_all("To", [])),
-        cc_addresses=_addresses(msg.get_all("Cc", [])),
+        to_addresses=[clean(a) for a in _addresses(msg.get_all("To", []))],
+        cc_addresses=[clean(a) for a in _addresses(msg.get_all("Cc", []))],
         sent_at=_parse_date(_header(raw_headers, "date")),
         body_text=bodies.get("text/plain"),
         body_html=bodies.get("text/html"),
@@ -194,9 +215,15 @@ def parse_json(data: Any) -> ParsedMessage:
     missing = [k for k in ("message_id", "from") if not str(data.get(k) or "").strip()]
     if missing:
         raise IngestRejected(f"missing required field(s): {', '.join(missing)}")
+    for key in ("message_id", "from", "subject", "body_text", "body_html"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise IngestRejected(f"'{key}' must be a string")
     for key in ("to", "cc"):
-        if not isinstance(data.get(key, []), list):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
             raise IngestRejected(f"'{key}' must be a list of addresses")
+    if not clean(data["message_id"]).strip("<> "):
+        raise IngestRejected("'message_id' must not be empty")
     sent_at = None
     if data.get("sent_at"):
         from django.utils.dateparse import parse_datetime
@@ -210,16 +237,16 @@ def parse_json(data: Any) -> ParsedMessage:
         if timezone.is_naive(sent_at):
             raise IngestRejected("'sent_at' must include a timezone offset")
     parsed = ParsedMessage(
-        message_id=str(data["message_id"]).strip("<> ")[:998],
-        subject=str(data.get("subject") or ""),
-        from_address=str(data["from"]),
-        to_addresses=[str(a) for a in data.get("to", [])],
-        cc_addresses=[str(a) for a in data.get("cc", [])],
+        message_id=clean(data["message_id"]).strip("<> ")[:998],
+        subject=clean(data.get("subject") or ""),
+        from_address=clean(data["from"]),
+        to_addresses=[clean(a) for a in data.get("to", [])],
+        cc_addresses=[clean(a) for a in data.get("cc", [])],
         sent_at=sent_at,
-        body_text=data.get("body_text"),
-        body_html=data.get("body_html"),
+        body_text=clean_or_none(data.get("body_text")),
+        body_html=clean_or_none(data.get("body_html")),
     )
-    _check_size(parsed.size_bytes)
+    check_size(parsed.size_bytes)
     return parsed
 
 
@@ -282,13 +309,22 @@ def ingest_batch(
                     fresh.setdefault(parsed.message_id, parsed)
             created = Message.objects.bulk_create([_new_message(workspace, p, now) for p in fresh.values()])
             _store_attachments(workspace, zip(created, fresh.values(), strict=True), saved_files)
-    except IntegrityError:
-        # A concurrent ingest stored one of these ids first: fall back to one at a time.
+    except DatabaseError as exc:
+        # IntegrityError: a concurrent ingest stored one of these ids first. Anything else:
+        # one message the database refuses. Either way, retry one at a time so the rest of
+        # the batch is stored and only the culprit is reported.
         _delete_files(saved_files)
-        if len(batch) == 1:
-            message = Message.objects.get(workspace=workspace, message_id=batch[0].message_id)
-            return [IngestResult(message, created=False)]
-        return [r for parsed in batch for r in ingest_batch(workspace, [parsed], now=now)]
+        if len(batch) > 1:
+            return [r for parsed in batch for r in ingest_batch(workspace, [parsed], now=now)]
+        winner = Message.objects.filter(workspace=workspace, message_id=batch[0].message_id).first()
+        if isinstance(exc, IntegrityError) and winner is not None:
+            return [IngestResult(winner, created=False)]
+        log.warning(
+            "message could not be stored", extra={"category": "ingest", "error_code": type(exc).__name__}
+        )
+        return [
+            IngestResult(None, created=False, error=f"the message could not be stored ({type(exc).__name__})")
+        ]
     except BaseException:
         _delete_files(saved_files)
         raise
@@ -317,4 +353,7 @@ def _delete_files(names: list[str]) -> None:
 
 
 def ingest_one(workspace: Workspace, parsed: ParsedMessage) -> IngestResult:
-    return ingest_batch(workspace, [parsed])[0]
+    result = ingest_batch(workspace, [parsed])[0]
+    if result.error:
+        raise IngestRejected(result.error, code="unstorable_message")
+    return result

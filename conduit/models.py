@@ -90,7 +90,15 @@ class Message(models.Model):
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:
-    return f"attachments/{instance.workspace_id}/{secrets.token_hex(8)}/{filename}"
+    from django.core.files.storage import default_storage
+
+    safe = default_storage.get_valid_name(filename.rsplit("/", 1)[-1]) or "attachment"
+    stem, dot, ext = safe.rpartition(".")
+    if len(safe.encode()) > 100:  # file systems cap names at 255 bytes; the row keeps the full name
+        ext = ext if dot and len(ext) <= 10 else ""
+        stem = (stem if ext else safe).encode()[:90].decode(errors="ignore")
+        safe = f"{stem}.{ext}" if ext else stem
+    return f"attachments/{instance.workspace_id}/{secrets.token_hex(8)}/{safe}"
 
 
 class Attachment(models.Model):

@@ -106,3 +106,27 @@ def test_token_only_writes_into_its_own_workspace(alice: Tenant, bob: Tenant, to
 def test_get_is_not_allowed(alice: Tenant, token: str) -> None:
     response = Client().get(URL, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        ({"message_id": "x@x", "from": "a@b", "body_text": {"nested": True}}, "'body_text' must be a string"),
+        ({"message_id": "x@x", "from": "a@b", "body_text": 12}, "'body_text' must be a string"),
+        ({"message_id": "<>", "from": "a@b"}, "'message_id' must not be empty"),
+    ],
+)
+def test_wrongly_typed_json_is_400(alice: Tenant, token: str, payload: dict, text: str) -> None:  # type: ignore[type-arg]
+    response = post(Client(), json.dumps(payload), "application/json", token=token)
+    assert response.status_code == 400 and text in response.json()["message"]
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_unstorable_message_is_400_json(alice: Tenant, token: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_ingest import refuse_subject
+
+    refuse_subject(monkeypatch, "bad@x")
+    response = post(Client(), raw_email("bad@x"), token=token)
+    assert response.status_code == 400 and response.json()["code"] == "unstorable_message"
+    assert Message.objects.count() == 0

@@ -267,3 +267,86 @@ def test_raw_utf8_headers_are_read() -> None:
         "raw utf8 äöü",
         "body\n",
     )
+
+
+def test_nul_bytes_are_stripped_from_stored_text(alice: Tenant) -> None:
+    raw = b"From: a@b.example\nSubject: nul\x00here\nMessage-ID: <nul@x>\n\nbody\x00text\n"
+    result = ingest_one(alice.workspace, parse_raw(raw))
+    message = Message.objects.get(pk=result.message.pk)
+    assert (message.subject, message.body_text) == ("nulhere", "bodytext\n")
+    assert bytes(message.raw) == raw  # the canonical copy keeps every byte
+    parsed = parse_json({"message_id": "j\x00n@x", "from": "a@b", "body_text": "x\x00y"})
+    assert (parsed.message_id, parsed.body_text) == ("jn@x", "xy")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("..", "attachment-1.txt"),
+        ("a/../../b.txt", "b.txt"),
+        ("C:\\\\Users\\\\me\\\\report.pdf", "report.pdf"),
+        ("na\x00me.txt", "name.txt"),
+        ("é" * 200 + ".pdf", "é" * 146 + ".pdf"),
+    ],
+)
+def test_attachment_names_are_made_safe(alice: Tenant, name: str, expected: str) -> None:
+    from conduit.ingest import safe_filename
+
+    assert safe_filename(name, 1, "text/plain") == expected
+    raw = raw_email("fn@x", attachment=("placeholder.txt", "text/plain", b"data"))
+    raw = raw.replace(b'filename="placeholder.txt"', b'filename="' + name.encode() + b'"')
+    result = ingest_one(alice.workspace, parse_raw(raw))
+    attachment = Attachment.objects.get(message=result.message)
+    assert ".." not in attachment.file.name and "\x00" not in attachment.file.name
+    assert attachment.file.name.startswith(f"attachments/{alice.workspace.pk}/")
+    with default_storage.open(attachment.file.name) as fh:
+        assert fh.read() == b"data"
+
+
+def test_parse_json_rejects_wrong_types_and_empty_ids() -> None:
+    with pytest.raises(IngestRejected, match="'body_text' must be a string"):
+        parse_json({"message_id": "x", "from": "a@b", "body_text": {"html": 1}})
+    with pytest.raises(IngestRejected, match="'subject' must be a string"):
+        parse_json({"message_id": "x", "from": "a@b", "subject": 5})
+    with pytest.raises(IngestRejected, match="'to' must be a list"):
+        parse_json({"message_id": "x", "from": "a@b", "to": ["ok@x", 7]})
+    with pytest.raises(IngestRejected, match="'message_id' must not be empty"):
+        parse_json({"message_id": "<>", "from": "a@b"})
+
+
+def refuse_subject(monkeypatch, marker: str) -> None:  # type: ignore[no-untyped-def]
+    """Make the database refuse one message (a NUL slipped past cleaning) to test recovery."""
+    from conduit import ingest
+
+    real = ingest._new_message
+
+    def new_message(workspace, parsed, now):  # type: ignore[no-untyped-def]
+        message = real(workspace, parsed, now)
+        if parsed.message_id == marker:
+            message.subject = "bad\x00subject"
+        return message
+
+    monkeypatch.setattr(ingest, "_new_message", new_message)
+
+
+@pytest.mark.postgres
+def test_one_unstorable_message_does_not_sink_its_batch(alice: Tenant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    refuse_subject(monkeypatch, "bad@x")
+    batch = [parse_raw(raw_email(mid)) for mid in ("g1@x", "bad@x", "g2@x")]
+    results = ingest_batch(alice.workspace, batch)
+    assert [r.created for r in results] == [True, False, True]
+    assert results[1].message is None and results[1].error == "the message could not be stored (DataError)"
+    assert set(Message.objects.values_list("message_id", flat=True)) == {"g1@x", "g2@x"}
+    with pytest.raises(IngestRejected) as excinfo:
+        ingest_one(alice.workspace, parse_raw(raw_email("bad@x")))
+    assert excinfo.value.code == "unstorable_message"
+
+
+def test_storage_names_stay_short_in_bytes(alice: Tenant) -> None:
+    from conduit.models import attachment_path
+
+    row = Attachment(workspace=alice.workspace)
+    long_name = attachment_path(row, "é" * 146 + ".pdf").rsplit("/", 1)[-1]
+    assert long_name.endswith(".pdf") and len(long_name.encode()) <= 100
+    no_ext = attachment_path(row, "x" * 300).rsplit("/", 1)[-1]
+    assert no_ext == "x" * 90

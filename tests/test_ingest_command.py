@@ -95,3 +95,19 @@ def test_query_log_is_dropped_after_each_batch_when_debug_is_on(
     call_command("ingest_eml", "--workspace", "alice", str(box))
     assert Message.objects.count() == 6
     assert not [q for q in connection.queries if "INSERT" in q["sql"]]
+
+
+@pytest.mark.postgres
+def test_command_reports_unstorable_message_and_keeps_the_rest(
+    alice: Tenant, tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_ingest import refuse_subject
+
+    refuse_subject(monkeypatch, "m2@x")
+    box = write_mbox(tmp_path / "a.mbox", ["m1@x", "m2@x", "m3@x", "m4@x"])
+    with pytest.raises(CommandError, match="1 message"):
+        call_command("ingest_eml", "--workspace", "alice", str(box))
+    captured = capsys.readouterr()
+    assert "created 3, duplicate 0, rejected 1" in captured.out
+    assert "rejected <m2@x>: the message could not be stored (DataError)" in captured.err
+    assert Message.objects.count() == 3

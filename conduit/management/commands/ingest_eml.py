@@ -82,8 +82,12 @@ class Command(BaseCommand):
             return
         with workspace_scope(workspace):
             results = ingest_batch(workspace, batch)
-        for result in results:
-            counts["created" if result.created else "duplicate"] += 1
+        for parsed, result in zip(batch, results, strict=True):
+            if result.error:
+                counts["rejected"] += 1
+                self.stderr.write(f"rejected <{parsed.message_id}>: {result.error}")
+            else:
+                counts["created" if result.created else "duplicate"] += 1
         batch.clear()
         # With DEBUG on, Django keeps every query's SQL (here: whole messages) until a web
         # request ends; a long command must drop it or memory grows with the mailbox.
