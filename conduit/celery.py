@@ -6,6 +6,8 @@ from typing import Any
 
 from celery import Celery, signals
 
+from conduit.startup import CelerySettings
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
 
 app = Celery("conduit")
@@ -20,5 +22,5 @@ def use_django_logging(**kwargs: Any) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
-app.config_from_object("django.conf:settings", namespace="CELERY")
+app.config_from_object(CelerySettings(), namespace="CELERY")
 app.autodiscover_tasks()

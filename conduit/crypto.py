@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.exceptions import FieldError
 from django.db import models
 
 
@@ -53,6 +54,12 @@ class EncryptedTextField(models.TextField):
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
         return None if value is None else decrypt(value)
+
+    def get_lookup(self, lookup_name: str) -> Any:
+        # Fernet output differs on every call, so equality and text lookups never match.
+        if lookup_name != "isnull":
+            raise FieldError(f"encrypted fields cannot be filtered with '{lookup_name}' (only isnull)")
+        return super().get_lookup(lookup_name)
 
     def get_prep_value(self, value: Any) -> str | None:
         value = super().get_prep_value(value)

@@ -7,7 +7,7 @@ from django.contrib.auth import password_validation
 
 
 class SignUpForm(forms.Form):
-    email = forms.EmailField(max_length=254)
+    email = forms.EmailField(max_length=150)  # it is also the username (auth_user.username: 150)
     workspace_name = forms.CharField(max_length=200, label="Company / workspace name")
     password = forms.CharField(widget=forms.PasswordInput, strip=False)
 

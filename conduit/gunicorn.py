@@ -2,6 +2,9 @@
 the same JSON formatter and redaction filter as the rest of Conduit."""
 
 from conduit.logconfig import json_logging
+from conduit.startup import configured_settings
+
+configured_settings()  # a bad environment stops the master in one line, before it logs
 
 accesslog = "-"
 errorlog = "-"

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 SECRET_KEY_HINTS = ("token", "secret", "password", "authorization", "body", "api_key", "apikey")
 
@@ -32,8 +33,11 @@ def register_secret(value: str) -> None:
 
 
 def known_secret_values() -> Iterable[str]:
-    yield settings.SECRET_KEY
-    yield from settings.CONDUIT_ENCRYPTION_KEYS
+    try:
+        yield settings.SECRET_KEY
+        yield from settings.CONDUIT_ENCRYPTION_KEYS
+    except ImproperlyConfigured:
+        pass  # startup is failing on configuration; logging that must not fail too
     yield from _extra_secrets
 
 

@@ -86,3 +86,12 @@ def test_decrypt_with_wrong_key_never_shows_the_value(settings) -> None:  # type
 
 def test_encrypted_fields_are_discovered(secret_table: None) -> None:
     assert (SecretNote, ["secret", "other"]) in encrypted_fields()
+
+
+def test_filtering_on_an_encrypted_value_is_refused(secret_table: None) -> None:
+    from django.core.exceptions import FieldError
+
+    SecretNote.objects.create(label="a", secret="s")
+    with pytest.raises(FieldError, match="only isnull"):
+        list(SecretNote.objects.filter(secret="s"))
+    assert SecretNote.objects.filter(secret__isnull=False).count() == 1

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 
 from conduit.ingest import ingest_one, parse_raw
 from tests.conftest import Tenant, raw_email
+from tests.test_tenancy import PROBE_ROLE, _grant_probe_role
 
 RUNBOOK = Path(__file__).resolve().parent.parent / "docs" / "runbook.md"
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.DOTALL)
@@ -44,8 +45,11 @@ def test_runbook_sql_block_runs(index: int, alice: Tenant) -> None:
     assert not unknown, f"runbook block {index} uses unknown placeholders {unknown}"
     for placeholder, value in values.items():
         sql = sql.replace(placeholder, value)
+    _grant_probe_role()
     with transaction.atomic(), connection.cursor() as cur:
         sid = transaction.savepoint()
+        # As the application role would: not superuser, not owner, row-level security on.
+        cur.execute(f"SET LOCAL ROLE {PROBE_ROLE}")
         for statement in [s for s in sql.split(";\n") if s.strip()]:
             cur.execute(statement.replace("%", "%%"))
         transaction.savepoint_rollback(sid)

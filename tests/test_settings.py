@@ -100,3 +100,21 @@ def test_default_database_is_sqlite_wal_under_var(tmp_path: Path) -> None:
     result = run_manage("shell", "-v", "0", "-c", script, env=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["sqlite", "wal", str(tmp_path / "conduit.sqlite3")]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "celery"), "-A", "conduit", "worker", "--pool=solo"],
+        [str(Path(sys.executable).parent / "gunicorn"), "conduit.wsgi", "-c", "python:conduit.gunicorn"],
+    ],
+    ids=["celery", "gunicorn"],
+)
+def test_worker_and_web_refuse_bad_configuration_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ENV_UNDER_TEST}
+    env = {**base, "CONDUIT_VAR_DIR": str(tmp_path), **PROD_ENV, "SECRET_KEY": ""}
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["conduit: configuration error: SECRET_KEY must be set"]

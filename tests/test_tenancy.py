@@ -184,3 +184,39 @@ def test_scope_error_rolls_back_and_clears_settings(two_tenants: tuple[Tenant, T
     with pytest.raises(RuntimeError), workspace_scope(alice.workspace):
         raise RuntimeError("boom")
     assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scope_settings_are_transaction_local(db: None) -> None:
+    """set_config(..., true): even without the restore step, nothing survives the commit."""
+    from conduit.tenancy import _set_local
+
+    with transaction.atomic():
+        _set_local({WORKSPACE_GUC: "5", SYSTEM_GUC: "on"})
+        assert current_scope() == {WORKSPACE_GUC: "5", SYSTEM_GUC: "on"}
+    assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
+
+
+def test_admin_reads_every_workspace_as_the_app_role(two_tenants: tuple[Tenant, Tenant]) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("ops@example.com", "ops@example.com", "pw-ops-123456"))
+    with as_app_role():
+        page = staff.get("/admin/conduit/message/")
+    assert page.status_code == 200
+    assert page.context["cl"].result_count == 4
+
+
+def test_ingest_command_writes_as_the_app_role(two_tenants: tuple[Tenant, Tenant], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import call_command
+
+    from tests.conftest import raw_email
+
+    alice, _ = two_tenants
+    (tmp_path / "m.eml").write_bytes(raw_email("app-role@x"))
+    with as_app_role():
+        call_command("ingest_eml", "--workspace", "alice", str(tmp_path / "m.eml"))
+    with system_scope():
+        assert Message.objects.get(message_id="app-role@x").workspace_id == alice.workspace.pk

@@ -42,6 +42,10 @@ class Command(BaseCommand):
             f"SELECT {qn(pk)}, {qn(column)} FROM {qn(table)} "  # noqa: S608
             f"WHERE {qn(column)} IS NOT NULL AND {qn(pk)} > %s ORDER BY {qn(pk)} LIMIT %s"
         )
+        if connection.features.has_select_for_update:
+            # Hold the batch until its UPDATE commits, so a concurrent write is never
+            # overwritten with the old value re-encrypted.
+            select += " FOR UPDATE"
         update = f"UPDATE {qn(table)} SET {qn(column)} = %s WHERE {qn(pk)} = %s"  # noqa: S608
         last, rotated, failed = 0, 0, 0
         while True:
