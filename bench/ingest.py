@@ -164,6 +164,7 @@ def main() -> int:
     args = parser.parse_args()
     server_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     db_url = urlsplit(server_url)._replace(path=f"/{args.db_name}").geturl()
+    app_role = f"{args.db_name}_app"
 
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.db_name)))
@@ -175,6 +176,26 @@ def main() -> int:
             manage(env, "migrate", "--noinput", "-v", "0")
             orm = "from conduit.models import Workspace as W; W.objects.create(slug='bench', name='Bench')"
             manage(env, "shell", "-c", orm)
+            # Ingest as the production app role would connect: no superuser, row-level
+            # security enforced, so the figure includes the policies' cost.
+            with psycopg.connect(db_url, autocommit=True) as owner:
+                role = sql.Identifier(app_role)
+                owner.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(role))
+                owner.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+                owner.execute(
+                    sql.SQL(
+                        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}"
+                    ).format(role)
+                )
+                owner.execute(
+                    sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(role)
+                )
+            app_url = (
+                urlsplit(db_url)
+                ._replace(netloc=f"{app_role}@{urlsplit(db_url).hostname}:{urlsplit(db_url).port or 5432}")
+                .geturl()
+            )
+            ingest_env = {**env, "DATABASE_URL": app_url}
 
             mbox = tmp / "bench.mbox"
             started = time.perf_counter()
@@ -183,17 +204,19 @@ def main() -> int:
             print(
                 f"mbox: {args.messages} messages, {size_mb:.1f} MB, {attachments} with attachments "
                 f"(written in {time.perf_counter() - started:.1f} s); database {args.db_name}, "
+                f"ingest as role {app_role} (RLS on), "
                 f"DEBUG={os.environ.get('DEBUG', 'unset (settings default)')}"
             )
 
-            first = timed_ingest(env, mbox, tmp, "first")
+            first = timed_ingest(ingest_env, mbox, tmp, "first")
             rows, attachment_rows = count_rows(db_url)
-            second = timed_ingest(env, mbox, tmp, "second")
+            second = timed_ingest(ingest_env, mbox, tmp, "second")
             rows_after = count_rows(db_url)[0]
     finally:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.db_name))
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(drop)
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(app_role)))
 
     n = args.messages
     rate = n / first.seconds
