@@ -30,14 +30,22 @@ def _uses_rls() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _set_local(values: dict[str, str]) -> dict[str, str]:
-    """Set transaction-local settings; return the values they replace."""
+SCOPE_GUCS = (WORKSPACE_GUC, SYSTEM_GUC)
+_READ_SCOPE = "SELECT " + ", ".join(f"coalesce(current_setting('{g}', true), '')" for g in SCOPE_GUCS)
+_WRITE_SCOPE = "SELECT " + ", ".join(f"set_config('{g}', %s, true)" for g in SCOPE_GUCS)
+
+
+def _read_scope() -> dict[str, str]:
     with connection.cursor() as cur:
-        previous = {}
-        for name, value in values.items():
-            cur.execute("SELECT coalesce(current_setting(%s, true), '')", [name])
-            previous[name] = cur.fetchone()[0]
-            cur.execute("SELECT set_config(%s, %s, true)", [name, value])
+        cur.execute(_READ_SCOPE)
+        return dict(zip(SCOPE_GUCS, cur.fetchone(), strict=True))
+
+
+def _set_local(values: dict[str, str]) -> dict[str, str]:
+    """Set both scope settings for this transaction (one query); return what they replace."""
+    previous = _read_scope()
+    with connection.cursor() as cur:
+        cur.execute(_WRITE_SCOPE, [values.get(g, "") for g in SCOPE_GUCS])
     return previous
 
 
@@ -78,15 +86,7 @@ def system_scope() -> AbstractContextManager[None]:
 
 def current_scope() -> dict[str, str]:
     """The scope settings of the current transaction (for tests and diagnostics)."""
-    if not _uses_rls():
-        return {}
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT coalesce(current_setting(%s, true), ''), coalesce(current_setting(%s, true), '')",
-            [WORKSPACE_GUC, SYSTEM_GUC],
-        )
-        workspace_id, system = cur.fetchone()
-    return {WORKSPACE_GUC: workspace_id, SYSTEM_GUC: system}
+    return _read_scope() if _uses_rls() else {}
 
 
 SESSION_WORKSPACE_KEY = "workspace_id"
@@ -99,6 +99,7 @@ class ScopedRequest(HttpRequest):
 
     workspace: Workspace | None
     membership: Membership | None
+    memberships: list[Membership]
     api_token: ApiToken | None
 
 
@@ -142,12 +143,8 @@ def memberships_of(user_id: int) -> list[Membership]:
         )
 
 
-def resolve_membership(request: HttpRequest) -> Membership | None:
-    """The signed-in user's current workspace: the one kept in the session, else the first."""
-    if not request.user.is_authenticated:
-        return None
-    memberships = memberships_of(request.user.pk)
-    wanted = request.session.get(SESSION_WORKSPACE_KEY)
+def choose_membership(memberships: list[Membership], wanted: object) -> Membership | None:
+    """The current workspace: the one kept in the session, else the first."""
     for membership in memberships:
         if membership.workspace_id == wanted:
             return membership
@@ -168,13 +165,18 @@ class WorkspaceScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         scoped = cast(ScopedRequest, request)
         scoped.workspace, scoped.membership, scoped.api_token = None, None, None
+        scoped.memberships = []
         if request.path_info.startswith("/admin/"):
             return self._respond(request, system_scope())
         if request.path_info.startswith(API_PREFIX) and (raw := bearer_token(request)):
             if (token := resolve_token(raw)) is not None:
                 scoped.api_token, scoped.workspace = token, token.workspace
-        elif membership := resolve_membership(request):
-            scoped.membership, scoped.workspace = membership, membership.workspace
+        elif request.user.is_authenticated:
+            scoped.memberships = memberships_of(request.user.pk)
+            if membership := choose_membership(
+                scoped.memberships, request.session.get(SESSION_WORKSPACE_KEY)
+            ):
+                scoped.membership, scoped.workspace = membership, membership.workspace
         if scoped.workspace is None:
             return self.get_response(request)
         return self._respond(request, workspace_scope(scoped.workspace))

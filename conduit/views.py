@@ -20,7 +20,7 @@ from conduit import services
 from conduit.crypto import decrypt, encrypt
 from conduit.forms import ApiTokenForm, SignUpForm
 from conduit.models import ApiToken, Attachment, Membership, Message
-from conduit.tenancy import SESSION_WORKSPACE_KEY, memberships_of, workspace_of
+from conduit.tenancy import SESSION_WORKSPACE_KEY, workspace_of
 
 
 def workspace_required(view: Any) -> Any:
@@ -78,7 +78,7 @@ def settings_home(request: HttpRequest) -> HttpResponse:
         "can_admin": membership is not None and membership.administers,
         "message_count": Message.objects.filter(workspace=workspace).count(),
         "new_token": decrypt(sealed) if (sealed := request.session.pop("new_api_token", None)) else None,
-        "memberships": memberships_of(signed_in_user(request).pk),
+        "memberships": getattr(request, "memberships", []),
     }
     return render(request, "conduit/settings_home.html", context)
 
@@ -122,7 +122,7 @@ def revoke_api_token(request: HttpRequest, token_id: int) -> HttpResponse:
 @login_required
 def switch_workspace(request: HttpRequest) -> HttpResponse:
     wanted = request.POST.get("workspace_id", "")
-    match = [m for m in memberships_of(signed_in_user(request).pk) if str(m.workspace_id) == wanted]
+    match = [m for m in getattr(request, "memberships", []) if str(m.workspace_id) == wanted]
     if not match:
         messages.error(request, "You are not a member of that workspace.")
     else:
