@@ -7,6 +7,7 @@ required variable is missing or malformed, naming it in one line.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,84 @@ STORAGES = {
 CONDUIT_MAX_MESSAGE_BYTES = env.int("CONDUIT_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONDUIT_MAX_MESSAGE_BYTES + 1024 * 1024
 CONDUIT_INGEST_BATCH_SIZE = env.int("CONDUIT_INGEST_BATCH_SIZE", default=500)
+
+# --- CRM providers (integrations/providers) ---
+# Development points every provider at the local sandbox servers (integrations/sandbox), so
+# `make run` works offline; production refuses the sandbox and any plain-http provider URL.
+CONDUIT_SANDBOX = env.bool("CONDUIT_SANDBOX", default=not PRODUCTION)
+if PRODUCTION and CONDUIT_SANDBOX:
+    raise ImproperlyConfigured("CONDUIT_SANDBOX must be false in production")
+SANDBOX_HOST = env.str("SANDBOX_HOST", default="127.0.0.1")
+SANDBOX_HUBSPOT_PORT = env.int("SANDBOX_HUBSPOT_PORT", default=8701)
+SANDBOX_SALESFORCE_PORT = env.int("SANDBOX_SALESFORCE_PORT", default=8702)
+_hubspot_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_HUBSPOT_PORT}"
+_salesforce_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_SALESFORCE_PORT}"
+
+
+def provider_url(name: str, real: str, sandbox: str) -> str:
+    value = env.str(name, default=sandbox if CONDUIT_SANDBOX else real).rstrip("/")
+    if PRODUCTION and not value.startswith("https://"):
+        raise ImproperlyConfigured(f"{name} must be an https:// URL in production")
+    return value
+
+
+HUBSPOT_AUTHORIZE_URL = provider_url(
+    "HUBSPOT_AUTHORIZE_URL", "https://app.hubspot.com/oauth/authorize", f"{_hubspot_sandbox}/oauth/authorize"
+)
+HUBSPOT_API_BASE_URL = provider_url("HUBSPOT_API_BASE_URL", "https://api.hubapi.com", _hubspot_sandbox)
+SALESFORCE_LOGIN_URL = provider_url(
+    "SALESFORCE_LOGIN_URL", "https://login.salesforce.com", _salesforce_sandbox
+)
+SALESFORCE_TEST_URL = provider_url("SALESFORCE_TEST_URL", "https://test.salesforce.com", _salesforce_sandbox)
+SALESFORCE_API_VERSION = env.str("SALESFORCE_API_VERSION", default="v66.0")
+# Extra instance_url origins trusted besides Salesforce's own domains: the sandbox, in development only.
+SALESFORCE_EXTRA_INSTANCE_ORIGINS = [_salesforce_sandbox] if CONDUIT_SANDBOX else []
+
+_sandbox_credentials = {
+    "HUBSPOT_CLIENT_ID": "conduit-sandbox-hubspot",
+    "HUBSPOT_CLIENT_SECRET": "sandbox-hubspot-client-secret",
+    "SALESFORCE_CLIENT_ID": "conduit-sandbox-salesforce",
+    "SALESFORCE_CLIENT_SECRET": "sandbox-salesforce-client-secret",
+}
+
+
+def client_credential(name: str) -> str:
+    """OAuth app credentials; optional (a provider without them refuses to connect)."""
+    return env.str(name, default="" if PRODUCTION else _sandbox_credentials[name]).strip()
+
+
+HUBSPOT_CLIENT_ID = client_credential("HUBSPOT_CLIENT_ID")
+HUBSPOT_CLIENT_SECRET = client_credential("HUBSPOT_CLIENT_SECRET")
+SALESFORCE_CLIENT_ID = client_credential("SALESFORCE_CLIENT_ID")
+SALESFORCE_CLIENT_SECRET = client_credential("SALESFORCE_CLIENT_SECRET")
+
+# HTTP: (connect, read) seconds on every provider call.
+CONDUIT_PROVIDER_TIMEOUT = (
+    env.float("CONDUIT_PROVIDER_CONNECT_TIMEOUT", default=5.0),
+    env.float("CONDUIT_PROVIDER_READ_TIMEOUT", default=20.0),
+)
+# Shared rate limiter (integrations/ratelimit.py): share of the provider's limit Conduit spends.
+CONDUIT_RATE_BUDGET = env.float("CONDUIT_RATE_BUDGET", default=0.92)
+if not 0.1 <= CONDUIT_RATE_BUDGET <= 1.0:
+    raise ImproperlyConfigured("CONDUIT_RATE_BUDGET must be between 0.1 and 1.0")
+HUBSPOT_TEN_SECOND_LIMIT = env.int("HUBSPOT_TEN_SECOND_LIMIT", default=110)
+HUBSPOT_SEARCH_PER_SECOND = env.int("HUBSPOT_SEARCH_PER_SECOND", default=5)
+# Longest a call waits in-process for a pacing slot before it is handed back as RateLimited.
+CONDUIT_RATE_MAX_WAIT_SECONDS = env.float("CONDUIT_RATE_MAX_WAIT_SECONDS", default=15.0)
+# Retry-After is honoured but clamped, so a bogus header cannot park an account for days.
+CONDUIT_RETRY_AFTER_MAX_SECONDS = env.int("CONDUIT_RETRY_AFTER_MAX_SECONDS", default=3600)
+SALESFORCE_DAILY_PAUSE_RATIO = env.float("SALESFORCE_DAILY_PAUSE_RATIO", default=0.8)
+SALESFORCE_DAILY_PAUSE_SECONDS = env.int("SALESFORCE_DAILY_PAUSE_SECONDS", default=3600)
+CONDUIT_RATE_LIMIT_DIR = VAR_DIR / "ratelimit"
+
+# --- Metrics: prometheus-client in multiprocess mode (gunicorn workers + Celery share one dir) ---
+CONDUIT_METRICS_TOKEN = env.str("CONDUIT_METRICS_TOKEN", default="").strip()
+if CONDUIT_METRICS_TOKEN and len(CONDUIT_METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("CONDUIT_METRICS_TOKEN must be at least 24 characters")
+PROMETHEUS_MULTIPROC_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# prometheus_client reads this variable when it is first imported, in every process.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,1 +1,91 @@
-"""Models of the integrations app; later issues fill this module (see docs/architecture.md)."""
+"""Integrations data: CRM connections and the log of every provider call.
+
+crm_connections carries the binding names of Plan 007; the OAuth issue fills in the flows that
+create and change them. crm_sync_logs has one row per provider operation (see providers/base.py).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from conduit.crypto import EncryptedTextField
+from conduit.models import Workspace
+
+CRM_CHOICES = [("hubspot", "HubSpot"), ("salesforce", "Salesforce")]
+
+
+class CrmConnection(models.Model):
+    class Status(models.TextChoices):
+        PENDING_CLAIM = "pending_claim", "Pending claim"
+        CONNECTED = "connected", "Connected"
+        ERROR = "error", "Error"
+        DISCONNECTED = "disconnected", "Disconnected"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="crm_connections"
+    )
+    crm = models.CharField(max_length=20, choices=CRM_CHOICES)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING_CLAIM)
+    last_error = models.CharField(max_length=100, blank=True)
+    external_account_key = models.CharField(max_length=100, blank=True)
+    external_account_json = models.JSONField(default=dict, blank=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    granted_scopes = models.JSONField(default=list, blank=True)
+    dry_run = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "crm_connections"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "crm"],
+                condition=~Q(status="disconnected") & Q(workspace__isnull=False),
+                name="crm_connection_one_live_per_workspace",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.crm} {self.external_account_key or '?'} ({self.status})"
+
+
+class SyncLog(models.Model):
+    """One provider operation: what, how it went, how long; never a token or a body."""
+
+    class Status(models.TextChoices):
+        SUCCESS = "SUCCESS", "Success"
+        FAILED = "FAILED", "Failed"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="sync_logs"
+    )
+    connection = models.ForeignKey(
+        CrmConnection, on_delete=models.SET_NULL, null=True, blank=True, related_name="sync_logs"
+    )
+    provider = models.CharField(max_length=20, choices=CRM_CHOICES)
+    operation = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    summary = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "crm_sync_logs"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["workspace", "provider", "created_at"], name="sync_ws_provider_created"),
+            # The runbook's `status=FAILED` queries touch only failed rows.
+            models.Index(
+                fields=["provider", "created_at"], condition=Q(status="FAILED"), name="sync_failed_created"
+            ),
+            models.Index(fields=["created_at"], name="sync_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.operation} {self.status}"

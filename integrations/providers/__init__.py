@@ -1,0 +1,27 @@
+"""The provider registry: one module per provider, registered by name here and nowhere else."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.utils.module_loading import import_string
+
+from integrations.providers.base import Provider
+
+PROVIDERS: dict[str, str] = {
+    "hubspot": "integrations.providers.hubspot.HubSpotProvider",
+    "salesforce": "integrations.providers.salesforce.SalesforceProvider",
+}
+
+
+class UnknownProvider(KeyError):
+    def __str__(self) -> str:
+        return f"unknown provider {self.args[0]!r}; known: {', '.join(sorted(PROVIDERS))}"
+
+
+@cache
+def get_provider(name: str) -> Provider:
+    if name not in PROVIDERS:
+        raise UnknownProvider(name)
+    provider: Provider = import_string(PROVIDERS[name])()
+    return provider

@@ -1,0 +1,325 @@
+"""The provider base class and the one HTTP seam every provider call goes through.
+
+`Provider._call` paces the call through the shared rate limiter, sends it on the process's
+requests.Session with connect/read timeouts and no redirects, maps every failure into the
+closed set in errors.py, and records a crm_sync_logs row and the Prometheus metrics. Providers
+override the hooks (`classify_client_error`, `default_retry_after`, `observe_response`,
+`before_call`) and never look at a status code outside them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from conduit.secrets_scan import redact_text
+from integrations import metrics
+from integrations.providers.errors import (
+    Permanent,
+    ProviderError,
+    RateLimited,
+    Transient,
+)
+from integrations.ratelimit import Bucket, get_limiter
+from integrations.synclog import NO_CONTEXT, CallContext, record_sync
+
+log = logging.getLogger("conduit.integrations")
+
+_sessions: dict[int, requests.Session] = {}
+
+
+def http_session() -> requests.Session:
+    """One Session per process (a forked worker must not share its parent's sockets)."""
+    pid = os.getpid()
+    if pid not in _sessions:
+        session = requests.Session()
+        session.max_redirects = 0
+        session.headers["User-Agent"] = "Conduit/1.0 (+integrations)"
+        _sessions[pid] = session
+    return _sessions[pid]
+
+
+@dataclass(frozen=True)
+class Account:
+    """The credentials of one connection for one call; repr never shows the token."""
+
+    provider: str
+    access_token: str = field(repr=False)
+    account_key: str
+    instance_url: str = ""
+    environment: str = "login"
+    context: CallContext = field(default_factory=CallContext)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
+    instance_url: str = ""
+    identity_url: str = ""
+    account_key: str = ""
+
+
+@dataclass(frozen=True)
+class ExternalAccount:
+    """The account a grant belongs to: `key` is the HubSpot hub id or the Salesforce org id."""
+
+    key: str
+    details: dict[str, Any]
+    scopes: tuple[str, ...] = ()
+    user_email: str = ""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One curated write. `text` is Conduit's summary (subject, participants, time, link);
+    never a raw email body. `marker` is the idempotency key, carried into the CRM record."""
+
+    subject: str
+    text: str
+    occurred_at: datetime
+    contact_id: str
+    marker: str
+    deal_id: str | None = None
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    latency_ms: int
+    details: dict[str, Any]
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), clamped; None when absent or bad."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - (now or timezone.now())).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), float(settings.CONDUIT_RETRY_AFTER_MAX_SECONDS))
+
+
+def json_or_none(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def short(text: Any, limit: int = 200) -> str:
+    return redact_text(str(text or ""))[:limit]
+
+
+class Provider:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    required_scopes: ClassVar[tuple[str, ...]]
+    supports_pkce: ClassVar[bool] = False
+
+    # --- OAuth (overridden by each provider) ---
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
+    ) -> str:
+        raise NotImplementedError
+
+    def exchange_code(
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None = None,
+        environment: str = "login",
+        context: CallContext = NO_CONTEXT,
+    ) -> TokenSet:
+        raise NotImplementedError
+
+    def refresh(
+        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> TokenSet:
+        raise NotImplementedError
+
+    def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
+        raise NotImplementedError
+
+    def identify(
+        self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> ExternalAccount:
+        raise NotImplementedError
+
+    # --- API ---
+    def check_health(self, account: Account) -> HealthResult:
+        raise NotImplementedError
+
+    def find_contact(self, account: Account, email: str) -> str | None:
+        raise NotImplementedError
+
+    def find_open_deal(self, account: Account, contact_id: str) -> str | None:
+        raise NotImplementedError
+
+    def create_note(self, account: Account, activity: Activity) -> str:
+        raise NotImplementedError
+
+    def create_task(self, account: Account, activity: Activity) -> str:
+        raise NotImplementedError
+
+    def missing_scopes(self, granted: tuple[str, ...] | list[str]) -> list[str]:
+        return [scope for scope in self.required_scopes if scope not in set(granted)]
+
+    # --- hooks for _call ---
+    def classify_client_error(self, resp: requests.Response, operation: str) -> ProviderError:
+        """Map a 4xx other than 429 (and the provider's own rate-limit shapes) to an error."""
+        raise NotImplementedError
+
+    def default_retry_after(self, resp: requests.Response) -> float:
+        return 60.0
+
+    def observe_response(self, account_key: str, resp: requests.Response) -> None:
+        """Read usage headers (e.g. Salesforce's daily allocation)."""
+
+    def before_call(self, account_key: str, *, write: bool) -> None:
+        """Refuse a call before it is sent (e.g. writes paused near a daily limit)."""
+
+    # --- the seam ---
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        context: CallContext,
+        token: str | None = None,
+        bucket: Bucket | None = None,
+        account_key: str = "",
+        write: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        started = time.monotonic()
+        http_status: int | None = None
+        error: ProviderError | None = None
+        try:
+            if account_key:
+                if bucket is not None:
+                    get_limiter().acquire(bucket, account_key)
+                self.before_call(account_key, write=write)
+            resp = self._send(method, url, token, **kwargs)
+            http_status = resp.status_code
+            if account_key:
+                self.observe_response(account_key, resp)
+            if not 200 <= resp.status_code < 300:
+                raise self._classify(resp, operation)
+            return json_or_none(resp) if resp.content else None
+        except ProviderError as exc:
+            error = exc
+            if isinstance(exc, RateLimited) and http_status is not None:
+                metrics.RATE_LIMIT_HITS.labels(provider=self.name).inc()
+                if bucket is not None and account_key:
+                    get_limiter().block(bucket, account_key, exc.retry_after)
+            raise
+        finally:
+            self._record(operation, context, started, http_status, error)
+
+    def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            return http_session().request(
+                method,
+                url,
+                headers=headers,
+                timeout=settings.CONDUIT_PROVIDER_TIMEOUT,
+                allow_redirects=False,
+                **kwargs,
+            )
+        except requests.Timeout:
+            raise Transient(self.name, "timeout", "the provider did not answer in time") from None
+        except requests.RequestException as exc:
+            # The exception text can carry the URL (and so a token in a path): keep only its type.
+            raise Transient(self.name, "network_error", type(exc).__name__) from None
+
+    def _classify(self, resp: requests.Response, operation: str) -> ProviderError:
+        status = resp.status_code
+        if 300 <= status < 400:
+            return Permanent(self.name, "unexpected_redirect", f"HTTP {status}", http_status=status)
+        if status == 429:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if retry_after is None:
+                retry_after = self.default_retry_after(resp)
+            return RateLimited(
+                self.name,
+                "rate_limited",
+                short(self._message(resp)),
+                retry_after=retry_after,
+                http_status=status,
+            )
+        if status == 423:
+            return Transient(self.name, "locked", "HTTP 423", http_status=status)
+        if status == 477:
+            return Transient(self.name, "migration_in_progress", "HTTP 477", http_status=status)
+        if status >= 500:
+            return Transient(self.name, f"http_{status}", short(self._message(resp)), http_status=status)
+        if 200 <= status < 300:  # pragma: no cover - _call only classifies failures
+            raise ValueError("not an error")
+        return self.classify_client_error(resp, operation)
+
+    def _message(self, resp: requests.Response) -> str:
+        body = json_or_none(resp)
+        if isinstance(body, dict):
+            return str(body.get("message") or body.get("error_description") or body.get("error") or "")
+        if isinstance(body, list) and body and isinstance(body[0], dict):
+            return str(body[0].get("message", ""))
+        return f"HTTP {resp.status_code}"
+
+    def _record(
+        self,
+        operation: str,
+        context: CallContext,
+        started: float,
+        http_status: int | None,
+        error: ProviderError | None,
+    ) -> None:
+        elapsed = time.monotonic() - started
+        metrics.SYNC_DURATION.labels(provider=self.name, operation=operation).observe(elapsed)
+        if error is not None:
+            metrics.SYNC_ERRORS.labels(provider=self.name, operation=operation, error_code=error.code).inc()
+            summary = f"{operation} failed: {error.code}" + (f": {error.message}" if error.message else "")
+            log.info(
+                "%s %s failed",
+                self.name,
+                operation,
+                extra={"category": "provider", "error_code": error.code, "http_status": http_status},
+            )
+        else:
+            summary = f"{operation} ok"
+        record_sync(
+            context,
+            provider=self.name,
+            operation=operation,
+            ok=error is None,
+            http_status=http_status,
+            error_code=error.code if error else "",
+            duration_ms=int(elapsed * 1000),
+            summary=summary,
+        )

@@ -1,0 +1,302 @@
+"""HubSpot: OAuth (v1 token endpoint), token info, CRM v3 notes and tasks with associations.
+
+Facts: ../shared/provider-facts.md, "HubSpot". Deviations and [verify] items are marked here
+and listed in docs/connectors.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from integrations.providers.base import (
+    Account,
+    Activity,
+    ExternalAccount,
+    HealthResult,
+    Provider,
+    TokenSet,
+    json_or_none,
+    short,
+)
+from integrations.providers.errors import (
+    AuthRevoked,
+    MissingScope,
+    Permanent,
+    ProviderError,
+    TokenExpired,
+)
+from integrations.ratelimit import Bucket
+from integrations.synclog import NO_CONTEXT, CallContext
+
+# [verify] OAuth v1 is deprecated on 2027-02-16; /oauth/v3/token takes the same form fields.
+TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a path, not a secret
+# HUBSPOT_DEFINED default association type ids (provider-facts.md, associations v4 table).
+ASSOCIATION_TYPES = {
+    ("notes", "contact"): 202,
+    ("notes", "deal"): 214,
+    ("tasks", "contact"): 204,
+    ("tasks", "deal"): 216,
+}
+REVOKED_STATUSES = {"BAD_REFRESH_TOKEN", "BAD_HUB"}
+
+
+def api_bucket() -> Bucket:
+    return Bucket.budgeted("hubspot", "api", settings.HUBSPOT_TEN_SECOND_LIMIT, 10)
+
+
+def search_bucket() -> Bucket:
+    return Bucket.budgeted("hubspot", "search", settings.HUBSPOT_SEARCH_PER_SECOND, 1)
+
+
+def epoch_ms(when: Any) -> str:
+    return str(int(when.timestamp() * 1000))
+
+
+class HubSpotProvider(Provider):
+    name = "hubspot"
+    label = "HubSpot"
+    # Notes and tasks have no scope of their own: they need the contacts scopes.
+    required_scopes = (
+        "oauth",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+        "crm.objects.deals.read",
+    )
+    supports_pkce = False  # HubSpot's documented flow has no PKCE parameters
+
+    @property
+    def api(self) -> str:
+        return settings.HUBSPOT_API_BASE_URL
+
+    # --- OAuth ---
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
+    ) -> str:
+        query = {
+            "client_id": settings.HUBSPOT_CLIENT_ID,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(self.required_scopes),
+            "state": state,
+        }
+        return f"{settings.HUBSPOT_AUTHORIZE_URL}?{urlencode(query, quote_via=quote)}"
+
+    def _token(self, operation: str, form: dict[str, str], context: CallContext) -> TokenSet:
+        self._require_credentials()
+        form = {
+            **form,
+            "client_id": settings.HUBSPOT_CLIENT_ID,
+            "client_secret": settings.HUBSPOT_CLIENT_SECRET,
+        }
+        body = self._call(operation, "POST", self.api + TOKEN_PATH, context=context, data=form) or {}
+        if not body.get("access_token"):
+            raise Permanent(self.name, "invalid_token_response", "the token response has no access token")
+        expires_in = int(body.get("expires_in") or 1800)
+        return TokenSet(
+            access_token=body["access_token"],
+            refresh_token=body.get("refresh_token"),
+            expires_at=timezone.now() + timedelta(seconds=expires_in),
+            scopes=tuple(body.get("scopes") or ()),
+            account_key=str(body.get("hub_id") or ""),
+        )
+
+    def _require_credentials(self) -> None:
+        if not (settings.HUBSPOT_CLIENT_ID and settings.HUBSPOT_CLIENT_SECRET):
+            raise Permanent(
+                self.name, "not_configured", "HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET are not set"
+            )
+
+    def exchange_code(
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None = None,
+        environment: str = "login",
+        context: CallContext = NO_CONTEXT,
+    ) -> TokenSet:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        return self._token("exchange_code", form, context)
+
+    def refresh(
+        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> TokenSet:
+        return self._token(
+            "refresh", {"grant_type": "refresh_token", "refresh_token": refresh_token}, context
+        )
+
+    def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
+        self._call(
+            "revoke", "DELETE", f"{self.api}/oauth/v1/refresh-tokens/{quote(token, safe='')}", context=context
+        )
+
+    def identify(
+        self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> ExternalAccount:
+        url = f"{self.api}/oauth/v1/access-tokens/{quote(tokens.access_token, safe='')}"
+        info = self._call("identify", "GET", url, context=context) or {}
+        hub_id = str(info.get("hub_id") or tokens.account_key)
+        if not hub_id:
+            raise Permanent(self.name, "invalid_token_info", "token info names no hub id")
+        details = {
+            "hub_id": hub_id,
+            "hub_domain": str(info.get("hub_domain") or ""),
+            "app_id": info.get("app_id"),
+            "user_id": info.get("user_id"),
+        }
+        return ExternalAccount(
+            key=hub_id,
+            details=details,
+            scopes=tuple(info.get("scopes") or tokens.scopes),
+            user_email=str(info.get("user") or ""),
+        )
+
+    # --- API ---
+    def _api_call(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
+        bucket = search_bucket() if path.endswith("/search") else api_bucket()
+        return self._call(
+            operation,
+            method,
+            self.api + path,
+            context=account.context,
+            token=account.access_token,
+            bucket=bucket,
+            account_key=account.account_key,
+            **kw,
+        )
+
+    def check_health(self, account: Account) -> HealthResult:
+        started = timezone.now()
+        details = self._api_call(account, "health_check", "GET", "/account-info/v3/details") or {}
+        latency = int((timezone.now() - started).total_seconds() * 1000)
+        return HealthResult(latency_ms=latency, details={"portal_id": details.get("portalId")})
+
+    def _search_one(
+        self, account: Account, operation: str, object_type: str, body: dict[str, Any]
+    ) -> str | None:
+        result = (
+            self._api_call(account, operation, "POST", f"/crm/v3/objects/{object_type}/search", json=body)
+            or {}
+        )
+        results = result.get("results") or []
+        return str(results[0]["id"]) if results else None
+
+    def find_contact(self, account: Account, email: str) -> str | None:
+        body = {
+            "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}],
+            "properties": ["email"],
+            "limit": 1,
+        }
+        return self._search_one(account, "find_contact", "contacts", body)
+
+    def find_open_deal(self, account: Account, contact_id: str) -> str | None:
+        # [verify] the "associations.contact" search pseudo-property; the alternative is
+        # GET /crm/v4/objects/contacts/{id}/associations/deals plus a read per deal.
+        filters = [
+            {"propertyName": "associations.contact", "operator": "EQ", "value": contact_id},
+            {"propertyName": "hs_is_closed", "operator": "EQ", "value": "false"},
+        ]
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "DESCENDING"}],
+            "properties": ["dealname"],
+            "limit": 1,
+        }
+        return self._search_one(account, "find_open_deal", "deals", body)
+
+    def associations(self, object_type: str, activity: Activity) -> list[dict[str, Any]]:
+        targets = [("contact", activity.contact_id)]
+        if activity.deal_id:
+            targets.append(("deal", activity.deal_id))
+        return [
+            {
+                "to": {"id": target_id},
+                "types": [
+                    {
+                        "associationCategory": "HUBSPOT_DEFINED",
+                        "associationTypeId": ASSOCIATION_TYPES[(object_type, kind)],
+                    }
+                ],
+            }
+            for kind, target_id in targets
+        ]
+
+    def note_payload(self, activity: Activity) -> dict[str, Any]:
+        return {
+            "properties": {"hs_timestamp": epoch_ms(activity.occurred_at), "hs_note_body": activity.text},
+            "associations": self.associations("notes", activity),
+        }
+
+    def task_payload(self, activity: Activity) -> dict[str, Any]:
+        return {
+            "properties": {
+                "hs_timestamp": epoch_ms(activity.due_at or activity.occurred_at),
+                "hs_task_subject": activity.subject,
+                "hs_task_body": activity.text,
+                "hs_task_status": "NOT_STARTED",
+                "hs_task_priority": "MEDIUM",
+                "hs_task_type": "EMAIL",
+            },
+            "associations": self.associations("tasks", activity),
+        }
+
+    def create_note(self, account: Account, activity: Activity) -> str:
+        created = self._api_call(
+            account,
+            "create_note",
+            "POST",
+            "/crm/v3/objects/notes",
+            json=self.note_payload(activity),
+            write=True,
+        )
+        return str((created or {})["id"])
+
+    def create_task(self, account: Account, activity: Activity) -> str:
+        created = self._api_call(
+            account,
+            "create_task",
+            "POST",
+            "/crm/v3/objects/tasks",
+            json=self.task_payload(activity),
+            write=True,
+        )
+        return str((created or {})["id"])
+
+    # --- error mapping ---
+    def default_retry_after(self, resp: requests.Response) -> float:
+        body = json_or_none(resp) or {}
+        policy = body.get("policyName") if isinstance(body, dict) else None
+        if policy == "SECONDLY":
+            return 1.0
+        if policy == "DAILY":
+            return float(settings.CONDUIT_RETRY_AFTER_MAX_SECONDS)
+        interval = resp.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")
+        return int(interval) / 1000 if interval.isdigit() else 10.0
+
+    def classify_client_error(self, resp: requests.Response, operation: str) -> ProviderError:
+        status = resp.status_code
+        body = json_or_none(resp)
+        body = body if isinstance(body, dict) else {}
+        message = short(body.get("message") or body.get("error_description") or f"HTTP {status}")
+        error, hs_status, category = body.get("error"), body.get("status"), body.get("category")
+        if operation == "refresh" and (error == "invalid_grant" or hs_status in REVOKED_STATUSES):
+            return AuthRevoked(self.name, None, message, http_status=status)
+        if error == "invalid_client" or hs_status == "BAD_CLIENT_ID":
+            return Permanent(self.name, "invalid_client", message, http_status=status)
+        if error == "invalid_grant":
+            return Permanent(self.name, "invalid_authorization_code", message, http_status=status)
+        if status == 401:
+            code = "token_expired" if category == "EXPIRED_AUTHENTICATION" else "invalid_authentication"
+            return TokenExpired(self.name, code, message, http_status=status)
+        if status == 403 and category == "MISSING_SCOPES":
+            missing: list[str] = []
+            for item in body.get("errors") or []:
+                missing.extend((item.get("context") or {}).get("requiredGranularScopes") or [])
+            return MissingScope(self.name, sorted(set(missing)) or ["unknown"], message, http_status=status)
+        code = str(category or f"http_{status}").lower()
+        return Permanent(self.name, code, message, details={"category": category}, http_status=status)

@@ -1,0 +1,332 @@
+"""Salesforce: OAuth web-server flow with PKCE, identity from the `id` URL, REST v66.0 Tasks.
+
+Facts: ../shared/provider-facts.md, "Salesforce". No token is ever sent to an instance_url
+before `validate_instance_url` accepts it. The login vs test host is the connection's
+`environment` ("login" or "test").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from integrations.providers.base import (
+    Account,
+    Activity,
+    ExternalAccount,
+    HealthResult,
+    Provider,
+    TokenSet,
+    json_or_none,
+    parse_retry_after,
+    short,
+)
+from integrations.providers.errors import (
+    AuthRevoked,
+    InvalidInstanceUrl,
+    MissingScope,
+    Permanent,
+    ProviderError,
+    RateLimited,
+    TokenExpired,
+)
+from integrations.ratelimit import Bucket, get_limiter
+from integrations.synclog import NO_CONTEXT, CallContext
+
+# [verify] .salesforce.mil (Government Cloud) per provider-facts.md.
+INSTANCE_SUFFIXES = (".salesforce.com", ".force.com", ".cloudforce.com", ".salesforce.mil")
+ENVIRONMENTS = ("login", "test")
+SCOPE_SYNONYMS = {"refresh_token": {"refresh_token", "offline_access"}, "api": {"api", "full"}}
+LIMIT_INFO_RE = re.compile(r"api-usage=(\d+)/(\d+)")
+OPEN_OPPORTUNITY_SOQL = (
+    "SELECT OpportunityId FROM OpportunityContactRole WHERE ContactId = {contact} "
+    "AND Opportunity.IsClosed = false ORDER BY Opportunity.LastModifiedDate DESC LIMIT 1"
+)
+ID_URL_RE = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
+
+
+def validate_instance_url(url: str) -> str:
+    """Return the normalised origin of a legitimate instance_url, or raise InvalidInstanceUrl.
+
+    https on port 443 and a hostname ending in one of Salesforce's own suffixes, compared on
+    the parsed hostname (never the string); userinfo, paths and query strings are refused."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidInstanceUrl("salesforce", None, "instance_url is not a URL") from None
+    host = (parts.hostname or "").lower().rstrip(".")
+    origin = f"{parts.scheme}://{parts.netloc}".rstrip("/").lower()
+    if origin in {o.lower() for o in settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS} and not parts.username:
+        return origin
+    if parts.scheme != "https" or port not in (None, 443):
+        raise InvalidInstanceUrl("salesforce", None, "instance_url must be https on port 443")
+    if parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment:
+        raise InvalidInstanceUrl("salesforce", None, "instance_url must be a bare origin")
+    if not host or not host.endswith(INSTANCE_SUFFIXES):
+        raise InvalidInstanceUrl("salesforce", None, f"instance_url host {host!r} is not a Salesforce domain")
+    return f"https://{host}"
+
+
+def soql_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def api_bucket() -> Bucket:
+    # Salesforce paces by a daily allocation, not a burst window: the bucket is only blocked.
+    return Bucket("salesforce", "api", 0, 1)
+
+
+class SalesforceProvider(Provider):
+    name = "salesforce"
+    label = "Salesforce"
+    required_scopes = ("api", "refresh_token")
+    supports_pkce = True
+
+    def host(self, environment: str) -> str:
+        if environment not in ENVIRONMENTS:
+            raise Permanent(self.name, "invalid_environment", "environment must be 'login' or 'test'")
+        return settings.SALESFORCE_LOGIN_URL if environment == "login" else settings.SALESFORCE_TEST_URL
+
+    def missing_scopes(self, granted: tuple[str, ...] | list[str]) -> list[str]:
+        have = set(granted)
+        return [s for s in self.required_scopes if not (SCOPE_SYNONYMS.get(s, {s}) & have)]
+
+    # --- OAuth ---
+    def authorize_url(
+        self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
+    ) -> str:
+        query = {
+            "response_type": "code",
+            "client_id": settings.SALESFORCE_CLIENT_ID,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join((*self.required_scopes, "id")),
+            "state": state,
+        }
+        if code_challenge:
+            query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
+        return f"{self.host(environment)}/services/oauth2/authorize?{urlencode(query, quote_via=quote)}"
+
+    def _token(
+        self, operation: str, form: dict[str, str], environment: str, context: CallContext
+    ) -> TokenSet:
+        if not (settings.SALESFORCE_CLIENT_ID and settings.SALESFORCE_CLIENT_SECRET):
+            raise Permanent(
+                self.name, "not_configured", "SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET are not set"
+            )
+        form = {
+            **form,
+            "client_id": settings.SALESFORCE_CLIENT_ID,
+            "client_secret": settings.SALESFORCE_CLIENT_SECRET,
+        }
+        url = f"{self.host(environment)}/services/oauth2/token"
+        body = self._call(operation, "POST", url, context=context, data=form) or {}
+        if not body.get("access_token") or not body.get("instance_url"):
+            raise Permanent(
+                self.name, "invalid_token_response", "the token response lacks a token or instance_url"
+            )
+        return TokenSet(
+            access_token=body["access_token"],
+            refresh_token=body.get("refresh_token"),
+            expires_at=None,  # Salesforce sends no expires_in: refresh after a 401
+            scopes=tuple(str(body.get("scope") or "").split()),
+            instance_url=validate_instance_url(str(body["instance_url"])),
+            identity_url=str(body.get("id") or ""),
+        )
+
+    def exchange_code(
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None = None,
+        environment: str = "login",
+        context: CallContext = NO_CONTEXT,
+    ) -> TokenSet:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        return self._token("exchange_code", form, environment, context)
+
+    def refresh(
+        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> TokenSet:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token("refresh", form, environment, context)
+
+    def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
+        self._call(
+            "revoke",
+            "POST",
+            f"{self.host(environment)}/services/oauth2/revoke",
+            context=context,
+            data={"token": token},
+        )
+
+    def identify(
+        self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> ExternalAccount:
+        match = ID_URL_RE.search(urlsplit(tokens.identity_url).path)
+        if not match:
+            raise Permanent(
+                self.name, "invalid_identity_url", "the token response's id URL names no org and user"
+            )
+        instance_url = validate_instance_url(tokens.instance_url)
+        info = (
+            self._call(
+                "identify",
+                "GET",
+                f"{instance_url}/services/oauth2/userinfo",
+                context=context,
+                token=tokens.access_token,
+            )
+            or {}
+        )
+        details = {
+            "instance_url": instance_url,
+            "org_id": match["org"],
+            "user_id": match["user"],
+            "environment": environment,
+            "username": str(info.get("preferred_username") or ""),
+        }
+        return ExternalAccount(
+            key=match["org"], details=details, scopes=tokens.scopes, user_email=str(info.get("email") or "")
+        )
+
+    # --- API ---
+    def _rest(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
+        base = validate_instance_url(account.instance_url)
+        url = f"{base}/services/data/{settings.SALESFORCE_API_VERSION}/{path}"
+        return self._call(
+            operation,
+            method,
+            url,
+            context=account.context,
+            token=account.access_token,
+            bucket=api_bucket(),
+            account_key=account.account_key,
+            **kw,
+        )
+
+    def check_health(self, account: Account) -> HealthResult:
+        # userinfo is authenticated and does not count against the daily API allocation.
+        base = validate_instance_url(account.instance_url)
+        started = timezone.now()
+        info = (
+            self._call(
+                "health_check",
+                "GET",
+                f"{base}/services/oauth2/userinfo",
+                context=account.context,
+                token=account.access_token,
+                bucket=api_bucket(),
+                account_key=account.account_key,
+            )
+            or {}
+        )
+        latency = int((timezone.now() - started).total_seconds() * 1000)
+        usage = get_limiter().daily_usage(self.name, account.account_key)
+        details: dict[str, Any] = {"org_id": info.get("organization_id")}
+        if usage:
+            details["api_usage"] = {"used": usage[0], "limit": usage[1]}
+        return HealthResult(latency_ms=latency, details=details)
+
+    def _query_first(self, account: Account, operation: str, soql: str, field: str) -> str | None:
+        result = self._rest(account, operation, "GET", "query", params={"q": soql}) or {}
+        records = result.get("records") or []
+        return str(records[0][field]) if records else None
+
+    def find_contact(self, account: Account, email: str) -> str | None:
+        soql = f"SELECT Id, Name, Email FROM Contact WHERE Email = {soql_quote(email)} LIMIT 1"  # noqa: S608 - SOQL, quoted
+        return self._query_first(account, "find_contact", soql, "Id")
+
+    def find_open_deal(self, account: Account, contact_id: str) -> str | None:
+        soql = OPEN_OPPORTUNITY_SOQL.format(contact=soql_quote(contact_id))
+        return self._query_first(account, "find_open_deal", soql, "OpportunityId")
+
+    def task_payload(self, activity: Activity, *, completed: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "Subject": activity.subject[:255],
+            "Description": activity.text[:32000],
+            "WhoId": activity.contact_id,
+            "ActivityDate": (activity.due_at or activity.occurred_at).date().isoformat(),
+            "Status": "Completed" if completed else "Not Started",
+            "Priority": "Normal",
+        }
+        if activity.deal_id:
+            payload["WhatId"] = activity.deal_id
+        return payload
+
+    def _create_task(self, account: Account, operation: str, payload: dict[str, Any]) -> str:
+        created = self._rest(account, operation, "POST", "sobjects/Task", json=payload, write=True) or {}
+        if not created.get("id"):
+            raise Permanent(self.name, "invalid_create_response", "the create response has no id")
+        return str(created["id"])
+
+    def create_note(self, account: Account, activity: Activity) -> str:
+        # Salesforce has no note in Conduit's scope: a note is a completed Task (logged activity).
+        return self._create_task(account, "create_note", self.task_payload(activity, completed=True))
+
+    def create_task(self, account: Account, activity: Activity) -> str:
+        return self._create_task(account, "create_task", self.task_payload(activity, completed=False))
+
+    # --- usage and error mapping ---
+    def observe_response(self, account_key: str, resp: requests.Response) -> None:
+        match = LIMIT_INFO_RE.search(resp.headers.get("Sforce-Limit-Info", ""))
+        if match:
+            get_limiter().record_daily_usage(self.name, account_key, int(match[1]), int(match[2]))
+
+    def before_call(self, account_key: str, *, write: bool) -> None:
+        if (
+            write
+            and get_limiter().daily_ratio(self.name, account_key) >= settings.SALESFORCE_DAILY_PAUSE_RATIO
+        ):
+            raise RateLimited(
+                self.name,
+                "daily_budget_paused",
+                f"writes paused at {settings.SALESFORCE_DAILY_PAUSE_RATIO:.0%} of the daily API allocation",
+                retry_after=float(settings.SALESFORCE_DAILY_PAUSE_SECONDS),
+            )
+
+    def default_retry_after(self, resp: requests.Response) -> float:
+        return float(settings.SALESFORCE_DAILY_PAUSE_SECONDS)
+
+    def classify_client_error(self, resp: requests.Response, operation: str) -> ProviderError:
+        status = resp.status_code
+        body = json_or_none(resp)
+        if isinstance(body, dict):  # OAuth endpoints answer {"error", "error_description"}
+            error = body.get("error")
+            message = short(body.get("error_description") or error or f"HTTP {status}")
+            if error == "invalid_grant" and operation == "refresh":
+                return AuthRevoked(self.name, None, message, http_status=status)
+            if error == "invalid_grant":
+                return Permanent(self.name, "invalid_authorization_code", message, http_status=status)
+            if error == "invalid_client":
+                return Permanent(self.name, "invalid_client", message, http_status=status)
+            return Permanent(self.name, str(error or f"http_{status}").lower(), message, http_status=status)
+        first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
+        error_code = str(first.get("errorCode") or f"http_{status}")
+        message = short(first.get("message") or f"HTTP {status}")
+        if status == 401:
+            return TokenExpired(self.name, "invalid_session_id", message, http_status=status)
+        if status == 403 and error_code == "REQUEST_LIMIT_EXCEEDED":
+            retry_after = parse_retry_after(resp.headers.get("Retry-After")) or self.default_retry_after(resp)
+            return RateLimited(
+                self.name, "request_limit_exceeded", message, retry_after=retry_after, http_status=status
+            )
+        if status == 403 and error_code == "INVALID_SESSION_ID":
+            # [verify] a token without the `api` scope is refused on REST with this 403.
+            return MissingScope(self.name, ["api"], message, http_status=status)
+        fields = first.get("fields") or []
+        return Permanent(
+            self.name,
+            error_code.lower(),
+            message,
+            details={"errorCode": error_code, "fields": fields},
+            http_status=status,
+        )

@@ -1,0 +1,78 @@
+"""Writes one crm_sync_logs row per provider operation.
+
+A log row must never break or roll back the call it describes: it is written in its own
+savepoint under the scope of its workspace, and a database error is logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from django.db import DatabaseError, transaction
+
+from conduit.context import current_workspace_id
+from conduit.secrets_scan import redact_text
+from conduit.tenancy import system_scope, workspace_scope
+from integrations.models import SyncLog
+
+log = logging.getLogger("conduit.integrations")
+SUMMARY_MAX = 300
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Whose call this is, for the sync log (never credentials)."""
+
+    workspace_id: int | None = None
+    connection_id: int | None = None
+
+
+NO_CONTEXT = CallContext()
+
+
+def clean_summary(text: str) -> str:
+    text = redact_text(" ".join(text.split()))
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
+def _scope_for(workspace_id: int | None) -> AbstractContextManager[None]:
+    if workspace_id is None:
+        return system_scope()
+    if current_workspace_id.get() == workspace_id:
+        return transaction.atomic()  # already in that workspace's scope: a savepoint is enough
+    return workspace_scope(workspace_id)
+
+
+def record_sync(
+    context: CallContext,
+    *,
+    provider: str,
+    operation: str,
+    ok: bool,
+    http_status: int | None,
+    error_code: str,
+    duration_ms: int,
+    summary: str,
+) -> None:
+    row = SyncLog(
+        workspace_id=context.workspace_id,
+        connection_id=context.connection_id,
+        provider=provider,
+        operation=operation,
+        status=SyncLog.Status.SUCCESS if ok else SyncLog.Status.FAILED,
+        http_status=http_status,
+        error_code=error_code,
+        duration_ms=duration_ms,
+        summary=clean_summary(summary),
+    )
+    try:
+        with _scope_for(context.workspace_id):
+            row.save(force_insert=True)
+    except DatabaseError as exc:
+        log.warning(
+            "sync log not written: %s",
+            type(exc).__name__,
+            extra={"category": "sync_log", "error_code": "sync_log_write_failed"},
+        )
