@@ -9,3 +9,10 @@ configured_settings()  # a bad environment stops the master in one line, before 
 accesslog = "-"
 errorlog = "-"
 logconfig_dict = json_logging("INFO", ["gunicorn.error", "gunicorn.access"], root=False)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Multiprocess Prometheus: drop a dead worker's live gauges (its counters stay summed)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

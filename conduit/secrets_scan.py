@@ -22,6 +22,8 @@ PARAM_RE = re.compile(
 AUTH_HEADER_RE = re.compile(r"(?i)(authorization\s*[:=]\s*)(\S+(\s+\S+)?)")
 FERNET_TOKEN_RE = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}=*")
 API_TOKEN_RE = re.compile(r"\bcdt_[A-Za-z0-9_\-]{16,}")
+# HubSpot puts tokens in URL paths (token info, refresh-token revoke): urllib3 debug lines show them.
+TOKEN_PATH_RE = re.compile(r"(?i)(/(?:access|refresh)-tokens/)[^\s/?#\"']+")
 
 _extra_secrets: set[str] = set()
 
@@ -53,6 +55,7 @@ def looks_secret_value(value: str) -> bool:
         or PARAM_RE.search(value)
         or FERNET_TOKEN_RE.search(value)
         or API_TOKEN_RE.search(value)
+        or TOKEN_PATH_RE.search(value)
     ):
         return True
     return any(secret in value for secret in known_secret_values())
@@ -75,6 +78,7 @@ def redact_text(text: str) -> str:
     text = PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = FERNET_TOKEN_RE.sub("[redacted]", text)
     text = API_TOKEN_RE.sub("cdt_[redacted]", text)
+    text = TOKEN_PATH_RE.sub(r"\1[redacted]", text)
     for secret in known_secret_values():
         if secret:
             text = text.replace(secret, "[redacted]")

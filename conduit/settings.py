@@ -326,5 +326,7 @@ if PRODUCTION:
 # --- Logging: JSON lines, one redaction filter on every handler ---
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = json_logging(LOG_LEVEL, ["django", "celery"])
+# urllib3's debug lines carry request paths (HubSpot puts tokens in some): never below WARNING.
+LOGGING["loggers"]["urllib3"] = {"handlers": ["console"], "level": "WARNING", "propagate": False}
 # Celery keeps Django's LOGGING (JSON + redaction) instead of installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -3,10 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from conduit import api, health, views
+from integrations.metrics import metrics_view
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),

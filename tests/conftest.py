@@ -140,3 +140,20 @@ def capture_json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     finally:
         root.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(settings: Any, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with empty rate-limit windows and no blocks (Redis or the file store)."""
+    from integrations import ratelimit
+
+    settings.CONDUIT_RATE_LIMIT_DIR = tmp_path / "ratelimit"
+    ratelimit._limiter_for.cache_clear()
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter("conduit-rl*"):
+            client.delete(key)
+    yield
+    ratelimit._limiter_for.cache_clear()

@@ -42,7 +42,6 @@ def http_session() -> requests.Session:
     pid = os.getpid()
     if pid not in _sessions:
         session = requests.Session()
-        session.max_redirects = 0
         session.headers["User-Agent"] = "Conduit/1.0 (+integrations)"
         _sessions[pid] = session
     return _sessions[pid]
