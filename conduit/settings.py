@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import environ
@@ -238,6 +239,8 @@ def provider_url(name: str, real: str, sandbox: str) -> str:
     value = env.str(name, default=sandbox if CONDUIT_SANDBOX else real).rstrip("/")
     if PRODUCTION and not value.startswith("https://"):
         raise ImproperlyConfigured(f"{name} must be an https:// URL in production")
+    if PRODUCTION and urlsplit(value).hostname in ("localhost", "127.0.0.1", "::1", SANDBOX_HOST):
+        raise ImproperlyConfigured(f"{name} must not point at a local sandbox in production")
     return value
 
 

@@ -81,20 +81,22 @@ class RateLimiter:
         Raises RateLimited(retry_after) instead of waiting longer, so a worker hands the
         wait to next_retry_at rather than sleeping through it."""
         max_wait = settings.CONDUIT_RATE_MAX_WAIT_SECONDS if max_wait is None else max_wait
-        started = self.clock()
+        waited = 0.0
         while True:
             now = self.clock()
             wait = self.store.blocked_until(bucket, account) - now
             if wait <= 0:
                 wait = self.store.try_hit(bucket, account, now) if bucket.limit else 0.0
                 if wait <= 0:
-                    return now - started
-            if now - started + wait > max_wait:
+                    return waited
+            if waited + wait > max_wait:
                 raise RateLimited(
                     bucket.provider, "local_rate_limit", f"{bucket.name} budget", retry_after=wait
                 )
             # a little jitter so waiting processes do not all wake on the same millisecond
-            self.sleep(wait + random.uniform(0, 0.01))  # noqa: S311 - jitter, not security
+            pause = wait + random.uniform(0, 0.01)  # noqa: S311 - jitter, not security
+            self.sleep(pause)
+            waited += pause
 
     def block(self, bucket: Bucket, account: str, seconds: float) -> None:
         self.store.block(bucket, account, self.clock() + seconds)

@@ -11,8 +11,8 @@ from integrations.metrics import render_metrics
 from integrations.providers.base import Account, Activity
 from integrations.synclog import CallContext
 
-HS_TOKEN = "hs-access-token-0123456789abcdef"  # noqa: S105 - test value
-SF_TOKEN = "00Dsf!AQ4AQFakeSessionToken0123456789"  # noqa: S105 - test value
+HS_TOKEN = "hs-access-token-0123456789abcdef"
+SF_TOKEN = "00Dsf!AQ4AQFakeSessionToken0123456789"
 
 
 def hubspot_account(api_token: str = HS_TOKEN, key: str = "4400001", **ctx: Any) -> Account:

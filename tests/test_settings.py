@@ -67,6 +67,17 @@ def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None
         ({"DATABASE_URL": ""}, "DATABASE_URL must be set"),
         ({"REDIS_URL": ""}, "REDIS_URL must be set"),
         ({"CONDUIT_ENV": "staging"}, "CONDUIT_ENV must be 'development' or 'production'"),
+        ({"CONDUIT_SANDBOX": "true"}, "CONDUIT_SANDBOX must be false in production"),
+        (
+            {"HUBSPOT_API_BASE_URL": "http://api.hubapi.com"},
+            "HUBSPOT_API_BASE_URL must be an https:// URL in production",
+        ),
+        (
+            {"SALESFORCE_LOGIN_URL": "https://127.0.0.1:8702"},
+            "SALESFORCE_LOGIN_URL must not point at a local sandbox in production",
+        ),
+        ({"CONDUIT_METRICS_TOKEN": "short"}, "CONDUIT_METRICS_TOKEN must be at least 24 characters"),
+        ({"CONDUIT_RATE_BUDGET": "1.5"}, "CONDUIT_RATE_BUDGET must be between 0.1 and 1.0"),
     ],
 )
 def test_production_refuses_missing_or_malformed_settings_in_one_line(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.utils.module_loading import import_string
 
-from integrations.providers.base import Provider
+if TYPE_CHECKING:
+    from integrations.providers.base import Provider
 
 PROVIDERS: dict[str, str] = {
     "hubspot": "integrations.providers.hubspot.HubSpotProvider",

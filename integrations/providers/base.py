@@ -212,6 +212,7 @@ class Provider:
         bucket: Bucket | None = None,
         account_key: str = "",
         write: bool = False,
+        secrets: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> Any:
         started = time.monotonic()
@@ -230,6 +231,7 @@ class Provider:
                 raise self._classify(resp, operation)
             return json_or_none(resp) if resp.content else None
         except ProviderError as exc:
+            exc.scrub([*secrets, *self._sent_secrets(token, kwargs)])
             error = exc
             if isinstance(exc, RateLimited) and http_status is not None:
                 metrics.RATE_LIMIT_HITS.labels(provider=self.name).inc()
@@ -238,6 +240,14 @@ class Provider:
             raise
         finally:
             self._record(operation, context, started, http_status, error)
+
+    SECRET_FORM_FIELDS = ("code", "refresh_token", "client_secret", "code_verifier", "token")
+
+    def _sent_secrets(self, token: str | None, kwargs: dict[str, Any]) -> list[str]:
+        form = kwargs.get("data") if isinstance(kwargs.get("data"), dict) else {}
+        return [
+            v for v in [token, *(form.get(f) for f in self.SECRET_FORM_FIELDS)] if isinstance(v, str) and v
+        ]
 
     def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})

@@ -20,7 +20,17 @@ class ProviderError(Exception):
         self.code = code or type(self).code
         self.message = message
         self.http_status = http_status
-        super().__init__(f"{provider}: {self.code}" + (f": {message}" if message else ""))
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        return f"{self.provider}: {self.code}" + (f": {self.message}" if self.message else "")
+
+    def scrub(self, secrets: list[str]) -> None:
+        """Remove values Conduit sent (tokens, codes, the client secret) if the provider echoed them."""
+        for secret in secrets:
+            if secret and secret in self.message:
+                self.message = self.message.replace(secret, "[redacted]")
+        self.args = (self._text(),)
 
 
 class AuthRevoked(ProviderError):

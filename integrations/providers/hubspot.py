@@ -132,14 +132,18 @@ class HubSpotProvider(Provider):
 
     def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
         self._call(
-            "revoke", "DELETE", f"{self.api}/oauth/v1/refresh-tokens/{quote(token, safe='')}", context=context
+            "revoke",
+            "DELETE",
+            f"{self.api}/oauth/v1/refresh-tokens/{quote(token, safe='')}",
+            context=context,
+            secrets=(token,),
         )
 
     def identify(
         self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
     ) -> ExternalAccount:
         url = f"{self.api}/oauth/v1/access-tokens/{quote(tokens.access_token, safe='')}"
-        info = self._call("identify", "GET", url, context=context) or {}
+        info = self._call("identify", "GET", url, context=context, secrets=(tokens.access_token,)) or {}
         hub_id = str(info.get("hub_id") or tokens.account_key)
         if not hub_id:
             raise Permanent(self.name, "invalid_token_info", "token info names no hub id")
