@@ -244,7 +244,8 @@ class Provider:
     SECRET_FORM_FIELDS = ("code", "refresh_token", "client_secret", "code_verifier", "token")
 
     def _sent_secrets(self, token: str | None, kwargs: dict[str, Any]) -> list[str]:
-        form = kwargs.get("data") if isinstance(kwargs.get("data"), dict) else {}
+        data = kwargs.get("data")
+        form: dict[str, Any] = data if isinstance(data, dict) else {}
         return [
             v for v in [token, *(form.get(f) for f in self.SECRET_FORM_FIELDS)] if isinstance(v, str) and v
         ]
