@@ -149,3 +149,42 @@ def test_inline_membership_edits_are_audited_and_tokens_cannot_be_deleted(
     assert (
         staff.post(f"/admin/conduit/apitoken/{issued.token.pk}/delete/", {"post": "yes"}).status_code == 403
     )
+
+
+def test_integrations_admin_lists_connections_and_sync_logs_without_tokens(
+    staff: Client, alice: Tenant
+) -> None:
+    from conduit.tenancy import system_scope
+    from integrations.models import CrmConnection, SyncLog
+
+    with system_scope():
+        conn = CrmConnection.objects.create(
+            workspace=alice.workspace,
+            crm="hubspot",
+            status="connected",
+            external_account_key="4400001",
+            access_token="ADMIN-ACCESS-TOKEN-123456",
+            refresh_token="ADMIN-REFRESH-TOKEN-123456",
+        )
+        SyncLog.objects.create(
+            workspace=alice.workspace,
+            connection=conn,
+            provider="hubspot",
+            operation="create_note",
+            status="FAILED",
+            http_status=400,
+            error_code="validation_error",
+            summary="create_note failed",
+        )
+    for model in (CrmConnection, SyncLog):
+        model_admin = admin.site._registry[model]
+        assert model_admin.search_fields and model_admin.list_filter
+    pages = [
+        staff.get("/admin/integrations/crmconnection/"),
+        staff.get(f"/admin/integrations/crmconnection/{conn.pk}/change/"),
+        staff.get("/admin/integrations/synclog/?status__exact=FAILED"),
+    ]
+    assert [p.status_code for p in pages] == [200, 200, 200]
+    html = b"".join(p.content for p in pages)
+    assert b"4400001" in html and b"validation_error" in html
+    assert b"ADMIN-ACCESS-TOKEN" not in html and b"ADMIN-REFRESH-TOKEN" not in html
