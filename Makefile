@@ -18,7 +18,8 @@ run: $(STAMP)
 	@$(BIN)/python manage.py migrate --noinput -v 0
 	@$(BIN)/python manage.py collectstatic --noinput -v 0
 	@$(BIN)/python manage.py seed_demo --url http://127.0.0.1:$(PORT)/
-	@echo "Starting web (gunicorn) and worker with beat (celery -B); Ctrl-C stops everything."
+	@$(BIN)/python manage.py clear_metrics
+	@echo "Starting web (gunicorn), worker with beat (celery -B) and the sandbox CRMs; Ctrl-C stops everything."
 	@PORT=$(PORT) exec $(BIN)/honcho start -f Procfile
 
 lint: $(STAMP)
@@ -35,6 +36,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/limiter.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,571 @@
+"""The shared contract: each provider client against `responses` mocks shaped from
+provider-facts.md AND against the sandbox over a real socket. The same test body runs on both,
+so the client, the mocks and the sandbox cannot drift apart."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+
+from integrations.providers import get_provider
+from integrations.providers.base import Account, Provider, TokenSet
+from integrations.providers.errors import (
+    AuthRevoked,
+    MissingScope,
+    Permanent,
+    ProviderError,
+    RateLimited,
+    TokenExpired,
+    Transient,
+)
+from integrations.sandbox.server import start_sandbox
+from tests.provider_helpers import activity
+
+pytestmark = pytest.mark.django_db
+REDIRECT_URI = "https://conduit.example/integrations/callback"
+MAYA = "maya.lopez@acme-logistics.example"
+HUB_ID, ORG_ID, SF_USER = "4400001", "00D5g000004SbxAEAS", "0055g00000SbxUsAAJ"
+IDS = {
+    "hubspot": {"contact": "101", "open_deal": "201"},
+    "salesforce": {"contact": "0035g00000SbxC1AAJ", "open_deal": "0065g00000SbxO1AAJ"},
+}
+MOCK_HUBSPOT = "https://api.hubapi.com"
+MOCK_SF_LOGIN = "https://login.salesforce.com"
+MOCK_SF_INSTANCE = "https://sandbox-demo.my.salesforce.com"
+FAULTS = [
+    ("rate_limit", RateLimited),
+    ("server_error", Transient),
+    ("unavailable", Transient),
+    ("invalid_session", TokenExpired),
+    ("missing_scope", MissingScope),
+    ("validation", Permanent),
+    ("hang", Transient),
+]
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = base64.urlsafe_b64encode(b"v" * 40).rstrip(b"=").decode()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class Backend:
+    """What a contract test needs from a provider stand-in."""
+
+    kind: str
+    provider: Provider
+
+    def authorize(self, url: str) -> str:
+        """Follow the consent page ("Allow") and return the authorization code."""
+        raise NotImplementedError
+
+    def expect_token(self, *, refresh: bool = False) -> None: ...
+
+    def expect_identify(self) -> None: ...
+
+    def expect_lookups(self) -> None: ...
+
+    def expect_writes(self) -> None: ...
+
+    def expect_revoke(self) -> None: ...
+
+    def inject(self, kind: str, **options: Any) -> None:
+        raise NotImplementedError
+
+    def written(self) -> list[dict[str, Any]]:
+        """The payloads the provider received for notes and tasks, oldest first."""
+        raise NotImplementedError
+
+    def account(self, tokens: TokenSet) -> Account:
+        key = HUB_ID if self.provider.name == "hubspot" else ORG_ID
+        return Account(self.provider.name, tokens.access_token, key, instance_url=tokens.instance_url)
+
+
+# --- mocks shaped from provider-facts.md -------------------------------------------------------
+
+
+def hubspot_error(status: int, category: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return status, {
+        "status": "error",
+        "message": message,
+        "correlationId": "0f0f",
+        "category": category,
+        **extra,
+    }
+
+
+MOCK_FAULTS: dict[str, dict[str, tuple[int, Any, dict[str, str]]]] = {
+    "hubspot": {
+        "rate_limit": (
+            429,
+            {
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT",
+                "correlationId": "0f0f",
+                "policyName": "TEN_SECONDLY_ROLLING",
+                "requestId": "1",
+            },
+            {"Retry-After": "1"},
+        ),
+        "server_error": (*hubspot_error(500, "INTERNAL_ERROR", "internal error"), {}),
+        "unavailable": (
+            503,
+            {"status": "error", "message": "Service Unavailable", "category": "INTERNAL_ERROR"},
+            {},
+        ),
+        "invalid_session": (
+            *hubspot_error(
+                401,
+                "EXPIRED_AUTHENTICATION",
+                "The OAuth token used to make this call expired 1 second(s) ago.",
+            ),
+            {},
+        ),
+        "missing_scope": (
+            *hubspot_error(
+                403,
+                "MISSING_SCOPES",
+                "This app hasn't been granted all required scopes to make this call.",
+                errors=[
+                    {
+                        "message": "One or more of the following scopes are required.",
+                        "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]},
+                    }
+                ],
+            ),
+            {},
+        ),
+        "validation": (*hubspot_error(400, "VALIDATION_ERROR", "Property values were not valid"), {}),
+    },
+    "salesforce": {
+        "rate_limit": (
+            403,
+            [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+            {"Retry-After": "1"},
+        ),
+        "server_error": (
+            500,
+            [{"errorCode": "UNKNOWN_EXCEPTION", "message": "An unexpected error occurred."}],
+            {},
+        ),
+        "unavailable": (
+            503,
+            [{"errorCode": "SERVER_UNAVAILABLE", "message": "An unexpected error occurred."}],
+            {},
+        ),
+        "invalid_session": (
+            401,
+            [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}],
+            {},
+        ),
+        "missing_scope": (
+            403,
+            [
+                {
+                    "message": "This session is not valid for use with the REST API",
+                    "errorCode": "INVALID_SESSION_ID",
+                }
+            ],
+            {},
+        ),
+        "validation": (
+            400,
+            [{"errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "validation", "fields": []}],
+            {},
+        ),
+    },
+}
+
+
+class MockBackend(Backend):
+    kind = "mock"
+
+    def __init__(self, name: str, mock: responses.RequestsMock, settings: Any) -> None:
+        self.provider = get_provider(name)
+        self.mock = mock
+        if name == "hubspot":
+            settings.HUBSPOT_API_BASE_URL = MOCK_HUBSPOT
+            settings.HUBSPOT_AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
+            self.write_urls = [f"{MOCK_HUBSPOT}/crm/v3/objects/notes", f"{MOCK_HUBSPOT}/crm/v3/objects/tasks"]
+        else:
+            settings.SALESFORCE_LOGIN_URL = MOCK_SF_LOGIN
+            settings.SALESFORCE_TEST_URL = "https://test.salesforce.com"
+            self.write_urls = [f"{MOCK_SF_INSTANCE}/services/data/v66.0/sobjects/Task"]
+
+    def authorize(self, url: str) -> str:
+        assert urlsplit(url).scheme == "https"
+        return "mock-code"
+
+    def expect_token(self, *, refresh: bool = False) -> None:
+        if self.provider.name == "hubspot":
+            body = {
+                "access_token": "mock-hs-access",
+                "refresh_token": "mock-hs-refresh",
+                "expires_in": 1800,
+                "token_type": "bearer",
+                "hub_id": int(HUB_ID),
+                "scopes": list(self.provider.required_scopes),
+                "user_id": 7700001,
+                "token_use": "access",
+            }
+            self.mock.post(f"{MOCK_HUBSPOT}/oauth/v1/token", json=body)
+        else:
+            body = {
+                "access_token": "00Dmock!access",
+                "instance_url": MOCK_SF_INSTANCE,
+                "id": f"{MOCK_SF_LOGIN}/id/{ORG_ID}/{SF_USER}",
+                "token_type": "Bearer",
+                "issued_at": "1794820320000",
+                "signature": "c2ln",
+                "scope": "api refresh_token id",
+            }
+            if not refresh:
+                body["refresh_token"] = "mock-sf-refresh"
+            self.mock.post(f"{MOCK_SF_LOGIN}/services/oauth2/token", json=body)
+
+    def expect_identify(self) -> None:
+        if self.provider.name == "hubspot":
+            self.mock.get(
+                re.compile(rf"{re.escape(MOCK_HUBSPOT)}/oauth/v1/access-tokens/.+"),
+                json={
+                    "token": "mock-hs-access",
+                    "user": "owner@sandbox-demo.example",
+                    "hub_domain": "sandbox-demo.hubspot.com",
+                    "scopes": list(self.provider.required_scopes),
+                    "hub_id": int(HUB_ID),
+                    "app_id": 3300001,
+                    "expires_in": 1700,
+                    "user_id": 7700001,
+                    "token_type": "access",
+                },
+            )
+        else:
+            self.mock.get(
+                f"{MOCK_SF_INSTANCE}/services/oauth2/userinfo",
+                json={
+                    "user_id": SF_USER,
+                    "organization_id": ORG_ID,
+                    "preferred_username": "admin@sandbox-demo.example",
+                },
+            )
+
+    def expect_lookups(self) -> None:
+        ids = IDS[self.provider.name]
+        if self.provider.name == "hubspot":
+
+            def contacts(request: Any) -> tuple[int, dict[str, str], str]:
+                email = json.loads(request.body)["filterGroups"][0]["filters"][0]["value"]
+                results = [{"id": ids["contact"], "properties": {"email": MAYA}}] if email == MAYA else []
+                return 200, {}, json.dumps({"total": len(results), "results": results})
+
+            self.mock.add_callback(
+                "POST", f"{MOCK_HUBSPOT}/crm/v3/objects/contacts/search", callback=contacts
+            )
+            self.mock.post(
+                f"{MOCK_HUBSPOT}/crm/v3/objects/deals/search",
+                json={
+                    "total": 1,
+                    "results": [{"id": ids["open_deal"], "properties": {"dealname": "Annual plan"}}],
+                },
+            )
+        else:
+
+            def query(request: Any) -> tuple[int, dict[str, str], str]:
+                soql = parse_qs(urlsplit(request.url).query)["q"][0]
+                if "FROM Contact" in soql:
+                    records = (
+                        [{"attributes": {"type": "Contact"}, "Id": ids["contact"]}] if MAYA in soql else []
+                    )
+                else:
+                    records = [
+                        {"attributes": {"type": "OpportunityContactRole"}, "OpportunityId": ids["open_deal"]}
+                    ]
+                body = {"totalSize": len(records), "done": True, "records": records}
+                return 200, {"Sforce-Limit-Info": "api-usage=12/100000"}, json.dumps(body)
+
+            self.mock.add_callback("GET", f"{MOCK_SF_INSTANCE}/services/data/v66.0/query", callback=query)
+
+    def expect_writes(self) -> None:
+        if self.provider.name == "hubspot":
+            self.mock.post(self.write_urls[0], status=201, json={"id": "90001", "properties": {}})
+            self.mock.post(self.write_urls[1], status=201, json={"id": "90002", "properties": {}})
+        else:
+            self.mock.post(
+                self.write_urls[0], status=201, json={"id": "00T5g000001", "success": True, "errors": []}
+            )
+
+    def expect_revoke(self) -> None:
+        if self.provider.name == "hubspot":
+            self.mock.delete(re.compile(rf"{re.escape(MOCK_HUBSPOT)}/oauth/v1/refresh-tokens/.+"), status=204)
+            body: Any = {
+                "error": "invalid_grant",
+                "error_description": "refresh token is invalid, expired or revoked",
+                "status": "BAD_REFRESH_TOKEN",
+                "message": "missing or invalid refresh token",
+            }
+            self.mock.post(f"{MOCK_HUBSPOT}/oauth/v1/token", status=400, json=body)
+        else:
+            self.mock.post(f"{MOCK_SF_LOGIN}/services/oauth2/revoke", status=200)
+            body = {"error": "invalid_grant", "error_description": "expired access/refresh token"}
+            self.mock.post(f"{MOCK_SF_LOGIN}/services/oauth2/token", status=400, json=body)
+
+    def inject(self, kind: str, **options: Any) -> None:
+        url = self.write_urls[0]
+        if kind == "hang":
+            self.mock.post(url, body=requests.ReadTimeout("read timed out"))
+            return
+        if kind == "invalid_grant":
+            self.expect_revoke()
+            return
+        status, body, headers = MOCK_FAULTS[self.provider.name][kind]
+        self.mock.post(url, status=status, json=body, headers=headers)
+
+    def written(self) -> list[dict[str, Any]]:
+        bodies = [
+            json.loads(c.request.body)
+            for c in self.mock.calls
+            if c.request.url in self.write_urls and c.response is not None and c.response.status_code < 300
+        ]
+        if self.provider.name == "salesforce":
+            return bodies
+        return [
+            {
+                "properties": b["properties"],
+                "associations": [
+                    (a["to"]["id"], a["types"][0]["associationTypeId"]) for a in b["associations"]
+                ],
+            }
+            for b in bodies
+        ]
+
+
+# --- the sandbox over a real socket --------------------------------------------------------------
+
+HIDDEN_RE = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
+ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
+
+
+class SandboxBackend(Backend):
+    kind = "sandbox"
+
+    def __init__(self, name: str, base_url: str, settings: Any) -> None:
+        self.provider = get_provider(name)
+        self.base_url = base_url
+        if name == "hubspot":
+            settings.HUBSPOT_API_BASE_URL = base_url
+            settings.HUBSPOT_AUTHORIZE_URL = f"{base_url}/oauth/authorize"
+        else:
+            settings.SALESFORCE_LOGIN_URL = base_url
+            settings.SALESFORCE_TEST_URL = base_url
+            settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [base_url]
+
+    def authorize(self, url: str) -> str:
+        import html
+
+        page = requests.get(url, timeout=5)
+        assert page.status_code == 200 and "Allow" in page.text
+        fields = {html.unescape(k): html.unescape(v) for k, v in HIDDEN_RE.findall(page.text)}
+        action = html.unescape(ACTION_RE.search(page.text)[1])  # type: ignore[index]
+        target = action if action.startswith("http") else self.base_url + action
+        answer = requests.post(target, data={**fields, "decision": "allow"}, allow_redirects=False, timeout=5)
+        assert answer.status_code == 302, answer.text
+        location = urlsplit(answer.headers["Location"])
+        assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
+        return parse_qs(location.query)["code"][0]
+
+    def inject(self, kind: str, **options: Any) -> None:
+        body = {"kind": kind, "count": 1, **options}
+        assert requests.post(f"{self.base_url}/_sandbox/faults", json=body, timeout=5).status_code == 201
+
+    def state(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.base_url}/_sandbox/state", timeout=5).json())
+
+    def written(self) -> list[dict[str, Any]]:
+        state = self.state()
+        if self.provider.name == "salesforce":
+            return sorted(state["tasks"], key=lambda r: r["Id"])
+        records = sorted(state["notes"] + state["tasks"], key=lambda r: int(r["id"]))
+        return [
+            {
+                "properties": r["properties"],
+                "associations": [(a["to_id"], a["type_id"]) for a in r["associations"]],
+            }
+            for r in records
+        ]
+
+
+@pytest.fixture(scope="module")
+def sandboxes() -> Iterator[dict[str, str]]:
+    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce")}
+    yield {name: sandbox.base_url for name, sandbox in running.items()}
+    for sandbox in running.values():
+        sandbox.stop()
+
+
+@pytest.fixture(params=["hubspot-mock", "hubspot-sandbox", "salesforce-mock", "salesforce-sandbox"])
+def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
+    name, kind = request.param.split("-")
+    if kind == "mock":
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            yield MockBackend(name, mock, settings)
+    else:
+        base_url = sandboxes[name]
+        requests.post(f"{base_url}/_sandbox/reset", timeout=5)
+        yield SandboxBackend(name, base_url, settings)
+
+
+def connect(backend: Backend) -> TokenSet:
+    verifier, challenge = pkce_pair()
+    provider = backend.provider
+    url = provider.authorize_url(
+        state="contract-state",
+        redirect_uri=REDIRECT_URI,
+        code_challenge=challenge if provider.supports_pkce else None,
+    )
+    code = backend.authorize(url)
+    backend.expect_token()
+    return provider.exchange_code(
+        code=code, redirect_uri=REDIRECT_URI, code_verifier=verifier if provider.supports_pkce else None
+    )
+
+
+def test_connect_exchanges_the_code_and_identifies_the_account(backend: Backend) -> None:
+    tokens = connect(backend)
+    backend.expect_identify()
+    account = backend.provider.identify(tokens)
+    assert tokens.access_token and tokens.refresh_token
+    assert backend.provider.missing_scopes(account.scopes) == []
+    if backend.provider.name == "hubspot":
+        assert account.key == HUB_ID
+        assert account.details["hub_domain"] == "sandbox-demo.hubspot.com"
+        assert tokens.expires_at is not None
+    else:
+        assert account.key == ORG_ID
+        assert account.details["user_id"] == SF_USER
+        assert account.details["instance_url"] == tokens.instance_url
+        assert tokens.expires_at is None
+
+
+def test_refresh_gives_a_working_access_token(backend: Backend) -> None:
+    tokens = connect(backend)
+    assert tokens.refresh_token
+    backend.expect_token(refresh=True)
+    fresh = backend.provider.refresh(tokens.refresh_token)
+    assert fresh.access_token and fresh.access_token != tokens.refresh_token
+    backend.expect_lookups()
+    assert (
+        backend.provider.find_contact(backend.account(fresh), MAYA) == IDS[backend.provider.name]["contact"]
+    )
+
+
+def test_revoked_grant_then_refresh_is_auth_revoked(backend: Backend) -> None:
+    tokens = connect(backend)
+    assert tokens.refresh_token
+    backend.expect_revoke()
+    backend.provider.revoke(tokens.refresh_token)
+    with pytest.raises(AuthRevoked):
+        backend.provider.refresh(tokens.refresh_token)
+
+
+def test_injected_invalid_grant_on_refresh_is_auth_revoked(backend: Backend) -> None:
+    tokens = connect(backend)
+    assert tokens.refresh_token
+    backend.inject("invalid_grant")
+    with pytest.raises(AuthRevoked):
+        backend.provider.refresh(tokens.refresh_token)
+
+
+def test_contact_and_open_deal_lookups(backend: Backend) -> None:
+    account = backend.account(connect(backend))
+    backend.expect_lookups()
+    ids = IDS[backend.provider.name]
+    assert backend.provider.find_contact(account, MAYA) == ids["contact"]
+    assert backend.provider.find_contact(account, "nobody@nowhere.example") is None
+    assert backend.provider.find_open_deal(account, ids["contact"]) == ids["open_deal"]
+
+
+def test_note_and_task_carry_the_associations_provider_facts_require(backend: Backend) -> None:
+    account = backend.account(connect(backend))
+    backend.expect_writes()
+    ids = IDS[backend.provider.name]
+    note_id = backend.provider.create_note(account, activity(ids["contact"], ids["open_deal"]))
+    task_id = backend.provider.create_task(
+        account, activity(ids["contact"], ids["open_deal"], subject="Follow up")
+    )
+    assert note_id and task_id
+    written = backend.written()
+    assert len(written) == 2
+    if backend.provider.name == "hubspot":
+        note, task = written
+        assert note["associations"] == [(ids["contact"], 202), (ids["open_deal"], 214)]
+        assert task["associations"] == [(ids["contact"], 204), (ids["open_deal"], 216)]
+        assert task["properties"]["hs_task_subject"] == "Follow up"
+        assert "[conduit:abc123]" in note["properties"]["hs_note_body"]
+    else:
+        by_subject = {w["Subject"]: w for w in written}
+        task = by_subject["Follow up"]
+        assert (task["WhoId"], task["WhatId"]) == (ids["contact"], ids["open_deal"])
+        assert task["Status"] == "Not Started"
+
+
+@pytest.mark.parametrize(("fault", "error"), FAULTS, ids=[f for f, _ in FAULTS])
+def test_injected_faults_map_to_the_closed_error_set(
+    backend: Backend, settings: Any, fault: str, error: type[ProviderError]
+) -> None:
+    settings.CONDUIT_PROVIDER_TIMEOUT = (2.0, 0.5)
+    account = backend.account(connect(backend))
+    ids = IDS[backend.provider.name]
+    backend.inject(fault, retry_after=1, hang_seconds=2)
+    with pytest.raises(error) as raised:
+        backend.provider.create_note(account, activity(ids["contact"]))
+    if fault == "rate_limit":
+        assert isinstance(raised.value, RateLimited) and raised.value.retry_after == 1
+    if fault == "missing_scope":
+        assert isinstance(raised.value, MissingScope) and raised.value.missing
+    if fault == "hang":
+        assert raised.value.code == "timeout"
+
+
+def test_salesforce_writes_pause_at_80_percent_of_the_daily_allocation(
+    settings: Any, sandboxes: dict[str, str]
+) -> None:
+    base = sandboxes["salesforce"]
+    requests.post(f"{base}/_sandbox/reset", timeout=5)
+    backend = SandboxBackend("salesforce", base, settings)
+    account = backend.account(connect(backend))
+    requests.post(f"{base}/_sandbox/config", json={"daily_api_limit": 1000, "api_usage": 799}, timeout=5)
+    ids = IDS["salesforce"]
+    backend.provider.find_contact(account, MAYA)  # usage 800/1000 now known from Sforce-Limit-Info
+    with pytest.raises(RateLimited) as raised:
+        backend.provider.create_task(account, activity(ids["contact"]))
+    assert raised.value.code == "daily_budget_paused"
+    assert backend.written() == []
+
+
+def test_hubspot_limiter_keeps_the_portal_under_its_window(settings: Any, sandboxes: dict[str, str]) -> None:
+    """Sandbox limit 10 per 10 s, Conduit's budget 92% of it: the 10th call is held back, not sent."""
+    base = sandboxes["hubspot"]
+    requests.post(f"{base}/_sandbox/reset", timeout=5)
+    requests.post(f"{base}/_sandbox/config", json={"ten_second_limit": 10}, timeout=5)
+    settings.HUBSPOT_TEN_SECOND_LIMIT = 10
+    settings.CONDUIT_RATE_MAX_WAIT_SECONDS = 0
+    backend = SandboxBackend("hubspot", base, settings)
+    account = backend.account(connect(backend))
+    for _ in range(9):
+        backend.provider.create_note(account, activity(IDS["hubspot"]["contact"]))
+    with pytest.raises(RateLimited) as raised:
+        backend.provider.create_note(account, activity(IDS["hubspot"]["contact"]))
+    assert raised.value.code == "local_rate_limit"
+    state = backend.state()
+    assert state["requests"]["rate_limited"] == 0
+    assert len(state["notes"]) == 9
