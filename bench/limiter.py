@@ -159,8 +159,10 @@ def main() -> int:
         from integrations.sandbox.server import start_sandbox
 
         store = "redis " + settings.REDIS_URL if settings.REDIS_URL else "file store (no REDIS_URL)"
-        print(f"sandbox HubSpot on :{port}; limiter store: {store}; budget {settings.CONDUIT_RATE_BUDGET:.0%}")
-        print(f"database: {connections['default'].vendor}; {WORKERS} worker processes, {args.seconds:.0f} s per run")
+        budget = settings.CONDUIT_RATE_BUDGET
+        vendor = connections["default"].vendor
+        print(f"sandbox HubSpot on :{port}; limiter store: {store}; budget {budget:.0%}")
+        print(f"database: {vendor}; {WORKERS} worker processes, {args.seconds:.0f} s per run")
         sandbox = start_sandbox("hubspot", port=port)
         connections.close_all()
         try:
@@ -168,7 +170,9 @@ def main() -> int:
             with_log, without_log = overhead(sandbox, args.overhead_calls)
         finally:
             sandbox.stop()
-    print(f"{'run':<10}{'writes/s':>10}{'of limit':>10}{'sent':>8}{'429s':>8}{'429 share':>11}{'other err':>11}")
+    header = ("run", "writes/s", "of limit", "sent", "429s", "429 share", "other err")
+    widths = (-10, 10, 10, 8, 8, 11, 11)
+    print("".join(f"{h:<{-w}}" if w < 0 else f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
     for mode, f in figures.items():
         print(
             f"{mode:<10}{f['rate']:>10.2f}{f['ratio']:>10.1%}{f['sent']:>8.0f}{f['rate_limited']:>8.0f}"
@@ -179,8 +183,8 @@ def main() -> int:
     print(f"target (limiter >= 90% of limit, < 1% 429s): {'PASS' if ok else 'FAIL'}")
     added = with_log - without_log
     print(
-        f"sync-log row on the call path: median {with_log:.2f} ms per call with it, {without_log:.2f} ms without "
-        f"(+{added:.2f} ms, {added / without_log:+.0%})"
+        f"sync-log row on the call path: median {with_log:.2f} ms per call with it, "
+        f"{without_log:.2f} ms without (+{added:.2f} ms, {added / without_log:+.0%})"
     )
     return 0
 
