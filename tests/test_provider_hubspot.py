@@ -510,3 +510,16 @@ def test_rate_limit_answer_counts_a_hit_and_blocks_the_portal() -> None:
     # another portal is not affected
     responses.post(f"{API}/crm/v3/objects/notes", status=201, json={"id": "5"})
     assert hs.create_note(hubspot_account(key="999"), activity("101")) == "5"
+
+
+@responses.activate
+def test_health_check_sets_the_connection_status_gauge(alice) -> None:  # type: ignore[no-untyped-def]
+    responses.get(f"{API}/account-info/v3/details", json={"portalId": 1})
+    responses.get(f"{API}/account-info/v3/details", status=401, json=hs_error("EXPIRED_AUTHENTICATION"))
+    workspace_id = str(alice.workspace.pk)
+    account = hubspot_account(workspace_id=alice.workspace.pk)
+    hs.check_health(account)
+    assert metric_value("crm_connection_status", provider="hubspot", workspace_id=workspace_id) == 1.0
+    with pytest.raises(TokenExpired):
+        hs.check_health(account)
+    assert metric_value("crm_connection_status", provider="hubspot", workspace_id=workspace_id) == 0.0

@@ -323,6 +323,8 @@ class Provider:
             )
         else:
             summary = f"{operation} ok"
+        if operation == "health_check":
+            metrics.set_connection_status(self.name, context.workspace_id, ok=error is None)
         record_sync(
             context,
             provider=self.name,
