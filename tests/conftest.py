@@ -18,6 +18,7 @@ from conduit.tenancy import system_scope
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CI_MODE = os.environ.get("CONDUIT_REQUIRE_POSTGRES") == "1"
+SCREENSHOT_DIR = os.environ.get("CONDUIT_SCREENSHOT_DIR")
 
 
 def is_postgres() -> bool:
@@ -157,3 +158,34 @@ def _fresh_rate_limits(settings: Any, tmp_path: Path) -> Iterator[None]:
             client.delete(key)
     yield
     ratelimit._limiter_for.cache_clear()
+
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        yield context.new_page()
+        browser.close()
+
+
+def shot(page: Any, tmp_path: Path, name: str) -> None:
+    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    assert (folder / f"{name}.png").stat().st_size > 5000

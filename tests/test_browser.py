@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,39 +9,9 @@ import pytest
 
 from conduit.ingest import ingest_one, parse_raw
 from conduit.models import Workspace
-from tests.conftest import PASSWORD, raw_email
+from tests.conftest import PASSWORD, raw_email, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
-SCREENSHOT_DIR = os.environ.get("CONDUIT_SCREENSHOT_DIR")
-
-
-@pytest.fixture
-def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        yield context.new_page()
-        browser.close()
-
-
-def shot(page: Any, tmp_path: Path, name: str) -> None:
-    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-    assert (folder / f"{name}.png").stat().st_size > 5000
 
 
 def test_sign_up_log_in_open_settings_and_a_message(page: Any, live_server: Any, tmp_path: Path) -> None:
