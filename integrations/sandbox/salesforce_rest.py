@@ -1,0 +1,318 @@
+"""Salesforce REST resources in the sandbox: the seeded org, limits, the two supported SOQL
+queries, Task create/read and composite. Each resource returns (status, JSON body)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from integrations.sandbox.common import SandboxState, iso
+
+ORG_ID = "00D5g000004SbxAEAS"
+USER_ID = "0055g00000SbxUsAAJ"
+USERNAME = "admin@sandbox-demo.example"
+DISPLAY_NAME = "Sandbox Admin"
+REQUIRED_SCOPES = ["api", "refresh_token", "id"]
+CONTACTS = [
+    ("0035g00000SbxC1AAJ", "Maya", "Lopez", "maya.lopez@acme-logistics.example"),
+    ("0035g00000SbxC2AAJ", "Jonas", "Weber", "jonas@brightfield-energy.example"),
+    ("0035g00000SbxC3AAJ", "Lee", "Park", "lee@northwind.example"),
+]
+OPPORTUNITIES = [  # id, name, stage, closed, contact (via OpportunityContactRole), role id, modified
+    (
+        "0065g00000SbxO1AAJ",
+        "Acme Logistics - Annual plan",
+        "Negotiation/Review",
+        False,
+        0,
+        "R1",
+        "03-02T10:00",
+    ),
+    ("0065g00000SbxO2AAJ", "Acme Logistics - Pilot", "Closed Won", True, 0, "R2", "03-05T16:30"),
+    ("0065g00000SbxO3AAJ", "Brightfield rollout", "Prospecting", False, 1, "R3", "02-20T08:15"),
+]
+TASK_FIELDS = {
+    "Subject",
+    "Description",
+    "WhoId",
+    "WhatId",
+    "ActivityDate",
+    "Status",
+    "Priority",
+    "TaskSubtype",
+    "OwnerId",
+}
+TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
+TASK_PRIORITIES = ("High", "Normal", "Low")
+NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+_VALUE = r"'((?:[^'\\]|\\.)*)'"
+CONTACT_QUERY = re.compile(
+    rf"^\s*SELECT\s+Id\s*,\s*Name\s*,\s*Email\s+FROM\s+Contact\s+WHERE\s+Email\s*=\s*{_VALUE}"
+    r"(?:\s+LIMIT\s+(\d+))?\s*$",
+    re.I,
+)
+ROLE_QUERY = re.compile(
+    rf"^\s*SELECT\s+OpportunityId\s+FROM\s+OpportunityContactRole\s+WHERE\s+ContactId\s*=\s*{_VALUE}"
+    r"\s+AND\s+Opportunity\.IsClosed\s*=\s*(true|false)"
+    r"\s+ORDER\s+BY\s+Opportunity\.LastModifiedDate(?:\s+(ASC|DESC))?(?:\s+LIMIT\s+(\d+))?\s*$",
+    re.I,
+)
+TASK_PATH = re.compile(r"^sobjects/Task/(\w+)$")
+REFERENCE = re.compile(r"@\{(\w+)((?:\.\w+|\[\d+\])+)\}")
+VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
+
+Result = tuple[int, Any]
+
+
+def sf_error(code: str, message: str, fields: list[str] | None = None) -> list[dict[str, Any]]:
+    error: dict[str, Any] = {"message": message, "errorCode": code}
+    if fields is not None:
+        error["fields"] = fields
+    return [error]
+
+
+class SalesforceState(SandboxState):
+    DEFAULT_CONFIG = {"access_token_ttl": 7200, "daily_api_limit": 100000, "api_usage": 0}
+
+    def seed(self) -> None:
+        self.contacts = {
+            cid: {"Id": cid, "FirstName": f, "LastName": la, "Name": f"{f} {la}", "Email": e}
+            for cid, f, la, e in CONTACTS
+        }
+        self.opportunities: dict[str, dict[str, Any]] = {
+            oid: {
+                "Id": oid,
+                "Name": n,
+                "StageName": s,
+                "IsClosed": c,
+                "LastModifiedDate": f"2026-{m}:00.000+0000",
+            }
+            for oid, n, s, c, _, _, m in OPPORTUNITIES
+        }
+        self.roles = [
+            {"Id": f"00K5g00000Sbx{rid}AAJ", "OpportunityId": oid, "ContactId": CONTACTS[ci][0]}
+            for oid, _, _, _, ci, rid, _ in OPPORTUNITIES
+        ]
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.next_task = 1
+
+    def as_json(self) -> dict[str, Any]:
+        opportunities = [
+            {**o, "ContactId": next(r["ContactId"] for r in self.roles if r["OpportunityId"] == o["Id"])}
+            for o in self.opportunities.values()
+        ]
+        return {
+            "contacts": list(self.contacts.values()),
+            "opportunities": opportunities,
+            "tasks": list(reversed(self.tasks.values())),
+            "api_usage": self.config["api_usage"],
+            **super().as_json(),
+        }
+
+
+def _record(kind: str, version: str, record_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    url = f"/services/data/v{version}/sobjects/{kind}/{record_id}"
+    return {"attributes": {"type": kind, "url": url}, **fields}
+
+
+def _unquote(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def run_query(state: SalesforceState, version: str, soql: str) -> Result:
+    records: list[dict[str, Any]]
+    if m := CONTACT_QUERY.match(soql):
+        email, limit = _unquote(m[1]).lower(), int(m[2] or 2000)
+        records = [
+            _record("Contact", version, c["Id"], {"Id": c["Id"], "Name": c["Name"], "Email": c["Email"]})
+            for c in state.contacts.values()
+            if c["Email"].lower() == email
+        ][:limit]
+    elif m := ROLE_QUERY.match(soql):
+        contact, closed, limit = _unquote(m[1]), m[2].lower() == "true", int(m[4] or 2000)
+        roles = [
+            r
+            for r in state.roles
+            if r["ContactId"] == contact and state.opportunities[r["OpportunityId"]]["IsClosed"] == closed
+        ]
+        roles.sort(
+            key=lambda r: state.opportunities[r["OpportunityId"]]["LastModifiedDate"],
+            reverse=(m[3] or "ASC").upper() == "DESC",
+        )
+        records = [
+            _record("OpportunityContactRole", version, r["Id"], {"OpportunityId": r["OpportunityId"]})
+            for r in roles[:limit]
+        ]
+    else:
+        return 400, sf_error("MALFORMED_QUERY", f"unsupported query in sandbox: {soql}")
+    return 200, {"totalSize": len(records), "done": True, "records": records}
+
+
+def _task_error(state: SalesforceState, body: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(body, dict):
+        return sf_error("JSON_PARSER_ERROR", "The request body must be a JSON object")
+    if unknown := sorted(set(body) - TASK_FIELDS):
+        return sf_error(
+            "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type Task", unknown[:1]
+        )
+    if bad := [k for k, v in body.items() if v is not None and not isinstance(v, str)]:
+        return sf_error("JSON_PARSER_ERROR", f"Cannot deserialize {bad[0]}: expected a string", bad[:1])
+    if not body.get("Subject"):
+        return sf_error("REQUIRED_FIELD_MISSING", "Required fields are missing: [Subject]", ["Subject"])
+    for name, most in (("Subject", 255), ("Description", 32000)):
+        if len(body.get(name) or "") > most:
+            return sf_error("STRING_TOO_LONG", f"{name}: data value too large (max length={most})", [name])
+    who, what = body.get("WhoId"), body.get("WhatId")
+    if who and who not in state.contacts:
+        return sf_error("MALFORMED_ID", f"Contact ID: id value of incorrect type: {who}", ["WhoId"])
+    if what and what not in state.opportunities:
+        return sf_error("MALFORMED_ID", f"Related To ID: id value of incorrect type: {what}", ["WhatId"])
+    if (day := body.get("ActivityDate")) and not _is_date(day):
+        return sf_error(
+            "JSON_PARSER_ERROR", f"Cannot deserialize ActivityDate from '{day}'", ["ActivityDate"]
+        )
+    for name, allowed in (("Status", TASK_STATUSES), ("Priority", TASK_PRIORITIES)):
+        if body.get(name) and body[name] not in allowed:
+            return sf_error(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{name}: bad value for restricted picklist field",
+                [name],
+            )
+    return None
+
+
+def _is_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
+
+
+def create_task(state: SalesforceState, version: str, body: Any) -> Result:
+    if error := _task_error(state, body):
+        return 400, error
+    task_id = f"00T5g00000{state.next_task:05d}AAJ"
+    state.next_task += 1
+    now = iso(state.clock()).replace("Z", "+0000")
+    fields = {name: body.get(name) for name in sorted(TASK_FIELDS)}
+    fields |= {
+        "Id": task_id,
+        "Status": body.get("Status") or "Not Started",
+        "Priority": body.get("Priority") or "Normal",
+        "OwnerId": body.get("OwnerId") or USER_ID,
+        "IsDeleted": False,
+        "CreatedDate": now,
+        "LastModifiedDate": now,
+    }
+    state.tasks[task_id] = _record("Task", version, task_id, fields)
+    return 201, {"id": task_id, "success": True, "errors": []}
+
+
+def rest(
+    state: SalesforceState, method: str, version: str, resource: str, query: dict[str, str], body: Any
+) -> Result:
+    resource = resource.strip("/")
+    if method == "GET" and resource == "limits":
+        limit = state.config["daily_api_limit"]
+        return 200, {
+            "DailyApiRequests": {"Max": limit, "Remaining": max(limit - state.config["api_usage"], 0)}
+        }
+    if method == "GET" and resource == "query":
+        return run_query(state, version, query.get("q", ""))
+    if method == "POST" and resource == "sobjects/Task":
+        return create_task(state, version, body)
+    if method == "GET" and (m := TASK_PATH.match(resource)) and m[1] in state.tasks:
+        return 200, state.tasks[m[1]]
+    return 404, NOT_FOUND
+
+
+def _resolve(expr: re.Match[str], results: dict[str, Any]) -> str:
+    if expr[1] not in results:
+        raise LookupError(expr[0])
+    value = results[expr[1]]
+    for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", expr[2]):
+        try:
+            value = value[int(index)] if index else value[name]
+        except (KeyError, IndexError, TypeError):
+            raise LookupError(expr[0]) from None
+    return str(value)
+
+
+def _substitute(value: Any, results: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return REFERENCE.sub(lambda m: _resolve(m, results), value)
+    if isinstance(value, list):
+        return [_substitute(v, results) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    return value
+
+
+def _check_composite(body: Any) -> list[dict[str, Any]] | None:
+    subs = body.get("compositeRequest") if isinstance(body, dict) else None
+    if not isinstance(subs, list) or not subs or not all(isinstance(s, dict) for s in subs):
+        return sf_error("JSON_PARSER_ERROR", "compositeRequest must be a non-empty list of subrequests")
+    for sub in subs:
+        if not all(isinstance(sub.get(k), str) for k in ("method", "url", "referenceId")):
+            return sf_error("JSON_PARSER_ERROR", "each subrequest needs method, url and referenceId")
+    queries = sum(1 for s in subs if "/query" in s["url"])
+    if len(subs) > 25 or queries > 5:
+        return sf_error(
+            "LIMIT_EXCEEDED", "composite allows at most 25 subrequests, of which at most 5 queries"
+        )
+    return None
+
+
+def composite(state: SalesforceState, body: Any) -> Result:
+    if error := _check_composite(body):
+        return 400, error
+    results: dict[str, Any] = {}
+    answers: list[dict[str, Any]] = []
+    created: list[str] = []
+    failed = False
+    for sub in body["compositeRequest"]:
+        status: int
+        data: Any
+        try:
+            url = _substitute(sub["url"], results)
+            sub_body = _substitute(sub.get("body"), results)
+        except LookupError as exc:
+            status, data = (
+                400,
+                sf_error("INVALID_FIELD", f"Invalid reference specified. No value for {exc.args[0]}"),
+            )
+        else:
+            parts = urlsplit(url)
+            m = VERSION_PATH.match(parts.path)
+            if m is None or (m[2] or "").strip("/") == "composite":
+                status, data = 404, NOT_FOUND
+            else:
+                query = dict(parse_qsl(parts.query, keep_blank_values=True))
+                status, data = rest(state, sub["method"].upper(), m[1], m[2] or "", query, sub_body)
+        if status < 300:
+            results[sub["referenceId"]] = data
+            created += [data["id"]] if status == 201 else []
+        failed = failed or status >= 400
+        answers.append(
+            {"body": data, "httpHeaders": {}, "httpStatusCode": status, "referenceId": sub["referenceId"]}
+        )
+        if failed and body.get("allOrNone"):
+            break
+    if failed and body.get("allOrNone"):
+        for task_id in created:
+            state.tasks.pop(task_id, None)
+        halted = sf_error(
+            "PROCESSING_HALTED",
+            "The transaction was rolled back since another operation in the same transaction failed.",
+        )
+        failing = len(answers) - 1  # the loop stopped at the failing subrequest
+        answers = [
+            answers[i]
+            if i == failing
+            else {"body": halted, "httpHeaders": {}, "httpStatusCode": 400, "referenceId": ref}
+            for i, ref in enumerate(s["referenceId"] for s in body["compositeRequest"])
+        ]
+    return 200, {"compositeResponse": answers}
