@@ -1,0 +1,82 @@
+"""The HTTP seam's helpers: Retry-After parsing, one session per process, error scrubbing."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from integrations.providers import base
+from integrations.providers.base import Account, http_session, parse_retry_after
+from integrations.providers.errors import MissingScope, Permanent, RateLimited
+
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("7", 7.0),
+        ("0", 0.0),
+        ("2.5", 2.5),
+        ("-3", 0.0),
+        ("999999", 3600.0),
+        ("Mon, 23 Nov 2026 12:00:30 GMT", 30.0),
+        ("Mon, 23 Nov 2026 11:59:00 GMT", 0.0),
+        ("", None),
+        ("   ", None),
+        (None, None),
+        ("soon", None),
+        ("nan", None),
+        ("Mon, 23 Nov 2026 12:00:30", None),  # an HTTP date without a zone is not trusted
+    ],
+)
+def test_retry_after_accepts_seconds_and_http_dates_clamped(
+    value: str | None, expected: float | None
+) -> None:
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_one_session_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = http_session()
+    assert http_session() is first
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    assert http_session() is not first
+
+
+def test_account_repr_hides_the_token() -> None:
+    account = Account("hubspot", "very-secret-token-value", "1")
+    assert "very-secret-token-value" not in repr(account)
+
+
+def test_scrub_removes_echoed_secrets_from_message_and_str() -> None:
+    error = Permanent("hubspot", "validation_error", "bad value abc-SECRET-123 in field")
+    error.scrub(["abc-SECRET-123", ""])
+    assert "abc-SECRET-123" not in str(error) and "abc-SECRET-123" not in repr(error)
+    assert error.message == "bad value [redacted] in field"
+
+
+def test_error_classes_keep_their_data() -> None:
+    limited = RateLimited("salesforce", None, retry_after=12)
+    assert (limited.code, limited.retry_after) == ("rate_limited", 12)
+    missing = MissingScope("hubspot", ["crm.objects.contacts.write"])
+    assert str(missing) == "hubspot: missing_scope: missing scopes: crm.objects.contacts.write"
+
+
+def test_base_provider_hooks_are_abstract() -> None:
+    provider = base.Provider()
+    for call in (
+        lambda: provider.authorize_url(state="s", redirect_uri="r"),
+        lambda: provider.exchange_code(code="c", redirect_uri="r"),
+        lambda: provider.refresh("r"),
+        lambda: provider.revoke("t"),
+        lambda: provider.identify(base.TokenSet(access_token="a")),
+        lambda: provider.check_health(Account("x", "t", "k")),
+        lambda: provider.find_contact(Account("x", "t", "k"), "a@b.c"),
+        lambda: provider.find_open_deal(Account("x", "t", "k"), "1"),
+        lambda: provider.create_note(Account("x", "t", "k"), None),  # type: ignore[arg-type]
+        lambda: provider.create_task(Account("x", "t", "k"), None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(NotImplementedError):
+            call()
