@@ -134,6 +134,8 @@ class RedisStore:
         return max(reset_at - now, 0.001)
 
     def block(self, bucket: Bucket, account: str, until: float) -> None:
+        # keep the later end when two answers race (same rule as the file store)
+        until = max(until, self.blocked_until(bucket, account))
         ttl_ms = max(int((until - time.time()) * 1000), 1)
         self.redis.set(f"conduit-rl:block:{bucket.key(account)}", str(until), px=ttl_ms)
 

@@ -14,7 +14,7 @@ from integrations.sandbox.server import start_sandbox
 from tests.conftest import shot
 from tests.provider_helpers import activity
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never reached: the browser request is intercepted
 
 

@@ -80,3 +80,29 @@ def test_base_provider_hooks_are_abstract() -> None:
     ):
         with pytest.raises(NotImplementedError):
             call()
+
+
+def test_marker_is_always_carried_and_the_text_cut_to_the_field_limit() -> None:
+    from tests.provider_helpers import activity
+
+    plain = activity("101", text="x" * 100, marker="conduit:k1")
+    assert base.with_marker(plain, 50) == "x" * 37 + " [conduit:k1]"
+    assert len(base.with_marker(plain, 50)) == 50
+    already = activity("101", text="note [conduit:k1]", marker="conduit:k1")
+    assert base.with_marker(already, 50) == "note [conduit:k1]"
+
+
+def test_authorize_url_refuses_without_client_credentials(settings) -> None:  # type: ignore[no-untyped-def]
+    from integrations.providers import get_provider
+
+    settings.HUBSPOT_CLIENT_ID = ""
+    settings.SALESFORCE_CLIENT_SECRET = ""
+    for name in ("hubspot", "salesforce"):
+        with pytest.raises(Permanent, match="not_configured"):
+            get_provider(name).authorize_url(state="s", redirect_uri="https://conduit.example/cb")
+
+
+def test_client_secrets_are_registered_for_redaction(settings) -> None:  # type: ignore[no-untyped-def]
+    from conduit.secrets_scan import redact_text
+
+    assert settings.HUBSPOT_CLIENT_SECRET not in redact_text(f"oops {settings.HUBSPOT_CLIENT_SECRET} leaked")

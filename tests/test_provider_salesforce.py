@@ -420,3 +420,16 @@ def test_health_uses_userinfo_and_reports_daily_usage() -> None:
     sf.find_contact(account, "a@b.example")
     result = sf.check_health(account)
     assert result.details == {"org_id": ORG, "api_usage": {"used": 10, "limit": 100}}
+
+
+@responses.activate
+def test_request_limit_with_retry_after_zero_is_not_the_default_pause() -> None:
+    responses.get(
+        f"{REST}/query",
+        status=403,
+        json=[{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+        headers={"Retry-After": "0"},
+    )
+    with pytest.raises(RateLimited) as err:
+        sf.find_contact(salesforce_account(), "a@b.example")
+    assert err.value.retry_after == 0

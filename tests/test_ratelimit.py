@@ -178,3 +178,11 @@ def test_processes_share_one_budget(kind: str, tmp_path: Path) -> None:
     worst = max(sum(1 for t in stamps if s <= t < s + 0.999) for s in stamps)
     assert worst <= 10
     assert len(stamps) >= 25  # the budget was used, not starved (about 10/s over 3 s)
+
+
+def test_a_shorter_block_never_shortens_a_longer_one(store: Store) -> None:
+    limiter = RateLimiter(store)
+    bucket = Bucket("hubspot", f"k{time.monotonic_ns()}", 100, 10)
+    limiter.block(bucket, "p1", 60)
+    limiter.block(bucket, "p1", 5)
+    assert store.blocked_until(bucket, "p1") - time.time() > 55

@@ -94,6 +94,13 @@ class Activity:
     due_at: datetime | None = None
 
 
+def with_marker(activity: Activity, limit: int) -> str:
+    """The activity text, cut to the provider's field limit, always ending with the marker
+    (so a write whose outcome is unknown can be found at the provider again)."""
+    suffix = "" if activity.marker in activity.text else f" [{activity.marker}]"
+    return activity.text[: limit - len(suffix)] + suffix
+
+
 @dataclass(frozen=True)
 class HealthResult:
     latency_ms: int
@@ -223,6 +230,7 @@ class Provider:
                 if bucket is not None:
                     get_limiter().acquire(bucket, account_key)
                 self.before_call(account_key, write=write)
+            started = time.monotonic()  # the pacing wait is not the provider's latency
             resp = self._send(method, url, token, **kwargs)
             http_status = resp.status_code
             if account_key:
@@ -311,9 +319,12 @@ class Provider:
         error: ProviderError | None,
     ) -> None:
         elapsed = time.monotonic() - started
-        metrics.SYNC_DURATION.labels(provider=self.name, operation=operation).observe(elapsed)
-        if error is not None:
+        sent = http_status is not None or isinstance(error, Transient)
+        if sent:  # calls Conduit held back itself (pacing, daily pause, bad URL) are not provider calls
+            metrics.SYNC_DURATION.labels(provider=self.name, operation=operation).observe(elapsed)
+        if error is not None and sent:
             metrics.SYNC_ERRORS.labels(provider=self.name, operation=operation, error_code=error.code).inc()
+        if error is not None:
             summary = f"{operation} failed: {error.code}" + (f": {error.message}" if error.message else "")
             log.info(
                 "%s %s failed",

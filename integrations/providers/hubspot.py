@@ -23,6 +23,7 @@ from integrations.providers.base import (
     TokenSet,
     json_or_none,
     short,
+    with_marker,
 )
 from integrations.providers.errors import (
     AuthRevoked,
@@ -44,6 +45,7 @@ ASSOCIATION_TYPES = {
     ("tasks", "deal"): 216,
 }
 REVOKED_STATUSES = {"BAD_REFRESH_TOKEN", "BAD_HUB"}
+NOTE_BODY_MAX = 65536
 
 
 def api_bucket() -> Bucket:
@@ -78,6 +80,7 @@ class HubSpotProvider(Provider):
     def authorize_url(
         self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
     ) -> str:
+        self._require_credentials()
         query = {
             "client_id": settings.HUBSPOT_CLIENT_ID,
             "redirect_uri": redirect_uri,
@@ -131,6 +134,8 @@ class HubSpotProvider(Provider):
         )
 
     def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
+        # [verify] DELETE /oauth/v1/refresh-tokens/{token} is not in provider-facts.md; the
+        # app-uninstall alternative is DELETE /appinstalls/v3/external-install.
         self._call(
             "revoke",
             "DELETE",
@@ -232,7 +237,10 @@ class HubSpotProvider(Provider):
 
     def note_payload(self, activity: Activity) -> dict[str, Any]:
         return {
-            "properties": {"hs_timestamp": epoch_ms(activity.occurred_at), "hs_note_body": activity.text},
+            "properties": {
+                "hs_timestamp": epoch_ms(activity.occurred_at),
+                "hs_note_body": with_marker(activity, NOTE_BODY_MAX),
+            },
             "associations": self.associations("notes", activity),
         }
 
@@ -241,7 +249,7 @@ class HubSpotProvider(Provider):
             "properties": {
                 "hs_timestamp": epoch_ms(activity.due_at or activity.occurred_at),
                 "hs_task_subject": activity.subject,
-                "hs_task_body": activity.text,
+                "hs_task_body": with_marker(activity, NOTE_BODY_MAX),
                 "hs_task_status": "NOT_STARTED",
                 "hs_task_priority": "MEDIUM",
                 "hs_task_type": "EMAIL",

@@ -25,6 +25,7 @@ from integrations.providers.base import (
     json_or_none,
     parse_retry_after,
     short,
+    with_marker,
 )
 from integrations.providers.errors import (
     AuthRevoked,
@@ -101,6 +102,7 @@ class SalesforceProvider(Provider):
     def authorize_url(
         self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
     ) -> str:
+        self._require_credentials()
         query = {
             "response_type": "code",
             "client_id": settings.SALESFORCE_CLIENT_ID,
@@ -112,13 +114,16 @@ class SalesforceProvider(Provider):
             query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
         return f"{self.host(environment)}/services/oauth2/authorize?{urlencode(query, quote_via=quote)}"
 
-    def _token(
-        self, operation: str, form: dict[str, str], environment: str, context: CallContext
-    ) -> TokenSet:
+    def _require_credentials(self) -> None:
         if not (settings.SALESFORCE_CLIENT_ID and settings.SALESFORCE_CLIENT_SECRET):
             raise Permanent(
                 self.name, "not_configured", "SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET are not set"
             )
+
+    def _token(
+        self, operation: str, form: dict[str, str], environment: str, context: CallContext
+    ) -> TokenSet:
+        self._require_credentials()
         form = {
             **form,
             "client_id": settings.SALESFORCE_CLIENT_ID,
@@ -252,7 +257,7 @@ class SalesforceProvider(Provider):
     def task_payload(self, activity: Activity, *, completed: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "Subject": activity.subject[:255],
-            "Description": activity.text[:32000],
+            "Description": with_marker(activity, 32000),
             "WhoId": activity.contact_id,
             "ActivityDate": (activity.due_at or activity.occurred_at).date().isoformat(),
             "Status": "Completed" if completed else "Not Started",
@@ -315,7 +320,9 @@ class SalesforceProvider(Provider):
         if status == 401:
             return TokenExpired(self.name, "invalid_session_id", message, http_status=status)
         if status == 403 and error_code == "REQUEST_LIMIT_EXCEEDED":
-            retry_after = parse_retry_after(resp.headers.get("Retry-After")) or self.default_retry_after(resp)
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if retry_after is None:
+                retry_after = self.default_retry_after(resp)
             return RateLimited(
                 self.name, "request_limit_exceeded", message, retry_after=retry_after, http_status=status
             )
