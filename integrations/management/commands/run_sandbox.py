@@ -27,15 +27,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if setting("PRODUCTION"):
-            raise CommandError(
-                "run_sandbox serves fake provider APIs; it is refused when CONDUIT_ENV=production"
-            )
         if options["if_enabled"] and not settings.CONDUIT_SANDBOX:
             self.stdout.write("sandbox: CONDUIT_SANDBOX is off; not serving (idle until stopped)")
             self.stdout.flush()
             wait_for_signal()
             return
+        if setting("PRODUCTION"):
+            raise CommandError(
+                "run_sandbox serves fake provider APIs; it is refused when CONDUIT_ENV=production"
+            )
         host = options["host"] or setting("SANDBOX_HOST")
         ports = {
             provider: setting(f"SANDBOX_{provider.upper()}_PORT") if port is None else port
