@@ -15,15 +15,15 @@ from conduit.tenancy import SYSTEM_GUC, WORKSPACE_GUC
 POLICY = "workspace_isolation"
 
 
-def policy_predicate() -> str:
+def policy_predicate(column: str = "workspace_id") -> str:
     return (
-        f"current_setting('{SYSTEM_GUC}', true) = 'on' OR workspace_id = "
+        f"current_setting('{SYSTEM_GUC}', true) = 'on' OR {column} = "
         f"nullif(current_setting('{WORKSPACE_GUC}', true), '')::bigint"
     )
 
 
-def enable_sql(table: str) -> str:
-    predicate = policy_predicate()
+def enable_sql(table: str, column: str = "workspace_id") -> str:
+    predicate = policy_predicate(column)
     return (
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; "
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY; "
@@ -42,12 +42,14 @@ def disable_sql(table: str) -> str:
 class EnableWorkspaceRLS(migrations.RunSQL):
     """RunSQL that only runs on Postgres (SQLite has no row-level security)."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, column: str = "workspace_id") -> None:
         self.table = table
-        super().__init__(sql=enable_sql(table), reverse_sql=disable_sql(table))
+        self.column = column
+        super().__init__(sql=enable_sql(table, column), reverse_sql=disable_sql(table))
 
     def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        return (self.__class__.__qualname__, [self.table], {})
+        kwargs = {} if self.column == "workspace_id" else {"column": self.column}
+        return (self.__class__.__qualname__, [self.table], kwargs)
 
     def database_forwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":

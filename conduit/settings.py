@@ -274,6 +274,21 @@ HUBSPOT_CLIENT_SECRET = client_credential("HUBSPOT_CLIENT_SECRET")
 SALESFORCE_CLIENT_ID = client_credential("SALESFORCE_CLIENT_ID")
 SALESFORCE_CLIENT_SECRET = client_credential("SALESFORCE_CLIENT_SECRET")
 
+# OAuth: the callback URL is CONDUIT_PUBLIC_URL + /integrations/oauth/callback/<crm>/, exactly as
+# registered with the provider.
+if PRODUCTION:
+    CONDUIT_PUBLIC_URL = required("CONDUIT_PUBLIC_URL").rstrip("/")
+    if not CONDUIT_PUBLIC_URL.startswith("https://"):
+        raise ImproperlyConfigured("CONDUIT_PUBLIC_URL must be an https:// URL in production")
+else:
+    CONDUIT_PUBLIC_URL = env.str("CONDUIT_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+CONDUIT_OAUTH_STATE_TTL_SECONDS = env.int("CONDUIT_OAUTH_STATE_TTL_SECONDS", default=600)
+CONDUIT_PENDING_INSTALL_TTL_HOURS = env.int("CONDUIT_PENDING_INSTALL_TTL_HOURS", default=24)
+if not 1 <= CONDUIT_PENDING_INSTALL_TTL_HOURS <= 24 * 30:
+    raise ImproperlyConfigured("CONDUIT_PENDING_INSTALL_TTL_HOURS must be between 1 and 720")
+# HubSpot access tokens are refreshed this long before they expire.
+CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS = env.int("CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS", default=300)
+
 # HTTP: (connect, read) seconds on every provider call.
 CONDUIT_PROVIDER_TIMEOUT = (
     env.float("CONDUIT_PROVIDER_CONNECT_TIMEOUT", default=5.0),

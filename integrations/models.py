@@ -6,6 +6,9 @@ create and change them. crm_sync_logs has one row per provider operation (see pr
 
 from __future__ import annotations
 
+import secrets
+
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -36,6 +39,8 @@ class CrmConnection(models.Model):
     token_expires_at = models.DateTimeField(null=True, blank=True)
     granted_scopes = models.JSONField(default=list, blank=True)
     dry_run = models.BooleanField(default=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -51,6 +56,92 @@ class CrmConnection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.crm} {self.external_account_key or '?'} ({self.status})"
+
+    @property
+    def environment(self) -> str:
+        return str(self.external_account_json.get("environment") or "login")
+
+    @property
+    def account_label(self) -> str:
+        """What a person recognises: the HubSpot portal domain or the Salesforce instance."""
+        details = self.external_account_json
+        name = details.get("hub_domain") or details.get("instance_url") or ""
+        return f"{name} ({self.external_account_key})" if name else self.external_account_key
+
+
+def new_install_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class OAuthState(models.Model):
+    """One authorization attempt. Only the state's sha256 is stored; the state is single-use."""
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    crm = models.CharField(max_length=20, choices=CRM_CHOICES)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="oauth_states"
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True)
+    environment = models.CharField(max_length=10, default="login")
+    code_verifier = EncryptedTextField(blank=True)
+    return_path = models.CharField(max_length=500, blank=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    # A reconnect to a different external account waits here for the admin's confirmation.
+    pending_account_json = models.JSONField(default=dict, blank=True)
+    pending_tokens = EncryptedTextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "oauth_states"
+        indexes = [models.Index(fields=["expires_at"], name="oauth_state_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.crm} state for {self.workspace or 'install'}"
+
+
+class PendingInstall(models.Model):
+    """A marketplace install waiting for someone to claim it into a workspace (Plan 007)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Claimed"
+        EXPIRED = "expired", "Expired"
+
+    install_id = models.CharField(max_length=64, unique=True, default=new_install_id)
+    crm = models.CharField(max_length=20, choices=CRM_CHOICES)
+    external_account_key = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    expires_at = models.DateTimeField()
+    metadata = models.JSONField(default=dict, blank=True)
+    connection = models.ForeignKey(
+        CrmConnection, on_delete=models.SET_NULL, null=True, blank=True, related_name="pending_installs"
+    )
+    claimed_workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="claimed_installs"
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pending_installs"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["crm", "external_account_key"],
+                condition=Q(status="pending"),
+                name="pending_install_unique_while_pending",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(status="pending"), name="pending_install_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.crm} install {self.external_account_key} ({self.status})"
 
 
 class SyncLog(models.Model):

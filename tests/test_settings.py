@@ -19,6 +19,7 @@ PROD_ENV = {
     "CSRF_TRUSTED_ORIGINS": "https://conduit.example.com",
     "DATABASE_URL": "postgres://conduit_app@127.0.0.1:5432/conduit",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "CONDUIT_PUBLIC_URL": "https://conduit.example.com",
 }
 
 ENV_UNDER_TEST = {
@@ -68,6 +69,15 @@ def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None
         ({"REDIS_URL": ""}, "REDIS_URL must be set"),
         ({"CONDUIT_ENV": "staging"}, "CONDUIT_ENV must be 'development' or 'production'"),
         ({"CONDUIT_SANDBOX": "true"}, "CONDUIT_SANDBOX must be false in production"),
+        ({"CONDUIT_PUBLIC_URL": ""}, "CONDUIT_PUBLIC_URL must be set"),
+        (
+            {"CONDUIT_PUBLIC_URL": "http://conduit.example.com"},
+            "CONDUIT_PUBLIC_URL must be an https:// URL in production",
+        ),
+        (
+            {"CONDUIT_PENDING_INSTALL_TTL_HOURS": "0"},
+            "CONDUIT_PENDING_INSTALL_TTL_HOURS must be between 1 and 720",
+        ),
         (
             {"HUBSPOT_API_BASE_URL": "http://api.hubapi.com"},
             "HUBSPOT_API_BASE_URL must be an https:// URL in production",

@@ -1,0 +1,181 @@
+"""Valid access tokens for a connection: refresh ahead of expiry (HubSpot) or after a 401
+(Salesforce gives no expiry), one refresh at a time per connection.
+
+The lock is the connection row itself (SELECT ... FOR UPDATE): concurrent workers queue on it,
+and the ones that get it after a refresh see the new token and do not refresh again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from django.conf import settings
+from django.utils import timezone
+
+from conduit.audit import record_audit
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection
+from integrations.providers import get_provider
+from integrations.providers.base import Account, TokenSet
+from integrations.providers.errors import AuthRevoked, TokenExpired
+from integrations.synclog import CallContext
+
+log = logging.getLogger("conduit.integrations")
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+class NotConnected(ConduitError):
+    error_code = "not_connected"
+
+
+def context_of(conn: CrmConnection) -> CallContext:
+    return CallContext(workspace_id=conn.workspace_id, connection_id=conn.pk)
+
+
+def account_for(conn: CrmConnection) -> Account:
+    return Account(
+        conn.crm,
+        conn.access_token,
+        conn.external_account_key,
+        instance_url=str(conn.external_account_json.get("instance_url") or ""),
+        environment=conn.environment,
+        context=context_of(conn),
+    )
+
+
+def needs_refresh(conn: CrmConnection, now: datetime) -> bool:
+    if not conn.access_token:
+        return True
+    if conn.token_expires_at is None:  # Salesforce: refresh only after a 401
+        return False
+    return conn.token_expires_at - now <= timedelta(seconds=settings.CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS)
+
+
+def store_tokens(conn: CrmConnection, tokens: TokenSet, now: datetime) -> None:
+    """Keep the new access token, and the refresh token when the provider sent a new one."""
+    conn.access_token = tokens.access_token
+    if tokens.refresh_token:
+        conn.refresh_token = tokens.refresh_token
+    conn.token_expires_at = tokens.expires_at
+    if tokens.instance_url:
+        conn.external_account_json = {**conn.external_account_json, "instance_url": tokens.instance_url}
+    conn.last_refreshed_at = now
+
+
+def mark_revoked(conn: CrmConnection, reason: str, *, actor: str) -> None:
+    """The grant is gone: error, tokens cleared, audited (caller holds the transaction)."""
+    conn.status = CrmConnection.Status.ERROR
+    conn.last_error = reason
+    conn.access_token = ""
+    conn.refresh_token = ""
+    conn.token_expires_at = None
+    conn.save(
+        update_fields=[
+            "status",
+            "last_error",
+            "access_token",
+            "refresh_token",
+            "token_expires_at",
+            "updated_at",
+        ]
+    )
+    record_audit(
+        "crm_connection_error",
+        actor=actor,
+        workspace=conn.workspace,
+        target=conn,
+        payload={"crm": conn.crm, "last_error": reason, "external_account_key": conn.external_account_key},
+    )
+    log.warning(
+        "%s connection %s: %s", conn.crm, conn.pk, reason, extra={"category": "oauth", "error_code": reason}
+    )
+
+
+def refresh_connection(
+    connection_id: int,
+    *,
+    force: bool = False,
+    rejected_token: str | None = None,
+    actor: str = "system:token_refresh",
+    now: Clock = timezone.now,
+) -> CrmConnection:
+    """Refresh under the connection's row lock; return the connection with a usable token.
+
+    Without `force`, a token that another worker refreshed meanwhile is used as it is.
+    `rejected_token` is the token a provider just answered 401 to: refresh only if it is
+    still the stored one."""
+    with system_scope():
+        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=connection_id)
+        if conn.status != CrmConnection.Status.CONNECTED:
+            raise NotConnected(
+                f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first."
+            )
+        if rejected_token is not None and conn.access_token and conn.access_token != rejected_token:
+            return conn  # someone refreshed after that 401
+        if not force and rejected_token is None and not needs_refresh(conn, now()):
+            return conn
+        if not conn.refresh_token:
+            mark_revoked(conn, "refresh_token_missing", actor=actor)
+            return conn
+        provider = get_provider(conn.crm)
+        try:
+            tokens = provider.refresh(
+                conn.refresh_token, environment=conn.environment, context=context_of(conn)
+            )
+        except AuthRevoked:
+            mark_revoked(conn, "refresh_token_revoked", actor=actor)
+            return conn
+        store_tokens(conn, tokens, now())
+        conn.last_error = ""
+        conn.save(
+            update_fields=[
+                "access_token",
+                "refresh_token",
+                "token_expires_at",
+                "external_account_json",
+                "last_refreshed_at",
+                "last_error",
+                "updated_at",
+            ]
+        )
+        return conn
+
+
+def connected(conn: CrmConnection) -> CrmConnection:
+    if conn.status != CrmConnection.Status.CONNECTED:
+        raise NotConnected(f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first.")
+    return conn
+
+
+def valid_account(connection_id: int, *, now: Clock = timezone.now) -> Account:
+    """An Account with a token that is not about to expire (refreshed first when it is)."""
+    with system_scope():
+        conn = connected(CrmConnection.objects.get(pk=connection_id))
+    if needs_refresh(conn, now()):
+        conn = connected(refresh_connection(connection_id, now=now))
+    return account_for(conn)
+
+
+def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Clock = timezone.now) -> T:
+    """Run a provider call with a valid token; after a 401, refresh once and retry once.
+
+    A second 401 means the provider refuses the grant: the connection goes to error."""
+    account = valid_account(connection_id, now=now)
+    try:
+        return call(account)
+    except TokenExpired:
+        conn = connected(refresh_connection(connection_id, rejected_token=account.access_token, now=now))
+    try:
+        return call(account_for(conn))
+    except TokenExpired as exc:
+        with system_scope():
+            locked = (
+                CrmConnection.objects.select_for_update().select_related("workspace").get(pk=connection_id)
+            )
+            mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
+        raise AuthRevoked(exc.provider, "access_token_rejected", exc.message) from None
