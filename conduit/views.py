@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from conduit import services
@@ -45,9 +46,18 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("settings-home" if request.user.is_authenticated else "login")
 
 
+def safe_next(request: HttpRequest) -> str:
+    """A relative path on this site to return to after sign-in or sign-up, else ''."""
+    wanted = request.POST.get("next") or request.GET.get("next") or ""
+    if not wanted.startswith("/") or wanted.startswith("//") or "\\" in wanted:
+        return ""
+    return wanted if url_has_allowed_host_and_scheme(wanted, allowed_hosts=None) else ""
+
+
 def signup(request: HttpRequest) -> HttpResponse:
+    next_path = safe_next(request)
     if request.user.is_authenticated:
-        return redirect("settings-home")
+        return redirect(next_path or "settings-home")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -61,8 +71,9 @@ def signup(request: HttpRequest) -> HttpResponse:
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, "Welcome to Conduit. Your workspace is ready.")
-            return redirect("settings-home")
-    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
+            return redirect(next_path or "settings-home")
+    context = {"form": form, "next": next_path}
+    return render(request, "registration/signup.html", context, status=400 if form.errors else 200)
 
 
 @workspace_required
@@ -129,11 +140,6 @@ def switch_workspace(request: HttpRequest) -> HttpResponse:
         request.session[SESSION_WORKSPACE_KEY] = match[0].workspace_id
         messages.success(request, f"Switched to {match[0].workspace.name}.")
     return redirect("settings-home")
-
-
-@workspace_required
-def integrations_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "conduit/integrations.html", {"crms": ["HubSpot", "Salesforce"]})
 
 
 @workspace_required

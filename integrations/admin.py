@@ -3,10 +3,16 @@ the encrypted columns are left out of every list, form and detail page."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
 
 from conduit.admin import ReadOnlyAdmin
-from integrations.models import CrmConnection, SyncLog
+from conduit.services import ConduitError
+from integrations.models import CrmConnection, OAuthState, PendingInstall, SyncLog
+from integrations.providers.errors import ProviderError
+from integrations.tokens import refresh_connection
 
 
 @admin.register(CrmConnection)
@@ -33,9 +39,48 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
         "token_expires_at",
         "granted_scopes",
         "dry_run",
+        "connected_at",
+        "last_refreshed_at",
         "created_at",
         "updated_at",
     )
+    actions = ["force_token_refresh"]
+
+    @admin.action(description="Force a token refresh now")
+    def force_token_refresh(self, request: HttpRequest, queryset: Any) -> None:
+        for conn in queryset:
+            try:
+                fresh = refresh_connection(conn.pk, force=True, actor=f"user:{request.user.pk}")
+            except (ConduitError, ProviderError) as exc:
+                reason = exc.user_message if isinstance(exc, ConduitError) else exc.code
+                self.message_user(request, f"{conn}: not refreshed ({reason})", messages.ERROR)
+                continue
+            level = messages.SUCCESS if fresh.status == CrmConnection.Status.CONNECTED else messages.ERROR
+            self.message_user(request, f"{fresh}: {fresh.last_error or 'token refreshed'}", level)
+
+
+@admin.register(PendingInstall)
+class PendingInstallAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "crm",
+        "external_account_key",
+        "status",
+        "expires_at",
+        "claimed_workspace",
+        "claimed_at",
+    )
+    list_filter = ("crm", "status")
+    search_fields = ("external_account_key", "claimed_workspace__slug")
+    exclude = ("install_id",)
+
+
+@admin.register(OAuthState)
+class OAuthStateAdmin(ReadOnlyAdmin):
+    list_display = ("id", "crm", "workspace", "environment", "expires_at", "used_at", "created_at")
+    list_filter = ("crm", "environment")
+    search_fields = ("workspace__slug",)
+    exclude = ("state_hash", "code_verifier", "pending_tokens")
 
 
 @admin.register(SyncLog)

@@ -108,7 +108,7 @@ def upsert_pending_install(
 def find_install(install_id: str, crm: str) -> PendingInstall:
     """The pending install for a claim link (caller is in system scope)."""
     pending = (
-        PendingInstall.objects.select_for_update()
+        PendingInstall.objects.select_for_update(of=("self",))
         .select_related("connection", "claimed_workspace")
         .filter(install_id=install_id, crm=crm)
         .first()
@@ -201,7 +201,7 @@ def expire_pending_installs(*, now: datetime | None = None, limit: int = EXPIRE_
     now = now or timezone.now()
     with system_scope():
         stale = list(
-            PendingInstall.objects.select_for_update(skip_locked=True)
+            PendingInstall.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("connection")
             .filter(status=PendingInstall.Status.PENDING, expires_at__lte=now)
             .order_by("expires_at")[:limit]

@@ -110,7 +110,11 @@ def refresh_connection(
     `rejected_token` is the token a provider just answered 401 to: refresh only if it is
     still the stored one."""
     with system_scope():
-        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=connection_id)
+        conn = (
+            CrmConnection.objects.select_for_update(of=("self",))
+            .select_related("workspace")
+            .get(pk=connection_id)
+        )
         if conn.status != CrmConnection.Status.CONNECTED:
             raise NotConnected(
                 f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first."
@@ -175,7 +179,9 @@ def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Cl
     except TokenExpired as exc:
         with system_scope():
             locked = (
-                CrmConnection.objects.select_for_update().select_related("workspace").get(pk=connection_id)
+                CrmConnection.objects.select_for_update(of=("self",))
+                .select_related("workspace")
+                .get(pk=connection_id)
             )
             mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
         raise AuthRevoked(exc.provider, "access_token_rejected", exc.message) from None

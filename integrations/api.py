@@ -1,0 +1,131 @@
+"""REST endpoints of the connection flows (/api/v1): claim an install, force a token refresh,
+disconnect. Each calls the same service as the pages and commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from rest_framework import permissions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conduit.api_errors import ApiError
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope, workspace_of
+from integrations import claims
+from integrations.connections import do_disconnect, live_connection
+from integrations.models import CRM_CHOICES, CrmConnection
+from integrations.providers.errors import ProviderError
+from integrations.tokens import refresh_connection
+
+
+def check_provider(provider: str) -> str:
+    if provider not in dict(CRM_CHOICES):
+        raise ApiError(
+            f"unknown provider {provider!r}; use hubspot or salesforce", code="unknown_provider", status=404
+        )
+    return provider
+
+
+def require_admin(request: Request) -> Any:
+    """API tokens act for their workspace; a signed-in user must be an owner or admin."""
+    raw = request._request
+    membership = getattr(raw, "membership", None)
+    if getattr(raw, "api_token", None) is None and (membership is None or not membership.administers):
+        raise ApiError("only workspace owners and admins can do this", code="forbidden", status=403)
+    return request.user if isinstance(request.user, User) else "api_token"
+
+
+def connection_json(conn: CrmConnection) -> dict[str, Any]:
+    return {
+        "provider": conn.crm,
+        "status": conn.status,
+        "last_error": conn.last_error,
+        "external_account_key": conn.external_account_key,
+        "token_expires_at": conn.token_expires_at.isoformat() if conn.token_expires_at else None,
+        "last_refreshed_at": conn.last_refreshed_at.isoformat() if conn.last_refreshed_at else None,
+        "dry_run": conn.dry_run,
+    }
+
+
+def workspace_connection(request: Request, provider: str) -> CrmConnection:
+    with system_scope():
+        conn = live_connection(workspace_of(request._request), check_provider(provider))
+    if conn is None:
+        raise ApiError(f"this workspace has no {provider} connection", code="not_connected", status=409)
+    return conn
+
+
+class RefreshTokenView(APIView):
+    """POST /api/v1/integrations/{provider}/refresh: refresh the access token now."""
+
+    def post(self, request: Request, provider: str) -> Response:
+        require_admin(request)
+        conn = workspace_connection(request, provider)
+        try:
+            conn = refresh_connection(conn.pk, force=True, actor="api:refresh")
+        except ConduitError as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=409) from None
+        except ProviderError as exc:
+            raise ApiError(
+                f"the provider could not refresh the token ({exc.code}); nothing changed",
+                code=exc.code,
+                status=502,
+            ) from None
+        if conn.status != CrmConnection.Status.CONNECTED:
+            raise ApiError(
+                f"the provider refused the refresh token; the connection is now {conn.status}",
+                code=conn.last_error or "refresh_failed",
+                status=409,
+            )
+        return Response(connection_json(conn))
+
+
+class DisconnectView(APIView):
+    """POST /api/v1/integrations/{provider}/disconnect: revoke, clear tokens, disconnected."""
+
+    def post(self, request: Request, provider: str) -> Response:
+        actor = require_admin(request)
+        conn = workspace_connection(request, provider)
+        with system_scope():
+            conn = CrmConnection.objects.select_for_update().get(pk=conn.pk)
+            revoked = do_disconnect(conn, actor=actor)
+        return Response({**connection_json(conn), "revoked_at_provider": revoked})
+
+
+class SignedIn(permissions.BasePermission):
+    message = "sign in to claim an install"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and isinstance(request.user, User))
+
+
+class ClaimInstallView(APIView):
+    """POST /api/v1/claim-install {crm, install_id, workspace_id, replace_existing}: a signed-in
+    owner or admin binds a pending marketplace install to a workspace."""
+
+    permission_classes = [SignedIn]
+
+    def post(self, request: Request) -> Response:
+        data = request.data if isinstance(request.data, dict) else {}
+        crm, install_id = str(data.get("crm", "")), str(data.get("install_id", ""))
+        workspace_id = data.get("workspace_id")
+        if not crm or not install_id or not isinstance(workspace_id, int):
+            raise ApiError("send crm, install_id and workspace_id (an integer)", code="invalid", status=400)
+        try:
+            conn = claims.do_claim_install(
+                install_id,
+                check_provider(crm),
+                workspace_id,
+                actor=request.user,  # type: ignore[arg-type]
+                replace_existing=data.get("replace_existing") is True,
+            )
+        except claims.InstallNotFound as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=404) from None
+        except claims.NotWorkspaceAdmin as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=403) from None
+        except ConduitError as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=409) from None
+        return Response({**connection_json(conn), "workspace_id": conn.workspace_id})

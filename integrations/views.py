@@ -1,0 +1,277 @@
+"""Integrations pages: connection cards, connect / disconnect, the OAuth callback, install-first
+claim. Views parse the request, call one service, render a card or redirect."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope, workspace_of
+from conduit.views import signed_in_user, workspace_required
+from integrations import claims, oauth
+from integrations.connections import do_disconnect, live_connection
+from integrations.models import CRM_CHOICES, CrmConnection, OAuthState
+from integrations.providers import get_provider
+
+log = logging.getLogger("conduit.integrations")
+GUIDANCE = {
+    "refresh_token_revoked": (
+        "The CRM no longer accepts Conduit's access (it was revoked or the app was uninstalled). "
+        "Reconnect to resume."
+    ),
+    "access_token_rejected": "The CRM refused Conduit's access token twice. Reconnect to resume.",
+    "refresh_token_missing": "Conduit holds no refresh token for this connection. Reconnect to resume.",
+    "missing_scope": "The connection lacks permissions Conduit needs. Reconnect and grant: {missing}.",
+}
+
+
+def is_admin(request: HttpRequest) -> bool:
+    membership = getattr(request, "membership", None)
+    return membership is not None and membership.administers
+
+
+def require_admin(request: HttpRequest) -> None:
+    if not is_admin(request):
+        raise Http404("only workspace owners and admins can manage integrations")
+
+
+def check_crm(crm: str) -> str:
+    if crm not in dict(CRM_CHOICES):
+        raise Http404("unknown CRM")
+    return crm
+
+
+def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]:
+    """Plain values for one connection card (templates run no queries)."""
+    status = conn.status if conn else "not_connected"
+    missing = ", ".join(conn.external_account_json.get("missing_scopes", [])) if conn else ""
+    guidance = GUIDANCE.get(conn.last_error, conn.last_error) if conn and conn.last_error else ""
+    return {
+        "crm": crm,
+        "label": label,
+        "status": status,
+        "status_label": {
+            "connected": "Connected",
+            "error": "Needs attention",
+            "pending_claim": "Pending claim",
+            "not_connected": "Not connected",
+        }.get(status, status),
+        "account": conn.account_label if conn else "",
+        "environment": conn.environment if conn else "",
+        "connected_at": conn.connected_at if conn else None,
+        "dry_run": conn.dry_run if conn else True,
+        "guidance": guidance.format(missing=missing or "the scopes listed by the CRM"),
+        "required_scopes": get_provider(crm).required_scopes,
+        "can_connect": status in ("not_connected", "error"),
+        "can_disconnect": status in ("connected", "error"),
+    }
+
+
+@workspace_required
+def integrations_page(request: HttpRequest) -> HttpResponse:
+    workspace = workspace_of(request)
+    live = {
+        c.crm: c
+        for c in CrmConnection.objects.filter(workspace=workspace).exclude(
+            status=CrmConnection.Status.DISCONNECTED
+        )
+    }
+    cards = [card_for(crm, label, live.get(crm)) for crm, label in CRM_CHOICES]
+    return render(request, "integrations/integrations.html", {"cards": cards, "can_admin": is_admin(request)})
+
+
+@require_POST
+@workspace_required
+def connect(request: HttpRequest, crm: str) -> HttpResponse:
+    check_crm(crm)
+    require_admin(request)
+    try:
+        url = oauth.begin_authorization(
+            crm,
+            workspace=workspace_of(request),
+            user=signed_in_user(request),
+            environment=request.POST.get("environment", "login"),
+            return_path=reverse("integrations"),
+        )
+    except ConduitError as exc:
+        messages.error(request, exc.user_message)
+        return redirect("integrations")
+    return redirect(url)
+
+
+@require_POST
+@workspace_required
+def disconnect(request: HttpRequest, crm: str) -> HttpResponse:
+    check_crm(crm)
+    require_admin(request)
+    with system_scope():
+        conn = live_connection(workspace_of(request), crm)
+        if conn is None:
+            messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
+            return redirect("integrations")
+        revoked = do_disconnect(conn, actor=signed_in_user(request))
+    note = "" if revoked else " (the CRM could not be told; Conduit's copy of the access was deleted anyway)"
+    messages.success(request, f"{oauth.crm_label(crm)} disconnected{note}.")
+    return redirect("integrations")
+
+
+def install(request: HttpRequest, crm: str) -> HttpResponse:
+    """The public marketplace install URL: a state with no workspace, then the consent page."""
+    check_crm(crm)
+    try:
+        url = oauth.begin_authorization(
+            crm, workspace=None, user=None, environment=request.GET.get("environment", "login")
+        )
+    except ConduitError as exc:
+        return render(request, "integrations/oauth_error.html", {"message": exc.user_message}, status=400)
+    return redirect(url)
+
+
+def callback(request: HttpRequest, crm: str) -> HttpResponse:
+    check_crm(crm)
+    params = {k: request.GET.get(k, "") for k in ("state", "code", "error")}
+    try:
+        outcome = oauth.finish_authorization(crm, params)
+    except ConduitError as exc:
+        log.info("oauth callback refused", extra={"category": "oauth", "error_code": exc.error_code})
+        return render(request, "integrations/oauth_error.html", {"message": exc.user_message}, status=400)
+    label = oauth.crm_label(crm)
+    if outcome.kind == "pending_install":
+        assert outcome.pending is not None
+        return redirect(
+            f"{reverse('claim-install')}?{urlencode({'crm': crm, 'install_id': outcome.pending.install_id})}"
+        )
+    if outcome.kind == "missing_scope" and outcome.state.workspace_id is None:
+        missing = ", ".join(outcome.missing)
+        message = f"The install did not grant what Conduit needs: {missing}. Install again and allow them."
+        return render(request, "integrations/oauth_error.html", {"message": message}, status=400)
+    if outcome.kind == "denied" and outcome.state.workspace_id is None:
+        message = f"You declined the {label} install; nothing was saved."
+        return render(
+            request, "integrations/oauth_error.html", {"message": message, "title": "Install cancelled"}
+        )
+    if outcome.kind == "confirm_replace":
+        return redirect("oauth-confirm", state_id=outcome.state.pk)
+    if outcome.kind == "denied":
+        messages.info(request, f"You declined access at {label}; nothing changed.")
+    elif outcome.kind == "missing_scope":
+        messages.error(
+            request, f"{label} did not grant: {', '.join(outcome.missing)}. Reconnect and allow them."
+        )
+    else:
+        messages.success(request, f"{label} {outcome.kind}. New connections start in dry-run mode.")
+    return redirect(outcome.state.return_path or "integrations")
+
+
+@require_http_methods(["GET", "POST"])
+@workspace_required
+def confirm_replace(request: HttpRequest, state_id: int) -> HttpResponse:
+    require_admin(request)
+    workspace, user = workspace_of(request), signed_in_user(request)
+    if request.method == "POST":
+        accept = request.POST.get("decision") == "replace"
+        try:
+            conn = oauth.decide_replacement(state_id, workspace=workspace, user=user, accept=accept)
+        except ConduitError as exc:
+            messages.error(request, exc.user_message)
+            return redirect("integrations")
+        if conn is None:
+            messages.info(request, "Kept the current connection; the new authorization was discarded.")
+        else:
+            messages.success(request, f"{conn.get_crm_display()} now connected to {conn.account_label}.")
+        return redirect("integrations")
+    with system_scope():
+        state = OAuthState.objects.filter(pk=state_id, workspace=workspace, user=user).first()
+        current = live_connection(workspace, state.crm) if state else None
+    if state is None or not state.pending_tokens or current is None:
+        return render(
+            request,
+            "integrations/oauth_error.html",
+            {"message": "There is no account switch waiting."},
+            status=400,
+        )
+    held = state.pending_account_json
+    context = {
+        "label": oauth.crm_label(state.crm),
+        "current": current.account_label,
+        "new": f"{held_name(held['details'])} ({held['key']})",
+        "state_id": state.pk,
+    }
+    return render(request, "integrations/confirm_replace.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def claim_install(request: HttpRequest) -> HttpResponse:
+    crm = request.GET.get("crm") or request.POST.get("crm", "")
+    install_id = request.GET.get("install_id") or request.POST.get("install_id", "")
+    user = signed_in_user(request)
+    error = ""
+    if request.method == "POST":
+        try:
+            workspace_id = int(request.POST.get("workspace_id", ""))
+        except ValueError:
+            error = "Choose the workspace to connect."
+        else:
+            try:
+                conn = claims.do_claim_install(
+                    install_id,
+                    crm,
+                    workspace_id,
+                    actor=user,
+                    replace_existing=request.POST.get("replace") == "yes",
+                )
+            except ConduitError as exc:
+                error = exc.user_message
+            else:
+                request.session["workspace_id"] = workspace_id
+                messages.success(request, f"{conn.get_crm_display()} {conn.account_label} is now connected.")
+                return redirect("integrations")
+    try:
+        with system_scope():
+            pending = claims.find_install(install_id, check_claim_crm(crm))
+            claims.check_claimable(pending, timezone.now())
+            existing = {
+                c.workspace_id: c.account_label
+                for c in CrmConnection.objects.filter(crm=crm, workspace__memberships__user=user).exclude(
+                    status=CrmConnection.Status.DISCONNECTED
+                )
+            }
+    except ConduitError as exc:
+        return render(request, "integrations/claim_install.html", {"refusal": exc.user_message}, status=400)
+    workspaces = [
+        {"id": w.pk, "name": w.name, "connected_to": existing.get(w.pk, "")}
+        for w in claims.admin_workspaces(user)
+    ]
+    context = {
+        "crm": crm,
+        "label": pending.get_crm_display(),
+        "install_id": install_id,
+        "account": pending.metadata.get("account_name") or pending.external_account_key,
+        "account_key": pending.external_account_key,
+        "installed_by": pending.metadata.get("installing_user_email", ""),
+        "expires_at": pending.expires_at,
+        "workspaces": workspaces,
+        "error": error,
+    }
+    return render(request, "integrations/claim_install.html", context, status=400 if error else 200)
+
+
+def held_name(details: dict[str, Any]) -> str:
+    return str(details.get("hub_domain") or details.get("instance_url") or "")
+
+
+def check_claim_crm(crm: str) -> str:
+    if crm not in dict(CRM_CHOICES):
+        raise claims.InstallNotFound("This claim link names no CRM Conduit knows. Install Conduit again.")
+    return crm

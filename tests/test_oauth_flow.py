@@ -1,0 +1,431 @@
+"""Connect, install-first claim, refresh, disconnect and reconnect against the sandbox CRMs over
+real sockets, through Conduit's pages (Django test client) and services. Both CRMs."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+from django.test import Client
+from django.utils import timezone
+
+from conduit.models import AuditEvent
+from conduit.tenancy import system_scope
+from integrations import claims
+from integrations.models import CrmConnection, OAuthState, PendingInstall
+from integrations.sandbox.server import start_sandbox
+from tests.conftest import Tenant
+
+pytestmark = pytest.mark.django_db
+HIDDEN_RE = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
+ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
+KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}
+CRMS = ["hubspot", "salesforce"]
+
+
+@pytest.fixture(scope="module")
+def sandboxes() -> Iterator[dict[str, str]]:
+    running = {name: start_sandbox(name, port=0) for name in CRMS}
+    yield {name: s.base_url for name, s in running.items()}
+    for sandbox in running.values():
+        sandbox.stop()
+
+
+@pytest.fixture
+def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
+    for base in sandboxes.values():
+        requests.post(f"{base}/_sandbox/reset", timeout=5)
+    settings.CONDUIT_PUBLIC_URL = "http://testserver"
+    settings.HUBSPOT_API_BASE_URL = sandboxes["hubspot"]
+    settings.HUBSPOT_AUTHORIZE_URL = f"{sandboxes['hubspot']}/oauth/authorize"
+    settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
+    settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
+    return sandboxes
+
+
+def consent(authorize_url: str, *, decision: str = "allow", scope: str | None = None) -> str:
+    """Answer the sandbox consent page; return the callback path (with query) for the test client."""
+    page = requests.get(authorize_url, timeout=5)
+    assert page.status_code == 200, page.text
+    fields = {html.unescape(k): html.unescape(v) for k, v in HIDDEN_RE.findall(page.text)}
+    if scope is not None:
+        fields["scope"] = scope
+    action = html.unescape(ACTION_RE.search(page.text)[1])  # type: ignore[index]
+    base = f"{urlsplit(authorize_url).scheme}://{urlsplit(authorize_url).netloc}"
+    answer = requests.post(
+        action if action.startswith("http") else base + action,
+        data={**fields, "decision": decision},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert answer.status_code == 302, answer.text
+    location = urlsplit(answer.headers["Location"])
+    assert location.netloc == "testserver"
+    return f"{location.path}?{location.query}"
+
+
+def connect(client: Client, crm: str, environment: str = "login", **consent_kw: Any) -> Any:
+    start = client.post(f"/settings/integrations/{crm}/connect/", {"environment": environment})
+    assert start.status_code == 302, start.content
+    return client.get(consent(start["Location"], **consent_kw))
+
+
+def live(workspace: Any, crm: str) -> CrmConnection:
+    with system_scope():
+        return CrmConnection.objects.exclude(status="disconnected").get(workspace=workspace, crm=crm)
+
+
+def events(name: str) -> list[AuditEvent]:
+    with system_scope():
+        return list(AuditEvent.objects.filter(event=name).order_by("id"))
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_connect_from_settings_connects_in_dry_run_and_audits(crm: str, crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    environment = "test" if crm == "salesforce" else "login"
+    done = connect(client, crm, environment)
+    assert done.status_code == 302 and done["Location"] == "/settings/integrations/"
+    conn = live(alice.workspace, crm)
+    assert (conn.status, conn.external_account_key, conn.dry_run) == ("connected", KEYS[crm], True)
+    assert conn.access_token and conn.refresh_token and conn.connected_at
+    assert conn.external_account_json["environment"] == environment
+    if crm == "hubspot":
+        assert conn.token_expires_at is not None and conn.external_account_json["hub_domain"]
+    else:
+        assert conn.token_expires_at is None
+        assert conn.external_account_json["instance_url"] == crm_env["salesforce"]
+    [event] = events("crm_connected")
+    assert event.workspace_id == alice.workspace.pk and event.payload_json["crm"] == crm
+    page = client.get("/settings/integrations/").content.decode()
+    assert 'data-status="connected"' in page and "Dry run" in page
+    with system_scope():
+        raw = OAuthState.objects.get().code_verifier
+    assert bool(raw) is (crm == "salesforce")  # PKCE only where the provider supports it
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_install_first_creates_a_pending_install_then_a_signed_in_admin_claims_it(
+    crm: str, crm_env: Any, alice: Tenant
+) -> None:
+    anonymous = Client()
+    start = anonymous.get(f"/integrations/install/{crm}/")
+    assert start.status_code == 302
+    with system_scope():
+        assert OAuthState.objects.get().workspace_id is None  # a state without a workspace
+    landed = anonymous.get(consent(start["Location"]))
+    assert landed.status_code == 302
+    query = parse_qs(urlsplit(landed["Location"]).query)
+    assert urlsplit(landed["Location"]).path == "/claim-install" and query["crm"] == [crm]
+    with system_scope():
+        pending = PendingInstall.objects.select_related("connection").get()
+    assert (pending.status, pending.external_account_key) == ("pending", KEYS[crm])
+    assert pending.install_id == query["install_id"][0] and len(pending.install_id) >= 32
+    assert pending.metadata["account_name"] and pending.metadata["scopes"]
+    assert pending.connection is not None and pending.connection.workspace_id is None
+    assert pending.connection.status == "pending_claim" and pending.connection.access_token
+
+    claim_url = landed["Location"]
+    to_login = anonymous.get(claim_url)
+    assert to_login.status_code == 302
+    assert parse_qs(urlsplit(to_login["Location"]).query)["next"] == [claim_url]
+    client = alice.client()
+    page = client.get(claim_url)
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "Claim install" in body and alice.workspace.name in body and KEYS[crm] in body
+    claimed = client.post(
+        "/claim-install", {"crm": crm, "install_id": pending.install_id, "workspace_id": alice.workspace.pk}
+    )
+    assert claimed.status_code == 302 and claimed["Location"] == "/settings/integrations/"
+    conn = live(alice.workspace, crm)
+    assert conn.pk == pending.connection.pk and conn.status == "connected"
+    with system_scope():
+        pending.refresh_from_db()
+    assert (pending.status, pending.claimed_workspace_id, pending.claimed_by_id) == (
+        "claimed",
+        alice.workspace.pk,
+        alice.user.pk,
+    )
+    [event] = events("install_claimed")
+    assert event.workspace_id == alice.workspace.pk and event.actor == f"user:{alice.user.pk}"
+    assert event.payload_json["external_account_key"] == KEYS[crm]
+    again = client.post(
+        "/claim-install", {"crm": crm, "install_id": pending.install_id, "workspace_id": alice.workspace.pk}
+    )
+    assert again.status_code == 400 and b"already claimed" in again.content
+
+
+def test_a_repeated_install_of_the_same_account_updates_the_one_pending_row(crm_env: Any) -> None:
+    anonymous = Client()
+    for _ in range(2):
+        anonymous.get(consent(anonymous.get("/integrations/install/hubspot/")["Location"]))
+    with system_scope():
+        assert PendingInstall.objects.count() == 1
+        assert CrmConnection.objects.count() == 1
+    assert [e.event for e in events("install_pending_created") + events("install_pending_updated")] == [
+        "install_pending_created",
+        "install_pending_updated",
+    ]
+
+
+@pytest.mark.postgres
+def test_pending_installs_are_unique_per_account_only_while_pending(db: None) -> None:
+    from django.db import IntegrityError, transaction
+
+    later = timezone.now() + timedelta(hours=1)
+    with system_scope():
+        PendingInstall.objects.create(
+            crm="hubspot", external_account_key="1", expires_at=later, status="claimed"
+        )
+        PendingInstall.objects.create(crm="hubspot", external_account_key="1", expires_at=later)
+        PendingInstall.objects.create(crm="salesforce", external_account_key="1", expires_at=later)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            PendingInstall.objects.create(crm="hubspot", external_account_key="1", expires_at=later)
+
+
+def pending_install(crm: str = "hubspot", **kw: Any) -> PendingInstall:
+    with system_scope():
+        conn = CrmConnection.objects.create(
+            crm=crm,
+            status="pending_claim",
+            external_account_key=KEYS[crm],
+            access_token="a-tok",
+            refresh_token="r-tok",
+        )
+        return PendingInstall.objects.create(
+            crm=crm,
+            external_account_key=KEYS[crm],
+            expires_at=kw.pop("expires_at", timezone.now() + timedelta(hours=2)),
+            connection=conn,
+            **kw,
+        )
+
+
+def test_claim_refuses_an_expired_install_naming_the_expiry(alice: Tenant) -> None:
+    pending = pending_install(expires_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(claims.InstallExpired) as err:
+        claims.do_claim_install(pending.install_id, "hubspot", alice.workspace.pk, actor=alice.user)
+    assert "expired at" in err.value.user_message and "Install Conduit again" in err.value.user_message
+    page = alice.client().get(f"/claim-install?crm=hubspot&install_id={pending.install_id}")
+    assert page.status_code == 400 and b"expired at" in page.content
+    with system_scope():
+        assert CrmConnection.objects.get().workspace_id is None  # nothing changed
+
+
+def test_claim_refuses_a_workspace_the_user_does_not_administer(make_workspace: Any, bob: Tenant) -> None:
+    member = make_workspace("carol", role="member")
+    pending = pending_install()
+    for workspace_id in (member.workspace.pk, bob.workspace.pk):
+        with pytest.raises(claims.NotWorkspaceAdmin):
+            claims.do_claim_install(pending.install_id, "hubspot", workspace_id, actor=member.user)
+    with pytest.raises(claims.InstallNotFound):
+        claims.do_claim_install("nope", "hubspot", bob.workspace.pk, actor=bob.user)
+    with pytest.raises(claims.InstallNotFound):
+        claims.do_claim_install(pending.install_id, "salesforce", bob.workspace.pk, actor=bob.user)
+
+
+def test_claim_into_a_connected_workspace_needs_an_explicit_replace(alice: Tenant) -> None:
+    with system_scope():
+        old = CrmConnection.objects.create(
+            workspace=alice.workspace,
+            crm="hubspot",
+            status="connected",
+            external_account_key="111",
+            access_token="x",
+        )
+    pending = pending_install()
+    with pytest.raises(claims.WorkspaceAlreadyConnected, match="already connected to HubSpot 111"):
+        claims.do_claim_install(pending.install_id, "hubspot", alice.workspace.pk, actor=alice.user)
+    conn = claims.do_claim_install(
+        pending.install_id, "hubspot", alice.workspace.pk, actor=alice.user, replace_existing=True
+    )
+    with system_scope():
+        old.refresh_from_db()
+    assert (old.status, old.access_token) == ("disconnected", "")
+    assert (
+        conn.status == "connected"
+        and events("install_claimed")[0].payload_json["replaced_connection_id"] == old.pk
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, b"carries no state"),
+        ({"state": "unknown-state", "code": "x"}, b"not one Conduit issued"),
+    ],
+)
+def test_callback_refuses_missing_or_unknown_state(
+    crm_env: Any, params: dict[str, str], message: bytes
+) -> None:
+    response = Client().get(f"/integrations/oauth/callback/hubspot/?{urlencode(params)}")
+    assert response.status_code == 400 and message in response.content
+
+
+def test_callback_refuses_reused_expired_and_wrong_crm_states(crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    start = client.post("/settings/integrations/hubspot/connect/")
+    callback = consent(start["Location"])
+    wrong = client.get(callback.replace("/hubspot/", "/salesforce/"))
+    assert wrong.status_code == 400 and b"started for HubSpot, not Salesforce" in wrong.content
+    assert client.get(callback).status_code == 302
+    reused = client.get(callback)
+    assert reused.status_code == 400 and b"already used" in reused.content
+    start = client.post("/settings/integrations/hubspot/connect/")
+    callback = consent(start["Location"])
+    with system_scope():
+        OAuthState.objects.filter(used_at__isnull=True).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    expired = client.get(callback)
+    assert expired.status_code == 400 and b"expired" in expired.content
+    assert len(events("crm_connected")) == 1
+
+
+def test_denied_consent_changes_nothing(crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    start = client.post("/settings/integrations/hubspot/connect/")
+    done = client.get(consent(start["Location"], decision="deny"))
+    assert done.status_code == 302
+    with system_scope():
+        assert not CrmConnection.objects.exists()
+    install = Client().get(
+        consent(Client().get("/integrations/install/salesforce/")["Location"], decision="deny")
+    )
+    assert install.status_code == 200 and b"declined" in install.content
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_a_grant_missing_scopes_leaves_the_connection_in_error_naming_them(
+    crm: str, crm_env: Any, alice: Tenant
+) -> None:
+    scope = "oauth crm.objects.contacts.read" if crm == "hubspot" else "id"
+    client = alice.client()
+    connect(client, crm, scope=scope)
+    conn = live(alice.workspace, crm)
+    assert (conn.status, conn.last_error, conn.access_token, conn.refresh_token) == (
+        "error",
+        "missing_scope",
+        "",
+        "",
+    )
+    page = client.get("/settings/integrations/").content.decode()
+    missing = "crm.objects.contacts.write" if crm == "hubspot" else "api"
+    assert missing in page and "Reconnect" in page
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_disconnect_revokes_clears_tokens_and_audits(crm: str, crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    connect(client, crm)
+    refresh_token = live(alice.workspace, crm).refresh_token
+    done = client.post(f"/settings/integrations/{crm}/disconnect/")
+    assert done.status_code == 302
+    with system_scope():
+        conn = CrmConnection.objects.get(workspace=alice.workspace, crm=crm)
+    assert (conn.status, conn.access_token, conn.refresh_token, conn.token_expires_at) == (
+        "disconnected",
+        "",
+        "",
+        None,
+    )
+    [event] = events("crm_disconnected")
+    assert event.payload_json["revoked"] is True
+    # the grant is really gone at the provider
+    from integrations.providers import get_provider
+    from integrations.providers.errors import AuthRevoked
+
+    with pytest.raises(AuthRevoked):
+        get_provider(crm).refresh(refresh_token)
+
+
+def test_reconnect_after_a_revoked_refresh_token_reuses_the_connection(crm_env: Any, alice: Tenant) -> None:
+    from integrations.tokens import refresh_connection
+
+    client = alice.client()
+    connect(client, "hubspot")
+    conn = live(alice.workspace, "hubspot")
+    requests.post(f"{crm_env['hubspot']}/_sandbox/faults", json={"kind": "invalid_grant"}, timeout=5)
+    revoked = refresh_connection(conn.pk, force=True)
+    assert (revoked.status, revoked.last_error, revoked.access_token) == (
+        "error",
+        "refresh_token_revoked",
+        "",
+    )
+    assert events("crm_connection_error")[0].payload_json["last_error"] == "refresh_token_revoked"
+    page = client.get("/settings/integrations/").content.decode()
+    assert "Reconnect" in page and "no longer accepts" in page
+    connect(client, "hubspot")
+    again = live(alice.workspace, "hubspot")
+    assert (again.pk, again.status, again.last_error) == (conn.pk, "connected", "")
+    assert events("crm_reconnected")[0].payload_json["previous"]["status"] == "error"
+
+
+def test_reconnecting_to_another_account_asks_first(crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    connect(client, "hubspot")
+    with system_scope():
+        CrmConnection.objects.update(
+            external_account_key="111", status="error", last_error="refresh_token_revoked"
+        )
+    held = connect(client, "hubspot")
+    assert held.status_code == 302 and "/integrations/oauth/confirm/" in held["Location"]
+    page = client.get(held["Location"])
+    assert page.status_code == 200 and b"Switch HubSpot account?" in page.content
+    assert live(alice.workspace, "hubspot").external_account_key == "111"
+    client.post(held["Location"], {"decision": "replace"})
+    conn = live(alice.workspace, "hubspot")
+    assert (conn.external_account_key, conn.status) == (KEYS["hubspot"], "connected")
+    # keeping the current account discards the new grant
+    with system_scope():
+        CrmConnection.objects.update(external_account_key="111")
+    held = connect(client, "hubspot")
+    client.post(held["Location"], {"decision": "keep"})
+    assert live(alice.workspace, "hubspot").external_account_key == "111"
+    assert client.post(held["Location"], {"decision": "replace"}).status_code == 302  # nothing waiting now
+
+
+def test_expiry_revokes_and_clears_stale_installs_once(crm_env: Any) -> None:
+    anonymous = Client()
+    anonymous.get(consent(anonymous.get("/integrations/install/hubspot/")["Location"]))
+    with system_scope():
+        PendingInstall.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert claims.expire_pending_installs() == 1
+    assert claims.expire_pending_installs() == 0
+    with system_scope():
+        pending = PendingInstall.objects.select_related("connection").get()
+    assert pending.status == "expired"
+    assert pending.connection is not None
+    assert (pending.connection.access_token, pending.connection.refresh_token) == ("", "")
+    assert pending.connection.status == "disconnected"
+    assert events("install_expired")[0].payload_json["revoked"] is True
+
+
+def test_member_cannot_connect_or_disconnect(crm_env: Any, make_workspace: Any) -> None:
+    member = make_workspace("dave", role="member")
+    client = member.client()
+    assert client.post("/settings/integrations/hubspot/connect/").status_code == 404
+    assert client.post("/settings/integrations/hubspot/disconnect/").status_code == 404
+    assert b"Only workspace owners and admins" in client.get("/settings/integrations/").content
+
+
+def test_unknown_crm_and_missing_credentials_are_clear_errors(
+    crm_env: Any, alice: Tenant, settings: Any
+) -> None:
+    client = alice.client()
+    assert client.post("/settings/integrations/zoho/connect/").status_code == 404
+    assert Client().get("/integrations/install/zoho/").status_code == 404
+    settings.HUBSPOT_CLIENT_SECRET = ""
+    done = client.post("/settings/integrations/hubspot/connect/", follow=True)
+    assert b"HubSpot is not set up on this Conduit" in done.content
+    bad_env = client.post(
+        "/settings/integrations/salesforce/connect/", {"environment": "staging"}, follow=True
+    )
+    assert b"no &#x27;staging&#x27; environment" in bad_env.content
