@@ -429,3 +429,73 @@ def test_unknown_crm_and_missing_credentials_are_clear_errors(
         "/settings/integrations/salesforce/connect/", {"environment": "staging"}, follow=True
     )
     assert b"no &#x27;staging&#x27; environment" in bad_env.content
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("unavailable", b"could not be reached"), ("invalid_session", b"did not accept the authorization")],
+)
+def test_a_provider_failure_after_consent_saves_nothing(
+    crm_env: Any, alice: Tenant, fault: str, message: bytes
+) -> None:
+    client = alice.client()
+    start = client.post("/settings/integrations/salesforce/connect/")
+    callback = consent(start["Location"])
+    # the token exchange succeeds; the userinfo call that identifies the org fails
+    requests.post(f"{crm_env['salesforce']}/_sandbox/faults", json={"kind": fault}, timeout=5)
+    done = client.get(callback)
+    assert done.status_code == 400 and message in done.content
+    with system_scope():
+        assert not CrmConnection.objects.exists()
+        assert OAuthState.objects.get().used_at is not None  # used up all the same
+
+
+def test_a_salesforce_instance_outside_its_domains_is_refused(
+    crm_env: Any, alice: Tenant, settings: Any
+) -> None:
+    client = alice.client()
+    start = client.post("/settings/integrations/salesforce/connect/")
+    callback = consent(start["Location"])
+    settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = []  # the sandbox is now "not Salesforce"
+    done = client.get(callback)
+    assert done.status_code == 400 and b"outside Salesforce" in done.content
+
+
+def test_an_install_missing_scopes_is_not_kept(crm_env: Any) -> None:
+    anonymous = Client()
+    start = anonymous.get("/integrations/install/hubspot/")
+    done = anonymous.get(consent(start["Location"], scope="oauth"))
+    assert done.status_code == 400 and b"crm.objects.contacts.write" in done.content
+    with system_scope():
+        assert not PendingInstall.objects.exists() and not CrmConnection.objects.exists()
+
+
+def test_claim_page_without_an_admin_workspace_offers_to_create_one(make_workspace: Any) -> None:
+    member = make_workspace("erin", role="member")
+    pending = pending_install()
+    page = member.client().get(f"/claim-install?crm=hubspot&install_id={pending.install_id}")
+    assert page.status_code == 200 and b"not an owner or admin of any workspace" in page.content
+    bad = member.client().post("/claim-install", {"crm": "hubspot", "install_id": pending.install_id})
+    assert bad.status_code == 400 and b"Choose the workspace" in bad.content
+    unknown = member.client().get("/claim-install?crm=zoho&install_id=x")
+    assert unknown.status_code == 400 and b"names no CRM" in unknown.content
+
+
+def test_expire_command_and_task_share_the_service(crm_env: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from integrations.tasks import expire_pending_installs
+
+    pending_install(expires_at=timezone.now() - timedelta(seconds=5))
+    out = StringIO()
+    call_command("expire_pending_installs", stdout=out)
+    assert out.getvalue().strip() == "expired 1 pending install(s)"
+    assert expire_pending_installs() == 0
+
+
+def test_disconnect_when_not_connected_says_so(crm_env: Any, alice: Tenant) -> None:
+    done = alice.client().post("/settings/integrations/hubspot/disconnect/", follow=True)
+    assert b"HubSpot is not connected." in done.content
+    assert alice.client().get("/integrations/oauth/confirm/999/").status_code == 400
