@@ -126,7 +126,7 @@ class CallbackOutcome:
     missing: list[str] = field(default_factory=list)
 
 
-def consume_state(crm: str, raw: str | None, now: datetime) -> OAuthState:
+def consume_state(crm: str, raw: str | None, now: datetime, user_id: int | None = None) -> OAuthState:
     """Find, check and use up the state (caller is in system scope, inside a transaction)."""
     if not raw:
         raise BadState("The sign-in answer carries no state. Start again from the Integrations page.")
@@ -135,6 +135,11 @@ def consume_state(crm: str, raw: str | None, now: datetime) -> OAuthState:
         raise BadState("This sign-in link is not one Conduit issued. Start again from the Integrations page.")
     if state.crm != crm:
         raise BadState(f"This sign-in link was started for {crm_label(state.crm)}, not {crm_label(crm)}.")
+    if state.user_id is not None and state.user_id != user_id:
+        # a consent finished in someone else's session must not land in the starter's workspace
+        raise BadState(
+            "This connection was started by another Conduit user. Sign in as them, or start again."
+        )
     if state.used_at is not None:
         raise BadState("This sign-in link was already used. Start again from the Integrations page.")
     if state.expires_at <= now:
@@ -171,11 +176,13 @@ def exchange_and_identify(state: OAuthState, code: str) -> tuple[TokenSet, Exter
     return tokens, account
 
 
-def finish_authorization(crm: str, params: dict[str, str], *, now: datetime | None = None) -> CallbackOutcome:
+def finish_authorization(
+    crm: str, params: dict[str, str], *, user_id: int | None = None, now: datetime | None = None
+) -> CallbackOutcome:
     check_crm(crm)
     now = now or timezone.now()
     with system_scope():  # used up even when what follows fails
-        state = consume_state(crm, params.get("state"), now)
+        state = consume_state(crm, params.get("state"), now, user_id)
     if params.get("error"):
         return CallbackOutcome("denied", crm, state)
     if not params.get("code"):

@@ -141,7 +141,7 @@ def callback(request: HttpRequest, crm: str) -> HttpResponse:
     check_crm(crm)
     params = {k: request.GET.get(k, "") for k in ("state", "code", "error")}
     try:
-        outcome = oauth.finish_authorization(crm, params)
+        outcome = oauth.finish_authorization(crm, params, user_id=request.user.pk)
     except ConduitError as exc:
         log.info("oauth callback refused", extra={"category": "oauth", "error_code": exc.error_code})
         return render(request, "integrations/oauth_error.html", {"message": exc.user_message}, status=400)

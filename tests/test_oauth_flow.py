@@ -499,3 +499,17 @@ def test_disconnect_when_not_connected_says_so(crm_env: Any, alice: Tenant) -> N
     done = alice.client().post("/settings/integrations/hubspot/disconnect/", follow=True)
     assert b"HubSpot is not connected." in done.content
     assert alice.client().get("/integrations/oauth/confirm/999/").status_code == 400
+
+
+def test_a_consent_finished_in_another_users_session_is_refused(
+    crm_env: Any, alice: Tenant, bob: Tenant
+) -> None:
+    start = alice.client().post("/settings/integrations/hubspot/connect/")
+    callback = consent(start["Location"])
+    hijacked = bob.client().get(callback)
+    assert hijacked.status_code == 400 and b"started by another Conduit user" in hijacked.content
+    anonymous = Client().get(callback)
+    assert anonymous.status_code == 400
+    with system_scope():
+        assert not CrmConnection.objects.exists()
+    assert alice.client().get(callback).status_code == 302  # its owner can still finish it
