@@ -7,6 +7,9 @@ from conduit.startup import configured_settings
 configured_settings()  # a bad environment stops the master in one line, before it logs
 
 accesslog = "-"
+# Path without the query string: callbacks and claim links carry codes, states and install ids there.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
 errorlog = "-"
 logconfig_dict = json_logging("INFO", ["gunicorn.error", "gunicorn.access"], root=False)
 

@@ -283,11 +283,15 @@ if PRODUCTION:
 else:
     CONDUIT_PUBLIC_URL = env.str("CONDUIT_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 CONDUIT_OAUTH_STATE_TTL_SECONDS = env.int("CONDUIT_OAUTH_STATE_TTL_SECONDS", default=600)
+if not 60 <= CONDUIT_OAUTH_STATE_TTL_SECONDS <= 3600:
+    raise ImproperlyConfigured("CONDUIT_OAUTH_STATE_TTL_SECONDS must be between 60 and 3600")
 CONDUIT_PENDING_INSTALL_TTL_HOURS = env.int("CONDUIT_PENDING_INSTALL_TTL_HOURS", default=24)
 if not 1 <= CONDUIT_PENDING_INSTALL_TTL_HOURS <= 24 * 30:
     raise ImproperlyConfigured("CONDUIT_PENDING_INSTALL_TTL_HOURS must be between 1 and 720")
 # HubSpot access tokens are refreshed this long before they expire.
 CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS = env.int("CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS", default=300)
+if not 0 <= CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS <= 1500:
+    raise ImproperlyConfigured("CONDUIT_TOKEN_REFRESH_MARGIN_SECONDS must be between 0 and 1500")
 
 # HTTP: (connect, read) seconds on every provider call.
 CONDUIT_PROVIDER_TIMEOUT = (

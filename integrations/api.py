@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from rest_framework import permissions
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -106,6 +107,8 @@ class ClaimInstallView(APIView):
     """POST /api/v1/claim-install {crm, install_id, workspace_id, replace_existing}: a signed-in
     owner or admin binds a pending marketplace install to a workspace."""
 
+    # a person claims, not a workspace API token (a token must not reach its creator's other workspaces)
+    authentication_classes = [SessionAuthentication]
     permission_classes = [SignedIn]
 
     def post(self, request: Request) -> Response:

@@ -21,7 +21,7 @@ from conduit.models import Membership, Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.connections import apply_grant, do_disconnect, live_connection, revoke_quietly
-from integrations.models import CrmConnection, PendingInstall
+from integrations.models import CrmConnection, OAuthState, PendingInstall
 from integrations.providers.base import ExternalAccount, TokenSet
 
 log = logging.getLogger("conduit.integrations")
@@ -196,9 +196,25 @@ def do_claim_install(
         return conn
 
 
-def expire_pending_installs(*, now: datetime | None = None, limit: int = EXPIRE_BATCH) -> int:
-    """Expire stale pending installs: revoke and clear their grants, audit each one."""
+def expire_pending_installs(*, now: datetime | None = None) -> int:
+    """Expire every stale pending install, a short transaction per batch; prune used-up states."""
     now = now or timezone.now()
+    total = 0
+    while batch := expire_batch(now=now):
+        total += batch
+    prune_oauth_states(now)
+    return total
+
+
+def prune_oauth_states(now: datetime) -> int:
+    """States are single-use and short-lived: drop those a day past their expiry."""
+    with system_scope():
+        deleted, _ = OAuthState.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+    return deleted
+
+
+def expire_batch(*, now: datetime, limit: int = EXPIRE_BATCH) -> int:
+    """Expire up to `limit` stale pending installs: revoke and clear their grants, audit each."""
     with system_scope():
         stale = list(
             PendingInstall.objects.select_for_update(skip_locked=True, of=("self",))

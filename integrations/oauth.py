@@ -203,6 +203,11 @@ def connect_workspace(
     existing = live_connection(workspace, state.crm)
     actor = state.user
     if missing:
+        revoke_quietly(state.crm, tokens.refresh_token or tokens.access_token, environment=state.environment)
+        healthy = existing is not None and existing.status == CrmConnection.Status.CONNECTED
+        other_account = existing is not None and existing.external_account_key not in ("", account.key)
+        if healthy or other_account:  # a short grant never replaces what works or another account
+            return CallbackOutcome("missing_scope", state.crm, state, connection=existing, missing=missing)
         conn = do_record_missing_scopes(
             workspace,
             state.crm,
@@ -212,7 +217,6 @@ def connect_workspace(
             actor=actor,
             existing=existing,
         )
-        revoke_quietly(state.crm, tokens.refresh_token or tokens.access_token, environment=state.environment)
         return CallbackOutcome("missing_scope", state.crm, state, connection=conn, missing=missing)
     if existing and existing.external_account_key and existing.external_account_key != account.key:
         hold_for_confirmation(state, tokens, account)
@@ -301,21 +305,23 @@ def decide_replacement(
         state.pending_tokens = ""
         state.pending_account_json = {}
         state.save(update_fields=["pending_tokens", "pending_account_json"])
-        if state.expires_at + timedelta(seconds=settings.CONDUIT_OAUTH_STATE_TTL_SECONDS) <= now:
-            raise BadState("This account switch waited too long. Start the connection again.")
-        if not accept:
+        too_late = state.expires_at + timedelta(seconds=settings.CONDUIT_OAUTH_STATE_TTL_SECONDS) <= now
+        conn = None
+        if not accept or too_late:
             revoke_quietly(
                 state.crm, tokens.refresh_token or tokens.access_token, environment=state.environment
             )
-            return None
-        existing = live_connection(workspace, state.crm)
-        return do_connect(
-            workspace,
-            state.crm,
-            tokens,
-            account,
-            environment=state.environment,
-            actor=user,
-            now=now,
-            existing=existing,
-        )
+        else:
+            conn = do_connect(
+                workspace,
+                state.crm,
+                tokens,
+                account,
+                environment=state.environment,
+                actor=user,
+                now=now,
+                existing=live_connection(workspace, state.crm),
+            )
+    if too_late:  # raised after the block, so the held grant stays cleared and revoked
+        raise BadState("This account switch waited too long and was discarded. Start the connection again.")
+    return conn

@@ -183,5 +183,7 @@ def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Cl
                 .select_related("workspace")
                 .get(pk=connection_id)
             )
-            mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
+            # only if nothing changed meanwhile: a reconnect or disconnect wins over this verdict
+            if locked.status == CrmConnection.Status.CONNECTED and locked.access_token == conn.access_token:
+                mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
         raise AuthRevoked(exc.provider, "access_token_rejected", exc.message) from None

@@ -513,3 +513,61 @@ def test_a_consent_finished_in_another_users_session_is_refused(
     with system_scope():
         assert not CrmConnection.objects.exists()
     assert alice.client().get(callback).status_code == 302  # its owner can still finish it
+
+
+def test_a_short_grant_never_replaces_a_healthy_connection(crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    connect(client, "hubspot")
+    before = live(alice.workspace, "hubspot")
+    connect(client, "hubspot", scope="oauth")
+    after = live(alice.workspace, "hubspot")
+    assert (after.status, after.access_token, after.refresh_token) == (
+        "connected",
+        before.access_token,
+        before.refresh_token,
+    )
+
+
+def test_an_account_switch_left_too_long_is_discarded_and_cleared(crm_env: Any, alice: Tenant) -> None:
+    client = alice.client()
+    connect(client, "hubspot")
+    with system_scope():
+        CrmConnection.objects.update(external_account_key="111")
+    held = connect(client, "hubspot")
+    with system_scope():
+        OAuthState.objects.update(expires_at=timezone.now() - timedelta(hours=1))
+    done = client.post(held["Location"], {"decision": "replace"}, follow=True)
+    assert b"waited too long" in done.content
+    with system_scope():
+        assert all(not s.pending_tokens for s in OAuthState.objects.all())
+    assert live(alice.workspace, "hubspot").external_account_key == "111"
+
+
+def test_expiry_also_prunes_old_states(crm_env: Any) -> None:
+    Client().get("/integrations/install/hubspot/")
+    with system_scope():
+        OAuthState.objects.update(expires_at=timezone.now() - timedelta(days=2))
+    claims.expire_pending_installs()
+    with system_scope():
+        assert not OAuthState.objects.exists()
+
+
+def test_an_api_token_cannot_claim_installs(alice: Tenant) -> None:
+    from conduit.services import do_create_api_token
+
+    pending = pending_install()
+    issued = do_create_api_token(alice.workspace, "ops", actor=alice.user)
+    body = {"crm": "hubspot", "install_id": pending.install_id, "workspace_id": alice.workspace.pk}
+    answer = Client(HTTP_AUTHORIZATION=f"Bearer {issued.raw}").post(
+        "/api/v1/claim-install", body, content_type="application/json"
+    )
+    assert answer.status_code in (401, 403)
+    with system_scope():
+        assert PendingInstall.objects.get().status == "pending"
+
+
+def test_access_log_lines_carry_no_query_string() -> None:
+    from conduit import gunicorn
+
+    assert "%(U)s" in gunicorn.access_log_format and "%(r)s" not in gunicorn.access_log_format
+    assert "%(q)s" not in gunicorn.access_log_format

@@ -39,6 +39,8 @@ def test_runbook_sql_block_runs(index: int, alice: Tenant) -> None:
         "<user_email>": alice.user.email,
         "<message_pk>": str(message.pk),
         "<message_id>": message.message_id,
+        "<install_id>": "runbook-install-id",
+        "<external_account_key>": "4400001",
     }
     sql = sql_blocks()[index]
     unknown = set(PLACEHOLDER.findall(sql)) - set(values)

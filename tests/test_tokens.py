@@ -230,7 +230,7 @@ def test_disconnect_and_claim_api(crm_env: Any, alice: Tenant, bob: Tenant) -> N
     )
     assert unknown.status_code == 404 and unknown.json()["code"] == "install_not_found"
     anonymous = Client().post("/api/v1/claim-install", {}, content_type="application/json")
-    assert anonymous.status_code == 401 and anonymous.json()["code"] == "not_authenticated"
+    assert anonymous.status_code == 403 and anonymous.json()["code"] == "not_authenticated"
 
 
 @pytest.mark.django_db
