@@ -14,13 +14,13 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from conduit import services
 from conduit.crypto import decrypt, encrypt
 from conduit.forms import ApiTokenForm, SignUpForm
 from conduit.models import ApiToken, Attachment, Membership, Message
+from conduit.paths import safe_relative_path
 from conduit.tenancy import SESSION_WORKSPACE_KEY, workspace_of
 
 
@@ -48,10 +48,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def safe_next(request: HttpRequest) -> str:
     """A relative path on this site to return to after sign-in or sign-up, else ''."""
-    wanted = request.POST.get("next") or request.GET.get("next") or ""
-    if not wanted.startswith("/") or wanted.startswith("//") or "\\" in wanted:
-        return ""
-    return wanted if url_has_allowed_host_and_scheme(wanted, allowed_hosts=None) else ""
+    return safe_relative_path(request.POST.get("next") or request.GET.get("next"))
 
 
 def signup(request: HttpRequest) -> HttpResponse:

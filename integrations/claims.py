@@ -23,6 +23,7 @@ from conduit.tenancy import system_scope
 from integrations.connections import apply_grant, do_disconnect, live_connection, revoke_quietly
 from integrations.models import CrmConnection, OAuthState, PendingInstall
 from integrations.providers.base import ExternalAccount, TokenSet
+from integrations.tokens import clear_grant
 
 log = logging.getLogger("conduit.integrations")
 EXPIRE_BATCH = 100
@@ -228,8 +229,7 @@ def expire_batch(*, now: datetime, limit: int = EXPIRE_BATCH) -> int:
             if conn is not None:
                 token = conn.refresh_token or conn.access_token
                 revoked = revoke_quietly(conn.crm, token, environment=conn.environment, conn=conn)
-                conn.access_token = conn.refresh_token = ""
-                conn.token_expires_at = None
+                clear_grant(conn)
                 conn.status = CrmConnection.Status.DISCONNECTED
                 conn.last_error = "install_expired"
                 conn.save()

@@ -18,7 +18,7 @@ from integrations.providers import get_provider
 from integrations.providers.base import ExternalAccount, TokenSet
 from integrations.providers.errors import ProviderError
 from integrations.synclog import NO_CONTEXT
-from integrations.tokens import context_of, store_tokens
+from integrations.tokens import clear_grant, context_of, store_tokens
 
 log = logging.getLogger("conduit.integrations")
 Actor = AbstractBaseUser | str | None
@@ -109,8 +109,7 @@ def do_record_missing_scopes(
     conn.external_account_key = account.key
     conn.external_account_json = {**account_details(account, environment), "missing_scopes": missing}
     conn.granted_scopes = list(account.scopes)
-    conn.access_token = conn.refresh_token = ""
-    conn.token_expires_at = None
+    clear_grant(conn)
     conn.status = CrmConnection.Status.ERROR
     conn.last_error = "missing_scope"
     conn.save()
@@ -143,8 +142,7 @@ def do_disconnect(conn: CrmConnection, *, actor: Actor, reason: str = "requested
     revoked = revoke_quietly(
         conn.crm, conn.refresh_token or conn.access_token, environment=conn.environment, conn=conn
     )
-    conn.access_token = conn.refresh_token = ""
-    conn.token_expires_at = None
+    clear_grant(conn)
     conn.status = CrmConnection.Status.DISCONNECTED
     conn.last_error = ""
     conn.save()

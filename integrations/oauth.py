@@ -14,13 +14,13 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from conduit.models import Workspace
+from conduit.paths import safe_relative_path
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations import claims
@@ -65,14 +65,6 @@ def redirect_uri(crm: str) -> str:
     return f"{settings.CONDUIT_PUBLIC_URL}/integrations/oauth/callback/{crm}/"
 
 
-def safe_return_path(path: str | None) -> str:
-    """Relative paths on this site only: '/x?y'. Anything with a scheme, host or '//' is dropped."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
-        return ""
-    parts = urlsplit(path)
-    return path if not parts.scheme and not parts.netloc else ""
-
-
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)[:96]
     digest = hashlib.sha256(verifier.encode()).digest()
@@ -110,7 +102,7 @@ def begin_authorization(
             user=user,
             environment=environment,
             code_verifier=verifier,
-            return_path=safe_return_path(return_path),
+            return_path=safe_relative_path(return_path),
             expires_at=now + timedelta(seconds=settings.CONDUIT_OAUTH_STATE_TTL_SECONDS),
         )
     return url

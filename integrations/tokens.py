@@ -67,13 +67,17 @@ def store_tokens(conn: CrmConnection, tokens: TokenSet, now: datetime) -> None:
     conn.last_refreshed_at = now
 
 
+def clear_grant(conn: CrmConnection) -> None:
+    """Forget the tokens (the caller saves): an unusable or ended grant is never kept."""
+    conn.access_token = conn.refresh_token = ""
+    conn.token_expires_at = None
+
+
 def mark_revoked(conn: CrmConnection, reason: str, *, actor: str) -> None:
     """The grant is gone: error, tokens cleared, audited (caller holds the transaction)."""
     conn.status = CrmConnection.Status.ERROR
     conn.last_error = reason
-    conn.access_token = ""
-    conn.refresh_token = ""
-    conn.token_expires_at = None
+    clear_grant(conn)
     conn.save(
         update_fields=[
             "status",
@@ -96,6 +100,12 @@ def mark_revoked(conn: CrmConnection, reason: str, *, actor: str) -> None:
     )
 
 
+def connected(conn: CrmConnection) -> CrmConnection:
+    if conn.status != CrmConnection.Status.CONNECTED:
+        raise NotConnected(f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first.")
+    return conn
+
+
 def refresh_connection(
     connection_id: int,
     *,
@@ -115,10 +125,7 @@ def refresh_connection(
             .select_related("workspace")
             .get(pk=connection_id)
         )
-        if conn.status != CrmConnection.Status.CONNECTED:
-            raise NotConnected(
-                f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first."
-            )
+        connected(conn)
         if rejected_token is not None and conn.access_token and conn.access_token != rejected_token:
             return conn  # someone refreshed after that 401
         if not force and rejected_token is None and not needs_refresh(conn, now()):
@@ -148,12 +155,6 @@ def refresh_connection(
             ]
         )
         return conn
-
-
-def connected(conn: CrmConnection) -> CrmConnection:
-    if conn.status != CrmConnection.Status.CONNECTED:
-        raise NotConnected(f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first.")
-    return conn
 
 
 def valid_account(connection_id: int, *, now: Clock = timezone.now) -> Account:

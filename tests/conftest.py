@@ -189,3 +189,29 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     assert (folder / f"{name}.png").stat().st_size > 5000
+
+
+@pytest.fixture(scope="session")
+def sandboxes() -> Iterator[dict[str, str]]:
+    """Both sandbox CRMs on free ports for the whole run: {"hubspot": base_url, "salesforce": ...}."""
+    from integrations.sandbox.server import start_sandbox
+
+    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce")}
+    yield {name: sandbox.base_url for name, sandbox in running.items()}
+    for sandbox in running.values():
+        sandbox.stop()
+
+
+@pytest.fixture
+def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
+    """Fresh sandboxes, with Conduit's provider settings pointing at them."""
+    import requests
+
+    for base in sandboxes.values():
+        requests.post(f"{base}/_sandbox/reset", timeout=5)
+    settings.CONDUIT_PUBLIC_URL = "http://testserver"
+    settings.HUBSPOT_API_BASE_URL = sandboxes["hubspot"]
+    settings.HUBSPOT_AUTHORIZE_URL = f"{sandboxes['hubspot']}/oauth/authorize"
+    settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
+    settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
+    return sandboxes

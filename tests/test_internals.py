@@ -114,3 +114,22 @@ def test_gunicorn_logging_config_is_json_and_redacted() -> None:
     handler = logging.getLogger("gunicorn.access").handlers[0]
     assert handler.filters and type(handler.filters[0]).__name__ == "RedactSecrets"
     assert type(handler.formatter).__name__ == "ConduitJsonFormatter"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/claim-install?crm=hubspot&install_id=x", "/claim-install?crm=hubspot&install_id=x"),
+        ("/settings/", "/settings/"),
+        ("//evil.example/x", ""),
+        ("https://evil.example/", ""),
+        ("/\\evil.example", ""),
+        ("settings/", ""),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_return_paths_stay_on_this_site(path: str | None, expected: str) -> None:
+    from conduit.paths import safe_relative_path
+
+    assert safe_relative_path(path) == expected

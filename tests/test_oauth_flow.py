@@ -3,9 +3,6 @@ real sockets, through Conduit's pages (Django test client) and services. Both CR
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -19,53 +16,17 @@ from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
 from integrations import claims
 from integrations.models import CrmConnection, OAuthState, PendingInstall
-from integrations.sandbox.server import start_sandbox
 from tests.conftest import Tenant
+from tests.sandbox_helpers import answer_consent
 
 pytestmark = pytest.mark.django_db
-HIDDEN_RE = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
-ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
 KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}
 CRMS = ["hubspot", "salesforce"]
 
 
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[dict[str, str]]:
-    running = {name: start_sandbox(name, port=0) for name in CRMS}
-    yield {name: s.base_url for name, s in running.items()}
-    for sandbox in running.values():
-        sandbox.stop()
-
-
-@pytest.fixture
-def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
-    for base in sandboxes.values():
-        requests.post(f"{base}/_sandbox/reset", timeout=5)
-    settings.CONDUIT_PUBLIC_URL = "http://testserver"
-    settings.HUBSPOT_API_BASE_URL = sandboxes["hubspot"]
-    settings.HUBSPOT_AUTHORIZE_URL = f"{sandboxes['hubspot']}/oauth/authorize"
-    settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
-    settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
-    return sandboxes
-
-
-def consent(authorize_url: str, *, decision: str = "allow", scope: str | None = None) -> str:
+def consent(authorize_url: str, **kw: Any) -> str:
     """Answer the sandbox consent page; return the callback path (with query) for the test client."""
-    page = requests.get(authorize_url, timeout=5)
-    assert page.status_code == 200, page.text
-    fields = {html.unescape(k): html.unescape(v) for k, v in HIDDEN_RE.findall(page.text)}
-    if scope is not None:
-        fields["scope"] = scope
-    action = html.unescape(ACTION_RE.search(page.text)[1])  # type: ignore[index]
-    base = f"{urlsplit(authorize_url).scheme}://{urlsplit(authorize_url).netloc}"
-    answer = requests.post(
-        action if action.startswith("http") else base + action,
-        data={**fields, "decision": decision},
-        allow_redirects=False,
-        timeout=5,
-    )
-    assert answer.status_code == 302, answer.text
-    location = urlsplit(answer.headers["Location"])
+    location = urlsplit(answer_consent(authorize_url, **kw))
     assert location.netloc == "testserver"
     return f"{location.path}?{location.query}"
 

@@ -27,8 +27,8 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
-from integrations.sandbox.server import start_sandbox
 from tests.provider_helpers import activity
+from tests.sandbox_helpers import answer_consent
 
 pytestmark = pytest.mark.django_db
 REDIRECT_URI = "https://conduit.example/integrations/callback"
@@ -351,9 +351,6 @@ class MockBackend(Backend):
 
 # --- the sandbox over a real socket --------------------------------------------------------------
 
-HIDDEN_RE = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
-ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
-
 
 class SandboxBackend(Backend):
     kind = "sandbox"
@@ -370,16 +367,7 @@ class SandboxBackend(Backend):
             settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [base_url]
 
     def authorize(self, url: str) -> str:
-        import html
-
-        page = requests.get(url, timeout=5)
-        assert page.status_code == 200 and "Allow" in page.text
-        fields = {html.unescape(k): html.unescape(v) for k, v in HIDDEN_RE.findall(page.text)}
-        action = html.unescape(ACTION_RE.search(page.text)[1])  # type: ignore[index]
-        target = action if action.startswith("http") else self.base_url + action
-        answer = requests.post(target, data={**fields, "decision": "allow"}, allow_redirects=False, timeout=5)
-        assert answer.status_code == 302, answer.text
-        location = urlsplit(answer.headers["Location"])
+        location = urlsplit(answer_consent(url))
         assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
         return parse_qs(location.query)["code"][0]
 
@@ -402,14 +390,6 @@ class SandboxBackend(Backend):
             }
             for r in records
         ]
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[dict[str, str]]:
-    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce")}
-    yield {name: sandbox.base_url for name, sandbox in running.items()}
-    for sandbox in running.values():
-        sandbox.stop()
 
 
 @pytest.fixture(params=["hubspot-mock", "hubspot-sandbox", "salesforce-mock", "salesforce-sandbox"])

@@ -4,7 +4,6 @@ the API, command and admin doors; no token in any log line across the flow."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -24,31 +23,10 @@ from integrations.models import CrmConnection, SyncLog
 from integrations.providers import get_provider
 from integrations.providers.base import Account
 from integrations.providers.errors import AuthRevoked, TokenExpired
-from integrations.sandbox.server import start_sandbox
 from integrations.tokens import NotConnected, call_with_token, refresh_connection, valid_account
 from tests.conftest import Tenant
 
 KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[dict[str, str]]:
-    running = {name: start_sandbox(name, port=0) for name in KEYS}
-    yield {name: s.base_url for name, s in running.items()}
-    for sandbox in running.values():
-        sandbox.stop()
-
-
-@pytest.fixture
-def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
-    for base in sandboxes.values():
-        requests.post(f"{base}/_sandbox/reset", timeout=5)
-    settings.CONDUIT_PUBLIC_URL = "http://testserver"
-    settings.HUBSPOT_API_BASE_URL = sandboxes["hubspot"]
-    settings.HUBSPOT_AUTHORIZE_URL = f"{sandboxes['hubspot']}/oauth/authorize"
-    settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
-    settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
-    return sandboxes
 
 
 def connected(workspace: Any, crm: str, base: str, **fields: Any) -> CrmConnection:
