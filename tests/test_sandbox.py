@@ -1612,6 +1612,7 @@ def test_run_sandbox_is_refused_in_production(settings: Any) -> None:
 
 @pytest.mark.parametrize("busy", ["hubspot", "salesforce"])
 def test_run_sandbox_names_a_port_in_use(busy: str) -> None:
+    before = set(threading.enumerate())  # other tests' sandboxes may be running for the session
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -1619,7 +1620,7 @@ def test_run_sandbox_names_a_port_in_use(busy: str) -> None:
         ports = {"hubspot_port": 0, "salesforce_port": 0, f"{busy}_port": port}
         with pytest.raises(CommandError, match=f"cannot serve the {busy} sandbox on 127.0.0.1:{port}: "):
             call_command("run_sandbox", host="127.0.0.1", **ports)
-    assert not any(t.name.startswith("sandbox-") for t in threading.enumerate())
+    assert not any(t.name.startswith("sandbox-") for t in set(threading.enumerate()) - before)
 
 
 def test_run_sandbox_refuses_out_of_range_ports() -> None:
