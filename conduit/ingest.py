@@ -26,6 +26,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from conduit.models import Attachment, Message, Workspace, attachment_path
+from conduit.signals import messages_stored
 
 log = logging.getLogger(__name__)
 _parser = BytesParser(policy=policy.compat32)
@@ -335,6 +336,8 @@ def ingest_batch(
         len(batch) - len(created),
         extra={"category": "ingest"},
     )
+    if created:
+        messages_stored.send(sender=Message, workspace_id=workspace.pk, message_ids=[m.pk for m in created])
     by_id = {m.message_id: m for m in created}
     results, seen = [], set()
     for parsed in batch:

@@ -312,6 +312,36 @@ SALESFORCE_DAILY_PAUSE_RATIO = env.float("SALESFORCE_DAILY_PAUSE_RATIO", default
 SALESFORCE_DAILY_PAUSE_SECONDS = env.int("SALESFORCE_DAILY_PAUSE_SECONDS", default=3600)
 CONDUIT_RATE_LIMIT_DIR = VAR_DIR / "ratelimit"
 
+# --- Curated CRM writes (reconcile/) ---
+# True forces dry run on every connection: writes are planned and shown, never sent.
+CONDUIT_FORCE_DRY_RUN = env.bool("CONDUIT_FORCE_DRY_RUN", default=False)
+
+
+def _int_in(name: str, default: int, low: int, high: int) -> int:
+    value = env.int(name, default=default)
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be between {low} and {high}")
+    return value
+
+
+# Full-jitter backoff: the n-th retry waits random(0, min(cap, base * 2**n)) seconds.
+CONDUIT_WRITE_BACKOFF_BASE_SECONDS = _int_in("CONDUIT_WRITE_BACKOFF_BASE_SECONDS", 30, 1, 3600)
+CONDUIT_WRITE_BACKOFF_CAP_SECONDS = _int_in("CONDUIT_WRITE_BACKOFF_CAP_SECONDS", 6 * 3600, 60, 7 * 86400)
+# Failed attempts (transient errors) before a write becomes a permanent failure.
+CONDUIT_WRITE_MAX_ATTEMPTS = _int_in("CONDUIT_WRITE_MAX_ATTEMPTS", 8, 1, 50)
+# A claimed write not finished within the lease is swept back to the queue (outcome checked first).
+CONDUIT_WRITE_LEASE_SECONDS = _int_in("CONDUIT_WRITE_LEASE_SECONDS", 600, 60, 3600)
+# Rows claimed per statement and at most per reconcile run.
+CONDUIT_RECONCILE_BATCH_SIZE = _int_in("CONDUIT_RECONCILE_BATCH_SIZE", 500, 1, 10000)
+CONDUIT_RECONCILE_LIMIT = _int_in("CONDUIT_RECONCILE_LIMIT", 5000, 1, 1_000_000)
+# A short Retry-After is re-enqueued with a countdown; anything longer waits for reconcile
+# (a countdown must stay far below the broker's visibility timeout).
+CONDUIT_WRITE_REQUEUE_MAX_SECONDS = _int_in("CONDUIT_WRITE_REQUEUE_MAX_SECONDS", 60, 0, 600)
+# Contact -> deal lookups older than this are refreshed from the CRM before a write.
+CONDUIT_DEAL_MAPPING_TTL_HOURS = _int_in("CONDUIT_DEAL_MAPPING_TTL_HOURS", 24, 1, 24 * 30)
+# At most this many external participants of one message get a write (a mass mail is not activity).
+CONDUIT_MAX_WRITES_PER_MESSAGE = _int_in("CONDUIT_MAX_WRITES_PER_MESSAGE", 10, 1, 100)
+
 # --- Metrics: prometheus-client in multiprocess mode (gunicorn workers + Celery share one dir) ---
 CONDUIT_METRICS_TOKEN = env.str("CONDUIT_METRICS_TOKEN", default="").strip()
 if CONDUIT_METRICS_TOKEN and len(CONDUIT_METRICS_TOKEN) < 24:

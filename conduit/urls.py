@@ -47,5 +47,6 @@ urlpatterns = [
         integration_api.DisconnectView.as_view(),
         name="api-integration-disconnect",
     ),
+    path("api/v1/admin/pause-sync", integration_api.PauseSyncView.as_view(), name="api-pause-sync"),
     path("admin/", admin.site.urls),
 ]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from conduit.admin import ReadOnlyAdmin
 from conduit.services import ConduitError
-from integrations.models import CrmConnection, OAuthState, PendingInstall, SyncLog
+from integrations.models import CrmConnection, OAuthState, PendingInstall, SyncLog, SyncPause
+from integrations.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.providers.errors import ProviderError
 from integrations.tokens import refresh_connection
 
@@ -99,3 +102,50 @@ class SyncLogAdmin(ReadOnlyAdmin):
     search_fields = ("operation", "error_code", "summary", "workspace__slug")
     date_hierarchy = "created_at"
     list_select_related = ("workspace",)
+
+
+class SyncPauseForm(forms.ModelForm):
+    class Meta:
+        model = SyncPause
+        fields = ("scope", "provider", "workspace", "connection", "reason")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        scope = data.get("scope")
+        try:
+            self.pause_target = target_for(
+                provider=(data.get("provider") or "") if scope == "provider" else "",
+                workspace=data.get("workspace") if scope == "workspace" else None,
+                connection=data.get("connection") if scope == "connection" else None,
+                everything=scope == "global",
+            )
+        except ConduitError as exc:
+            raise ValidationError(exc.user_message) from None
+        return data
+
+
+@admin.register(SyncPause)
+class SyncPauseAdmin(admin.ModelAdmin):
+    """Add a row to pause, delete it to resume; both go through the audited services."""
+
+    form = SyncPauseForm
+    list_display = ("__str__", "scope", "provider", "workspace", "connection", "reason", "actor", "paused_at")
+    list_filter = ("scope", "provider")
+    autocomplete_fields = ("workspace",)
+    raw_id_fields = ("connection",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        pause, created = do_pause_sync(form.pause_target, reason=obj.reason, actor=f"user:{request.user.pk}")
+        obj.pk = pause.pk
+        if not created:
+            self.message_user(request, "That scope was already paused; nothing changed.", messages.WARNING)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        do_resume_sync(target_of(obj), actor=f"user:{request.user.pk}")
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for pause in queryset:
+            do_resume_sync(target_of(pause), actor=f"user:{request.user.pk}")

@@ -13,11 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError
+from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
 from integrations import claims
 from integrations.connections import do_disconnect, live_connection
 from integrations.models import CRM_CHOICES, CrmConnection
+from integrations.pauses import PauseTarget, do_pause_sync, do_resume_sync, target_for
 from integrations.providers.errors import ProviderError
 from integrations.tokens import refresh_connection
 
@@ -132,3 +134,79 @@ class ClaimInstallView(APIView):
         except ConduitError as exc:
             raise ApiError(exc.user_message, code=exc.error_code, status=409) from None
         return Response({**connection_json(conn), "workspace_id": conn.workspace_id})
+
+
+class StaffOnly(permissions.BasePermission):
+    message = "operators only: sign in to the admin as staff"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff)
+
+
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+class PauseSyncView(APIView):
+    """POST /api/v1/admin/pause-sync?provider=hubspot&pause=true (or workspace_id=, connection_id=,
+    all=true; reason=): the kill switch. Paused writes stay queued and burn no attempts."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [StaffOnly]
+
+    def post(self, request: Request) -> Response:
+        params = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
+        pause = str(params.get("pause", "")).lower()
+        if pause not in TRUE + FALSE:
+            raise ApiError("send pause=true or pause=false", code="invalid", status=400)
+        target = self.target(params)
+        actor = f"user:{request.user.pk}"
+        if pause in FALSE:
+            lifted = do_resume_sync(target, actor=actor)
+            return Response({**target.describe(), "paused": False, "changed": lifted})
+        reason = str(params.get("reason") or "").strip() or f"paused through the API by {actor}"
+        try:
+            row, created = do_pause_sync(target, reason=reason, actor=actor)
+        except ConduitError as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=400) from None
+        return Response(
+            {
+                **target.describe(),
+                "paused": True,
+                "changed": created,
+                "reason": row.reason,
+                "since": row.paused_at,
+            }
+        )
+
+    def target(self, params: dict[str, Any]) -> PauseTarget:
+        workspace = connection = None
+        with system_scope():
+            if (raw := params.get("workspace_id")) not in (None, ""):
+                workspace = Workspace.objects.filter(pk=int_param("workspace_id", raw)).first()
+                if workspace is None:
+                    raise ApiError(f"no workspace with id {raw}", code="not_found", status=404)
+            if (raw := params.get("connection_id")) not in (None, ""):
+                connection = (
+                    CrmConnection.objects.select_related("workspace")
+                    .filter(pk=int_param("connection_id", raw))
+                    .first()
+                )
+                if connection is None:
+                    raise ApiError(f"no CRM connection with id {raw}", code="not_found", status=404)
+        try:
+            return target_for(
+                provider=str(params.get("provider") or ""),
+                workspace=workspace,
+                connection=connection,
+                everything=str(params.get("all", "")).lower() in TRUE,
+            )
+        except ConduitError as exc:
+            raise ApiError(exc.user_message, code=exc.error_code, status=400) from None
+
+
+def int_param(name: str, raw: Any) -> int:
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise ApiError(f"{name} must be an integer", code="invalid", status=400) from None

@@ -180,3 +180,51 @@ class SyncLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.operation} {self.status}"
+
+
+class SyncPause(models.Model):
+    """A kill switch: while a row exists, writes in its scope stay queued and burn no attempts.
+
+    Scopes nest: global > provider > workspace > connection. Resuming deletes the row (audited)."""
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", "Everything"
+        PROVIDER = "provider", "One CRM"
+        WORKSPACE = "workspace", "One workspace"
+        CONNECTION = "connection", "One connection"
+
+    scope = models.CharField(max_length=20, choices=Scope.choices)
+    provider = models.CharField(max_length=20, choices=CRM_CHOICES, blank=True)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="sync_pauses"
+    )
+    connection = models.ForeignKey(
+        CrmConnection, on_delete=models.CASCADE, null=True, blank=True, related_name="sync_pauses"
+    )
+    reason = models.CharField(max_length=500)
+    actor = models.CharField(max_length=200)
+    paused_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "crm_sync_pauses"
+        constraints = [
+            models.UniqueConstraint(fields=["scope"], condition=Q(scope="global"), name="pause_one_global"),
+            models.UniqueConstraint(
+                fields=["provider"], condition=Q(scope="provider"), name="pause_one_per_provider"
+            ),
+            models.UniqueConstraint(
+                fields=["workspace"], condition=Q(scope="workspace"), name="pause_one_per_workspace"
+            ),
+            models.UniqueConstraint(
+                fields=["connection"], condition=Q(scope="connection"), name="pause_one_per_connection"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = {
+            "global": "all CRM sync",
+            "provider": self.provider,
+            "workspace": f"workspace {self.workspace_id}",
+            "connection": f"connection {self.connection_id}",
+        }[self.scope]
+        return f"paused: {what}"

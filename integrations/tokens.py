@@ -188,3 +188,27 @@ def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Cl
             if locked.status == CrmConnection.Status.CONNECTED and locked.access_token == conn.access_token:
                 mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
         raise AuthRevoked(exc.provider, "access_token_rejected", exc.message) from None
+
+
+def mark_scope_missing(connection_id: int, missing: list[str], *, actor: str) -> None:
+    """The CRM refused a call for want of scopes: the connection needs a reconnect (audited).
+    The grant is kept; the customer reconnects and grants what is listed."""
+    with system_scope():
+        conn = (
+            CrmConnection.objects.select_for_update(of=("self",))
+            .select_related("workspace")
+            .get(pk=connection_id)
+        )
+        if conn.status != CrmConnection.Status.CONNECTED:
+            return
+        conn.status = CrmConnection.Status.ERROR
+        conn.last_error = "missing_scope"
+        conn.external_account_json = {**conn.external_account_json, "missing_scopes": sorted(missing)}
+        conn.save(update_fields=["status", "last_error", "external_account_json", "updated_at"])
+        record_audit(
+            "crm_connection_error",
+            actor=actor,
+            workspace=conn.workspace,
+            target=conn,
+            payload={"crm": conn.crm, "last_error": "missing_scope", "missing_scopes": sorted(missing)},
+        )

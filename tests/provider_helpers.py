@@ -13,6 +13,7 @@ from integrations.synclog import CallContext
 
 HS_TOKEN = "hs-access-token-0123456789abcdef"
 SF_TOKEN = "00Dsf!AQ4AQFakeSessionToken0123456789"
+MARKER = "cdw0123456789abcdef01234567"
 
 
 def hubspot_account(api_token: str = HS_TOKEN, key: str = "4400001", **ctx: Any) -> Account:
@@ -34,12 +35,13 @@ def activity(contact_id: str, deal_id: str | None = None, **kw: Any) -> Activity
         text=kw.pop(
             "text",
             "Email from maya.lopez@acme-logistics.example to sam@demo.conduit.local, inbound, "
-            "2026-11-16 09:12 UTC. Open in Conduit: https://conduit.example/messages/12/ [conduit:abc123]",
+            "2026-11-16 09:12 UTC. Open in Conduit: https://conduit.example/messages/12/ "
+            f"[{MARKER}]",
         ),
         occurred_at=kw.pop("occurred_at", datetime(2026, 11, 16, 9, 12, tzinfo=UTC)),
         contact_id=contact_id,
         deal_id=deal_id,
-        marker=kw.pop("marker", "conduit:abc123"),
+        marker=kw.pop("marker", MARKER),
         **kw,
     )
 

@@ -1,4 +1,5 @@
-"""The HTTP seam's helpers: Retry-After parsing, one session per process, error scrubbing."""
+"""The HTTP seam's helpers: Retry-After parsing, one session per process, error scrubbing; the
+write dispatch and marker checks every provider shares."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from integrations.providers import base
 from integrations.providers.base import Account, http_session, parse_retry_after
 from integrations.providers.errors import MissingScope, Permanent, RateLimited
+from tests.provider_helpers import MARKER, activity
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -77,19 +79,83 @@ def test_base_provider_hooks_are_abstract() -> None:
         lambda: provider.find_open_deal(Account("x", "t", "k"), "1"),
         lambda: provider.create_note(Account("x", "t", "k"), None),  # type: ignore[arg-type]
         lambda: provider.create_task(Account("x", "t", "k"), None),  # type: ignore[arg-type]
+        lambda: provider.write_payload("create_note", activity("1")),
+        lambda: provider.find_write(Account("x", "t", "k"), "create_task", activity("1")),
     ):
         with pytest.raises(NotImplementedError):
             call()
 
 
-def test_marker_is_always_carried_and_the_text_cut_to_the_field_limit() -> None:
-    from tests.provider_helpers import activity
+class Recorder(base.Provider):
+    name = "recorder"
 
+    def create_note(self, account: Account, activity: base.Activity) -> str:
+        return f"note {activity.marker}"
+
+    def create_task(self, account: Account, activity: base.Activity) -> str:
+        return f"task {activity.marker}"
+
+
+def test_write_dispatches_on_the_operation() -> None:
+    account = Account("x", "t", "k")
+    assert Recorder().write(account, "create_note", activity("1")) == f"note {MARKER}"
+    assert Recorder().write(account, "create_task", activity("1")) == f"task {MARKER}"
+
+
+@pytest.mark.parametrize("operation", ["delete_note", "create_deal", "", "CREATE_NOTE"])
+@pytest.mark.parametrize("name", ["hubspot", "salesforce"])
+def test_unknown_write_operations_are_refused(name: str, operation: str) -> None:
+    from integrations.providers import get_provider
+
+    provider, account = (
+        get_provider(name),
+        Account(name, "t", "k", instance_url="https://a.my.salesforce.com"),
+    )
+    message = f"unknown write operation {operation!r}; expected one of create_note, create_task"
+    for call in (
+        lambda: provider.write(account, operation, activity("1")),
+        lambda: provider.write_payload(operation, activity("1")),
+        lambda: provider.find_write(account, operation, activity("1")),
+        lambda: Recorder().write(account, operation, activity("1")),
+    ):
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("marker", "ok"),
+    [
+        (MARKER, True),
+        ("cdw" + "f" * 24, True),
+        ("cdw" + "0" * 23, False),
+        ("cdw" + "0" * 25, False),
+        ("CDW" + "0" * 24, False),
+        ("cdw" + "A" * 24, False),
+        ("cdw" + "g" * 24, False),
+        (f"{MARKER}\n", False),
+        (f" {MARKER}", False),
+        ("cdw%" + "0" * 23, False),
+        ("conduit:abc123", False),
+        ("", False),
+    ],
+)
+def test_marker_must_be_cdw_and_24_lowercase_hex_digits(marker: str, ok: bool) -> None:
+    if ok:
+        assert base.check_marker(marker) == marker
+    else:
+        with pytest.raises(ValueError, match="invalid marker"):
+            base.check_marker(marker)
+
+
+def test_marker_is_always_carried_and_the_text_cut_to_the_field_limit() -> None:
     plain = activity("101", text="x" * 100, marker="conduit:k1")
     assert base.with_marker(plain, 50) == "x" * 37 + " [conduit:k1]"
     assert len(base.with_marker(plain, 50)) == 50
     already = activity("101", text="note [conduit:k1]", marker="conduit:k1")
     assert base.with_marker(already, 50) == "note [conduit:k1]"
+    assert base.marked("Follow up", MARKER, 255) == f"Follow up [{MARKER}]"
+    assert base.marked("y" * 300, MARKER, 255) == "y" * 225 + f" [{MARKER}]"
 
 
 def test_authorize_url_refuses_without_client_credentials(settings) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import requests
 import responses
 
 from integrations.providers import get_provider
-from integrations.providers.base import Account, Provider, TokenSet
+from integrations.providers.base import Account, Provider, TokenSet, http_session
 from integrations.providers.errors import (
     AuthRevoked,
     MissingScope,
@@ -27,7 +27,7 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
-from tests.provider_helpers import activity
+from tests.provider_helpers import MARKER, activity
 from tests.sandbox_helpers import answer_consent
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +50,9 @@ FAULTS = [
     ("validation", Permanent),
     ("hang", Transient),
 ]
+OPERATIONS = ["create_note", "create_task"]
+NOTE_MARKER, TASK_MARKER = "cdw" + "a1" * 12, "cdw" + "b2" * 12
+UNKNOWN_MARKER = "cdw" + "0" * 24
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -75,6 +78,9 @@ class Backend:
     def expect_lookups(self) -> None: ...
 
     def expect_writes(self) -> None: ...
+
+    def expect_find(self) -> None:
+        """Searches for a write by its marker (HubSpot search, Salesforce SOQL on Task)."""
 
     def expect_revoke(self) -> None: ...
 
@@ -103,6 +109,9 @@ def hubspot_error(status: int, category: str, message: str, **extra: Any) -> tup
     }
 
 
+MOCK_MARKED_TASK = re.compile(
+    r"SELECT Id FROM Task WHERE WhoId = '(?P<who>\w+)' AND Subject LIKE '%(?P<marker>\w+)%' LIMIT 1"
+)
 MOCK_FAULTS: dict[str, dict[str, tuple[int, Any, dict[str, str]]]] = {
     "hubspot": {
         "rate_limit": (
@@ -193,6 +202,7 @@ class MockBackend(Backend):
     def __init__(self, name: str, mock: responses.RequestsMock, settings: Any) -> None:
         self.provider = get_provider(name)
         self.mock = mock
+        self.query_mocked = False
         if name == "hubspot":
             settings.HUBSPOT_API_BASE_URL = MOCK_HUBSPOT
             settings.HUBSPOT_AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
@@ -279,30 +289,73 @@ class MockBackend(Backend):
                 },
             )
         else:
+            self.expect_query()
 
-            def query(request: Any) -> tuple[int, dict[str, str], str]:
-                soql = parse_qs(urlsplit(request.url).query)["q"][0]
-                if "FROM Contact" in soql:
-                    records = (
-                        [{"attributes": {"type": "Contact"}, "Id": ids["contact"]}] if MAYA in soql else []
-                    )
-                else:
-                    records = [
-                        {"attributes": {"type": "OpportunityContactRole"}, "OpportunityId": ids["open_deal"]}
-                    ]
-                body = {"totalSize": len(records), "done": True, "records": records}
-                return 200, {"Sforce-Limit-Info": "api-usage=12/100000"}, json.dumps(body)
+    def expect_query(self) -> None:
+        """One SOQL callback for the three queries the client sends (registered once)."""
+        if self.query_mocked:
+            return
+        self.query_mocked = True
+        ids = IDS[self.provider.name]
 
-            self.mock.add_callback("GET", f"{MOCK_SF_INSTANCE}/services/data/v66.0/query", callback=query)
+        def query(request: Any) -> tuple[int, dict[str, str], str]:
+            soql = parse_qs(urlsplit(request.url).query)["q"][0]
+            if "FROM Contact" in soql:
+                records = [{"attributes": {"type": "Contact"}, "Id": ids["contact"]}] if MAYA in soql else []
+            elif match := MOCK_MARKED_TASK.fullmatch(soql):
+                records = [
+                    {"attributes": {"type": "Task"}, "Id": created["id"]}
+                    for sent, created in self.created()
+                    if sent["WhoId"] == match["who"] and match["marker"] in sent["Subject"]
+                ][:1]
+            else:
+                records = [
+                    {"attributes": {"type": "OpportunityContactRole"}, "OpportunityId": ids["open_deal"]}
+                ]
+            body = {"totalSize": len(records), "done": True, "records": records}
+            return 200, {"Sforce-Limit-Info": "api-usage=12/100000"}, json.dumps(body)
+
+        self.mock.add_callback("GET", f"{MOCK_SF_INSTANCE}/services/data/v66.0/query", callback=query)
 
     def expect_writes(self) -> None:
         if self.provider.name == "hubspot":
             self.mock.post(self.write_urls[0], status=201, json={"id": "90001", "properties": {}})
             self.mock.post(self.write_urls[1], status=201, json={"id": "90002", "properties": {}})
         else:
-            self.mock.post(
-                self.write_urls[0], status=201, json={"id": "00T5g000001", "success": True, "errors": []}
+
+            def create(request: Any) -> tuple[int, dict[str, str], str]:
+                task_id = f"00T5g00000{len(self.created()) + 1:05d}AAJ"
+                return 201, {}, json.dumps({"id": task_id, "success": True, "errors": []})
+
+            self.mock.add_callback("POST", self.write_urls[0], callback=create)
+
+    def expect_find(self) -> None:
+        if self.provider.name == "salesforce":
+            self.expect_query()
+            return
+
+        def search(request: Any) -> tuple[int, dict[str, str], str]:
+            (flt,) = json.loads(request.body)["filterGroups"][0]["filters"]
+            assert flt["operator"] == "CONTAINS_TOKEN"
+            results = [
+                {"id": created["id"]}
+                for sent, created in self.created()
+                if flt["value"] in re.split(r"[^0-9A-Za-z]+", sent["properties"].get(flt["propertyName"], ""))
+            ][:1]
+            return 200, {}, json.dumps({"total": len(results), "results": results})
+
+        for object_type in ("notes", "tasks"):
+            self.mock.add_callback(
+                "POST", f"{MOCK_HUBSPOT}/crm/v3/objects/{object_type}/search", callback=search
             )
+
+    def created(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(request body, response body) of each successful write so far, oldest first."""
+        return [
+            (json.loads(c.request.body), json.loads(c.response.text))
+            for c in self.mock.calls
+            if c.request.url in self.write_urls and c.response is not None and c.response.status_code < 300
+        ]
 
     def expect_revoke(self) -> None:
         if self.provider.name == "hubspot":
@@ -331,11 +384,7 @@ class MockBackend(Backend):
         self.mock.post(url, status=status, json=body, headers=headers)
 
     def written(self) -> list[dict[str, Any]]:
-        bodies = [
-            json.loads(c.request.body)
-            for c in self.mock.calls
-            if c.request.url in self.write_urls and c.response is not None and c.response.status_code < 300
-        ]
+        bodies = [sent for sent, _ in self.created()]
         if self.provider.name == "salesforce":
             return bodies
         return [
@@ -392,9 +441,8 @@ class SandboxBackend(Backend):
         ]
 
 
-@pytest.fixture(params=["hubspot-mock", "hubspot-sandbox", "salesforce-mock", "salesforce-sandbox"])
-def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
-    name, kind = request.param.split("-")
+def make_backend(param: str, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
+    name, kind = param.split("-")
     if kind == "mock":
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             yield MockBackend(name, mock, settings)
@@ -402,6 +450,42 @@ def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, 
         base_url = sandboxes[name]
         requests.post(f"{base_url}/_sandbox/reset", timeout=5)
         yield SandboxBackend(name, base_url, settings)
+
+
+@pytest.fixture(params=["hubspot-mock", "hubspot-sandbox", "salesforce-mock", "salesforce-sandbox"])
+def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
+    yield from make_backend(request.param, settings, sandboxes)
+
+
+@pytest.fixture(params=["salesforce-mock", "salesforce-sandbox"])
+def salesforce_backend(
+    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]
+) -> Iterator[Backend]:
+    yield from make_backend(request.param, settings, sandboxes)
+
+
+@pytest.fixture(params=["hubspot", "salesforce"])
+def sandbox_backend(
+    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]
+) -> Iterator[SandboxBackend]:
+    requests.post(f"{sandboxes[request.param]}/_sandbox/reset", timeout=5)
+    yield SandboxBackend(request.param, sandboxes[request.param], settings)
+
+
+@pytest.fixture
+def sent_json(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The JSON bodies the client hands to the HTTP session, in order (mock or socket alike)."""
+    sent: list[Any] = []
+    session = http_session()
+    real = session.request
+
+    def spy(method: str, url: str, **kwargs: Any) -> Any:
+        if "json" in kwargs:
+            sent.append(kwargs["json"])
+        return real(method, url, **kwargs)
+
+    monkeypatch.setattr(session, "request", spy)
+    return sent
 
 
 def connect(backend: Backend) -> TokenSet:
@@ -490,12 +574,97 @@ def test_note_and_task_carry_the_associations_provider_facts_require(backend: Ba
         assert note["associations"] == [(ids["contact"], 202), (ids["open_deal"], 214)]
         assert task["associations"] == [(ids["contact"], 204), (ids["open_deal"], 216)]
         assert task["properties"]["hs_task_subject"] == "Follow up"
-        assert "[conduit:abc123]" in note["properties"]["hs_note_body"]
+        assert f"[{MARKER}]" in note["properties"]["hs_note_body"]
     else:
         by_subject = {w["Subject"]: w for w in written}
-        task = by_subject["Follow up"]
+        task = by_subject[f"Follow up [{MARKER}]"]
         assert (task["WhoId"], task["WhatId"]) == (ids["contact"], ids["open_deal"])
         assert task["Status"] == "Not Started"
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_write_payload_is_the_body_write_sends(
+    backend: Backend, sent_json: list[Any], operation: str
+) -> None:
+    account = backend.account(connect(backend))
+    backend.expect_writes()
+    ids = IDS[backend.provider.name]
+    planned = activity(ids["contact"], ids["open_deal"], subject="Follow up")
+    record_id = backend.provider.write(account, operation, planned)
+    assert record_id
+    assert sent_json == [backend.provider.write_payload(operation, planned)]
+    assert len(backend.written()) == 1
+
+
+def test_find_write_finds_a_note_and_a_task_by_marker(backend: Backend) -> None:
+    account = backend.account(connect(backend))
+    backend.expect_writes()
+    backend.expect_find()
+    provider, contact = backend.provider, IDS[backend.provider.name]["contact"]
+    note = activity(contact, text="Call notes", marker=NOTE_MARKER)
+    task = activity(contact, text="Send the contract", marker=TASK_MARKER)
+    note_id = provider.write(account, "create_note", note)
+    task_id = provider.write(account, "create_task", task)
+    assert note_id != task_id
+    assert provider.find_write(account, "create_note", note) == note_id
+    assert provider.find_write(account, "create_task", task) == task_id
+    unknown = activity(contact, text="Never written", marker=UNKNOWN_MARKER)
+    assert provider.find_write(account, "create_note", unknown) is None
+    assert provider.find_write(account, "create_task", unknown) is None
+
+
+@pytest.mark.parametrize(
+    "marker", ["conduit:abc123", "cdw" + "A" * 24, "cdw" + "0" * 23, "cdw%" + "0" * 23, f"{NOTE_MARKER}\n"]
+)
+def test_find_write_refuses_a_malformed_marker_before_any_call(backend: Backend, marker: str) -> None:
+    account = backend.account(connect(backend))
+    backend.expect_find()
+    odd = activity(IDS[backend.provider.name]["contact"], marker=marker)
+    for operation in OPERATIONS:
+        with pytest.raises(ValueError, match="invalid marker"):
+            backend.provider.find_write(account, operation, odd)
+
+
+def test_salesforce_subject_carries_the_marker_within_255_characters(salesforce_backend: Backend) -> None:
+    backend = salesforce_backend
+    account = backend.account(connect(backend))
+    backend.expect_writes()
+    backend.expect_find()
+    contact = IDS["salesforce"]["contact"]
+    long_one = activity(contact, subject="Re: " + "pricing " * 60, marker=TASK_MARKER)
+    short_one = activity(contact, subject="Follow up", marker=NOTE_MARKER)
+    long_id = backend.provider.write(account, "create_task", long_one)
+    backend.provider.write(account, "create_note", short_one)
+    subjects = {w["Subject"] for w in backend.written()}
+    cut = next(s for s in subjects if TASK_MARKER in s)
+    assert len(cut) == 255 and cut == long_one.subject[: 255 - 30] + f" [{TASK_MARKER}]"
+    assert f"Follow up [{NOTE_MARKER}]" in subjects
+    assert backend.provider.find_write(account, "create_task", long_one) == long_id
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_commit_then_hang_times_out_but_find_write_finds_the_record(
+    sandbox_backend: SandboxBackend, settings: Any, operation: str
+) -> None:
+    backend = sandbox_backend
+    settings.CONDUIT_PROVIDER_TIMEOUT = (2.0, 0.5)
+    account = backend.account(connect(backend))
+    planned = activity(IDS[backend.provider.name]["contact"], marker=NOTE_MARKER)
+    backend.inject("commit_then_hang", hang_seconds=1.5)
+    with pytest.raises(Transient) as raised:
+        backend.provider.write(account, operation, planned)
+    assert raised.value.code == "timeout"
+    state = backend.state()
+    if backend.provider.name == "hubspot":
+        stored = state["notes" if operation == "create_note" else "tasks"]
+        assert [r["id"] for r in state["notes"] + state["tasks"]] == [stored[0]["id"]]
+        record_id = stored[0]["id"]
+    else:
+        (task,) = state["tasks"]
+        assert task["Status"] == ("Completed" if operation == "create_note" else "Not Started")
+        record_id = task["Id"]
+    assert state["faults"] == []
+    assert backend.provider.find_write(account, operation, planned) == record_id
 
 
 @pytest.mark.parametrize(("fault", "error"), FAULTS, ids=[f for f, _ in FAULTS])

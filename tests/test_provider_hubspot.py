@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,7 +22,7 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
-from tests.provider_helpers import HS_TOKEN, activity, hubspot_account, metric_value
+from tests.provider_helpers import HS_TOKEN, MARKER, activity, hubspot_account, metric_value
 
 pytestmark = pytest.mark.django_db
 hs = get_provider("hubspot")
@@ -240,7 +241,7 @@ def test_note_associates_contact_202_and_deal_214() -> None:
     assert hs.create_note(hubspot_account(), activity("101", "201")) == "90001"
     sent = json.loads(responses.calls[0].request.body)
     assert sent["properties"]["hs_timestamp"] == "1794820320000"
-    assert "[conduit:abc123]" in sent["properties"]["hs_note_body"]
+    assert f"[{MARKER}]" in sent["properties"]["hs_note_body"]
     assert sent["associations"] == [
         {
             "to": {"id": "101"},
@@ -523,3 +524,56 @@ def test_health_check_sets_the_connection_status_gauge(alice) -> None:  # type: 
     with pytest.raises(TokenExpired):
         hs.check_health(account)
     assert metric_value("crm_connection_status", provider="hubspot", workspace_id=workspace_id) == 0.0
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("operation", "object_type", "body_property"),
+    [("create_note", "notes", "hs_note_body"), ("create_task", "tasks", "hs_task_body")],
+)
+def test_find_write_searches_the_body_for_the_marker_token(
+    operation: str, object_type: str, body_property: str
+) -> None:
+    responses.post(f"{API}/crm/v3/objects/{object_type}/search", json={"total": 1, "results": [{"id": "9"}]})
+    responses.post(f"{API}/crm/v3/objects/{object_type}/search", json={"total": 0, "results": []})
+    assert hs.find_write(hubspot_account(), operation, activity("101")) == "9"
+    assert hs.find_write(hubspot_account(), operation, activity("101")) is None
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent == {
+        "filterGroups": [
+            {"filters": [{"propertyName": body_property, "operator": "CONTAINS_TOKEN", "value": MARKER}]}
+        ],
+        "properties": ["hs_object_id"],
+        "limit": 1,
+    }
+
+
+@responses.activate
+def test_find_write_is_logged_as_its_own_operation_in_the_search_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from integrations.ratelimit import Bucket, get_limiter
+
+    buckets: list[str] = []
+    limiter = get_limiter()
+    real_acquire = limiter.acquire
+
+    def acquire(bucket: Bucket, account: str, **kw: Any) -> float:
+        buckets.append(bucket.name)
+        return real_acquire(bucket, account, **kw)
+
+    monkeypatch.setattr(limiter, "acquire", acquire)
+    before = metric_value("crm_sync_duration_seconds_count", provider="hubspot", operation="find_write")
+    responses.post(f"{API}/crm/v3/objects/notes/search", json={"total": 0, "results": []})
+    hs.find_write(hubspot_account(), "create_note", activity("101"))
+    assert buckets == ["search"]
+    assert (
+        metric_value("crm_sync_duration_seconds_count", provider="hubspot", operation="find_write")
+        == before + 1
+    )
+
+
+def test_write_payload_is_the_note_or_task_payload() -> None:
+    planned = activity("101", "201")
+    assert hs.write_payload("create_note", planned) == hs.note_payload(planned)
+    assert hs.write_payload("create_task", planned) == hs.task_payload(planned)

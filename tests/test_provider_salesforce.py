@@ -22,7 +22,7 @@ from integrations.providers.errors import (
 )
 from integrations.providers.salesforce import soql_quote, validate_instance_url
 from integrations.ratelimit import get_limiter
-from tests.provider_helpers import SF_TOKEN, activity, salesforce_account
+from tests.provider_helpers import MARKER, SF_TOKEN, activity, salesforce_account
 
 pytestmark = pytest.mark.django_db
 sf = get_provider("salesforce")
@@ -283,7 +283,7 @@ def test_task_sets_whoid_contact_and_whatid_opportunity() -> None:
     assert sf.create_task(salesforce_account(), activity("003A", "006A")) == "00T1"
     sent = json.loads(responses.calls[0].request.body)
     assert sent == {
-        "Subject": "Re: pricing for the annual plan",
+        "Subject": f"Re: pricing for the annual plan [{MARKER}]",
         "Description": activity("003A").text,
         "WhoId": "003A",
         "WhatId": "006A",
@@ -433,3 +433,31 @@ def test_request_limit_with_retry_after_zero_is_not_the_default_pause() -> None:
     with pytest.raises(RateLimited) as err:
         sf.find_contact(salesforce_account(), "a@b.example")
     assert err.value.retry_after == 0
+
+
+@responses.activate
+def test_find_write_looks_for_the_marker_in_the_subject_of_the_contacts_tasks() -> None:
+    responses.get(f"{REST}/query", json={"totalSize": 1, "done": True, "records": [{"Id": "00T9"}]})
+    responses.get(f"{REST}/query", json={"totalSize": 0, "done": True, "records": []})
+    assert sf.find_write(salesforce_account(), "create_note", activity("003'A")) == "00T9"
+    assert sf.find_write(salesforce_account(), "create_task", activity("003A")) is None
+    queries = [parse_qs(urlsplit(c.request.url).query)["q"][0] for c in responses.calls]
+    assert queries == [
+        f"SELECT Id FROM Task WHERE WhoId = '003\\'A' AND Subject LIKE '%{MARKER}%' LIMIT 1",
+        f"SELECT Id FROM Task WHERE WhoId = '003A' AND Subject LIKE '%{MARKER}%' LIMIT 1",
+    ]
+
+
+def test_subject_ends_with_the_marker_and_fits_255_characters() -> None:
+    long_subject = activity("003A", subject="Re: " + "x" * 400, marker="cdw" + "e" * 24)
+    subject = sf.write_payload("create_task", long_subject)["Subject"]
+    assert len(subject) == 255 and subject.endswith(" [cdw" + "e" * 24 + "]")
+    assert subject.startswith("Re: xxx")
+    already = activity("003A", subject=f"Call back [{MARKER}]")
+    assert sf.write_payload("create_note", already)["Subject"] == f"Call back [{MARKER}]"
+
+
+def test_write_payload_is_a_completed_task_for_a_note() -> None:
+    planned = activity("003A", "006A")
+    assert sf.write_payload("create_note", planned) == sf.task_payload(planned, completed=True)
+    assert sf.write_payload("create_task", planned) == sf.task_payload(planned, completed=False)

@@ -29,6 +29,7 @@ from django.core.management.base import CommandError
 
 from integrations.management.commands.run_sandbox import wait_for_signal
 from integrations.sandbox.common import redact
+from integrations.sandbox.salesforce_rest import like
 from integrations.sandbox.server import RunningSandbox, start_sandbox
 
 TIMEOUT = 5
@@ -40,6 +41,7 @@ NOTE_TO_CONTACT = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId"
 C1, C2 = "0035g00000SbxC1AAJ", "0035g00000SbxC2AAJ"
 O1, O2, O3 = "0065g00000SbxO1AAJ", "0065g00000SbxO2AAJ", "0065g00000SbxO3AAJ"
 V = "/services/data/v66.0"
+MARKER, OTHER_MARKER = "cdw" + "0a" * 12, "cdw" + "0b" * 12
 
 
 class FakeClock:
@@ -744,6 +746,26 @@ def test_hubspot_note_and_task_search(hubspot: RunningSandbox) -> None:
     }
 
 
+def test_hubspot_note_and_task_search_by_marker_token(hubspot: RunningSandbox) -> None:
+    token = mint(hubspot)["access_token"]
+    note = call(
+        hubspot, "POST", "/crm/v3/objects/notes", token, json=note_body(hs_note_body=f"Call notes [{MARKER}]")
+    ).json()
+    task = {"properties": {"hs_timestamp": "1", "hs_task_body": f"Send it [{OTHER_MARKER}]"}}
+    task_id = call(hubspot, "POST", "/crm/v3/objects/tasks", token, json=task).json()["id"]
+
+    def found(object_type: str, body_property: str, marker: str) -> list[str]:
+        flt = {"propertyName": body_property, "operator": "CONTAINS_TOKEN", "value": marker}
+        body = {"filterGroups": [{"filters": [flt]}], "properties": ["hs_object_id"], "limit": 1}
+        resp = call(hubspot, "POST", f"/crm/v3/objects/{object_type}/search", token, json=body)
+        return [r["id"] for r in resp.json()["results"]]
+
+    assert found("notes", "hs_note_body", MARKER) == [note["id"]]
+    assert found("tasks", "hs_task_body", OTHER_MARKER) == [task_id]
+    assert found("notes", "hs_note_body", OTHER_MARKER) == []
+    assert found("tasks", "hs_task_body", MARKER) == []
+
+
 def test_hubspot_unknown_paths_and_bad_json(hubspot: RunningSandbox) -> None:
     token = mint(hubspot)["access_token"]
     for method, path in [
@@ -843,6 +865,36 @@ def test_hubspot_hang_fault_answers_504_after_the_wait(hubspot: RunningSandbox) 
     assert time.monotonic() - started >= 0.3
 
 
+def test_hubspot_commit_then_hang_stores_the_note_then_answers_late(hubspot: RunningSandbox) -> None:
+    token = mint(hubspot)["access_token"]
+    fault(hubspot, kind="commit_then_hang", hang_seconds=0.3)
+    assert call(hubspot, "GET", "/account-info/v3/details", token).status_code == 200
+    assert call(hubspot, "POST", "/crm/v3/objects/notes/search", token, json={}).status_code == 200
+    assert [f["kind"] for f in call(hubspot, "GET", "/_sandbox/state").json()["faults"]] == [
+        "commit_then_hang"
+    ]
+    started = time.monotonic()
+    resp = call(hubspot, "POST", "/crm/v3/objects/notes", token, json=note_body())
+    assert resp.status_code == 201 and time.monotonic() - started >= 0.3
+    state = call(hubspot, "GET", "/_sandbox/state").json()
+    assert [n["id"] for n in state["notes"]] == [resp.json()["id"]] and state["faults"] == []
+
+
+def test_hubspot_commit_then_hang_commits_although_the_client_gave_up(hubspot: RunningSandbox) -> None:
+    token = mint(hubspot)["access_token"]
+    fault(hubspot, kind="commit_then_hang", hang_seconds=2, count=2, path_contains="/tasks")
+    note = call(hubspot, "POST", "/crm/v3/objects/notes", token, json=note_body())
+    assert note.status_code == 201  # another path: the fault stays queued
+    task = {"properties": {"hs_timestamp": "1", "hs_task_subject": "Send the contract"}}
+    for _ in range(2):
+        with pytest.raises(requests.ReadTimeout):
+            call(hubspot, "POST", "/crm/v3/objects/tasks", token, json=task, timeout=0.3)
+    state = call(hubspot, "GET", "/_sandbox/state").json()
+    assert [t["properties"]["hs_task_subject"] for t in state["tasks"]] == ["Send the contract"] * 2
+    assert state["faults"] == []
+    assert call(hubspot, "POST", "/crm/v3/objects/tasks", token, json=task).status_code == 201
+
+
 def test_hang_holds_no_lock_and_stop_wakes_it() -> None:
     sandbox = start_sandbox("hubspot", port=0)
     try:
@@ -873,6 +925,8 @@ def test_hang_holds_no_lock_and_stop_wakes_it() -> None:
         ("/_sandbox/faults", {"kind": "hang", "rate": 2}, "invalid rate: 2"),
         ("/_sandbox/faults", {"kind": "hang", "retry_after": True}, "invalid retry_after: True"),
         ("/_sandbox/faults", {"kind": "hang", "colour": "red"}, "unknown fault fields: ['colour']"),
+        ("/_sandbox/faults", {"kind": "commit_then_hang", "hang_seconds": 601}, "invalid hang_seconds: 601"),
+        ("/_sandbox/faults", {"kind": "commit_then_hang", "count": 0}, "invalid count: 0"),
         ("/_sandbox/faults", [], "fault must be a JSON object"),
         ("/_sandbox/config", {"daily_api_limit": 5}, "unknown config key 'daily_api_limit'"),
         ("/_sandbox/config", {"ten_second_limit": "5"}, "ten_second_limit must be a non-negative integer"),
@@ -1315,6 +1369,59 @@ def test_salesforce_unsupported_query(salesforce: RunningSandbox) -> None:
     ]
 
 
+def marked_task_query(who: str, pattern: str, limit: str = " LIMIT 1") -> str:
+    return f"SELECT Id FROM Task WHERE WhoId = '{who}' AND Subject LIKE '{pattern}'{limit}"
+
+
+def test_salesforce_marked_task_query(salesforce: RunningSandbox) -> None:
+    token = mint(salesforce)["access_token"]
+    ids = [
+        call(salesforce, "POST", f"{V}/sobjects/Task", token, json={"Subject": subject, "WhoId": who}).json()[
+            "id"
+        ]
+        for subject, who in [
+            (f"Re: pricing [{MARKER}]", C1),
+            (f"Follow up [{OTHER_MARKER}]", C1),
+            (f"Re: pricing [{MARKER}]", C2),
+            ("50% off_", C1),
+        ]
+    ]
+
+    def found(soql: str) -> list[str]:
+        resp = query(salesforce, token, soql)
+        assert resp.status_code == 200, resp.text
+        return [r["Id"] for r in resp.json()["records"]]
+
+    assert found(marked_task_query(C1, f"%{MARKER}%")) == [ids[0]]
+    assert found(marked_task_query(C2, f"%{MARKER}%")) == [ids[2]]
+    assert found(marked_task_query(C1, f"%{MARKER.upper()}%")) == [ids[0]]  # LIKE ignores case
+    assert found(marked_task_query(C1, "cdw" + "0" * 24)) == []
+    assert found(marked_task_query(C1, "%[cdw%", "")) == ids[:2]
+    assert found(marked_task_query(C1, "%[cdw%")) == ids[:1]
+    assert found(marked_task_query(C1, r"50\% off\_")) == [ids[3]]
+    assert found(marked_task_query(C1, "5_% off_")) == [ids[3]]
+    assert found(marked_task_query(C1, r"%\'%")) == []
+    record = query(salesforce, token, marked_task_query(C1, f"%{MARKER}%")).json()["records"][0]
+    assert record == {"attributes": {"type": "Task", "url": f"{V}/sobjects/Task/{ids[0]}"}, "Id": ids[0]}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("%abc%", "xxABCxx", True),
+        ("a_c", "abc", True),
+        ("a_c", "abbc", False),
+        (r"a\_c", "a_c", True),
+        (r"a\_c", "abc", False),
+        (r"100\%", "100%", True),
+        ("a.c", "abc", False),
+        ("%", "line one\nline two", True),
+    ],
+)
+def test_soql_like_patterns(pattern: str, text: str, matches: bool) -> None:
+    assert bool(like(pattern).fullmatch(text)) == matches
+
+
 def test_salesforce_create_and_read_task(salesforce: RunningSandbox) -> None:
     token = mint(salesforce)["access_token"]
     body = {
@@ -1576,6 +1683,41 @@ def test_salesforce_faults_reach_userinfo_but_not_token_endpoints(salesforce: Ru
     assert sf_authorize(salesforce).status_code == 200
     assert call(salesforce, "POST", "/services/oauth2/revoke", data={"token": "x"}).status_code == 400
     assert call(salesforce, "GET", "/services/oauth2/userinfo", tokens["access_token"]).status_code == 500
+
+
+def test_salesforce_commit_then_hang_stores_the_task_then_answers_late(salesforce: RunningSandbox) -> None:
+    token = mint(salesforce)["access_token"]
+    fault(salesforce, kind="commit_then_hang", hang_seconds=0.5)
+    assert call(salesforce, "GET", f"{V}/limits", token).status_code == 200
+    assert call(salesforce, "GET", f"{V}/sobjects/Task/00T5g0000000001AAJ", token).status_code == 404
+    assert call(salesforce, "POST", f"{V}/composite", token, json={}).status_code == 400
+    assert len(call(salesforce, "GET", "/_sandbox/state").json()["faults"]) == 1
+    with pytest.raises(requests.ReadTimeout):
+        call(salesforce, "POST", f"{V}/sobjects/Task", token, json={"Subject": "Lost reply"}, timeout=0.2)
+    state = call(salesforce, "GET", "/_sandbox/state").json()
+    assert [t["Subject"] for t in state["tasks"]] == ["Lost reply"] and state["faults"] == []
+    fault(salesforce, kind="commit_then_hang", hang_seconds=0.2)
+    started = time.monotonic()
+    resp = call(salesforce, "POST", f"{V}/sobjects/Task", token, json={"Subject": "Late reply"})
+    assert resp.status_code == 201 and time.monotonic() - started >= 0.2
+    assert resp.headers["Sforce-Limit-Info"].startswith("api-usage=")
+
+
+def test_commit_then_hang_holds_no_lock_and_stop_wakes_it() -> None:
+    sandbox = start_sandbox("salesforce", port=0)
+    try:
+        token = mint(sandbox)["access_token"]
+        fault(sandbox, kind="commit_then_hang", hang_seconds=60)
+        with pytest.raises(requests.ReadTimeout):
+            call(sandbox, "POST", f"{V}/sobjects/Task", token, json={"Subject": "x"}, timeout=0.5)
+        started = time.monotonic()
+        assert len(call(sandbox, "GET", "/_sandbox/state").json()["tasks"]) == 1
+        assert time.monotonic() - started < 1
+    finally:
+        started = time.monotonic()
+        sandbox.stop()
+    assert time.monotonic() - started < 2
+    assert not sandbox._thread.is_alive()
 
 
 def test_salesforce_state_and_overview_page(salesforce: RunningSandbox) -> None:

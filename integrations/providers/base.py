@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,11 +95,37 @@ class Activity:
     due_at: datetime | None = None
 
 
+WRITE_OPERATIONS = ("create_note", "create_task")
+# "cdw" and 24 lowercase hex digits: one alphanumeric token, so it needs no escaping in a SOQL
+# LIKE or a HubSpot CONTAINS_TOKEN filter.
+MARKER_RE = re.compile(r"cdw[0-9a-f]{24}")
+
+
+def check_operation(operation: str) -> str:
+    if operation not in WRITE_OPERATIONS:
+        raise ValueError(
+            f"unknown write operation {operation!r}; expected one of {', '.join(WRITE_OPERATIONS)}"
+        )
+    return operation
+
+
+def check_marker(marker: str) -> str:
+    if not MARKER_RE.fullmatch(marker):
+        raise ValueError(f"invalid marker {marker!r}; expected 'cdw' and 24 lowercase hex digits")
+    return marker
+
+
+def marked(text: str, marker: str, limit: int) -> str:
+    """`text` cut so that it and ` [marker]` fit `limit` characters, ending with the marker
+    (nothing is appended when the text already contains it)."""
+    suffix = "" if marker in text else f" [{marker}]"
+    return text[: limit - len(suffix)] + suffix
+
+
 def with_marker(activity: Activity, limit: int) -> str:
     """The activity text, cut to the provider's field limit, always ending with the marker
     (so a write whose outcome is unknown can be found at the provider again)."""
-    suffix = "" if activity.marker in activity.text else f" [{activity.marker}]"
-    return activity.text[: limit - len(suffix)] + suffix
+    return marked(activity.text, activity.marker, limit)
 
 
 @dataclass(frozen=True)
@@ -188,6 +215,29 @@ class Provider:
         raise NotImplementedError
 
     def create_task(self, account: Account, activity: Activity) -> str:
+        raise NotImplementedError
+
+    def write(self, account: Account, operation: str, activity: Activity) -> str:
+        """Send one write ("create_note" or "create_task"); returns the new record's id."""
+        if check_operation(operation) == "create_note":
+            return self.create_note(account, activity)
+        return self.create_task(account, activity)
+
+    def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
+        """The exact JSON body `write(account, operation, activity)` sends."""
+        check_operation(operation)
+        raise NotImplementedError
+
+    def find_write(self, account: Account, operation: str, activity: Activity) -> str | None:
+        """The id of the record an earlier `write` of this activity created, found at the
+        provider by its marker, or None. Called before any resend of a write whose outcome
+        is unknown. Refuses (ValueError) an unknown operation or a malformed marker."""
+        check_operation(operation)
+        check_marker(activity.marker)
+        return self.find_marked(account, operation, activity)
+
+    def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
+        """Hook for `find_write`: look the record up by `activity.marker` (already validated)."""
         raise NotImplementedError
 
     def missing_scopes(self, granted: tuple[str, ...] | list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from integrations.providers.base import (
     HealthResult,
     Provider,
     TokenSet,
+    check_operation,
     json_or_none,
     short,
     with_marker,
@@ -46,6 +47,14 @@ ASSOCIATION_TYPES = {
 }
 REVOKED_STATUSES = {"BAD_REFRESH_TOKEN", "BAD_HUB"}
 NOTE_BODY_MAX = 65536
+# Where each write carries its marker (" [<marker>]" at the end of the body) and where to search.
+MARKED_WRITES = {
+    "create_note": ("notes", "hs_note_body"),
+    "create_task": ("tasks", "hs_task_body"),
+}
+# [verify] CONTAINS_TOKEN is assumed to split the body at the brackets, so the bare marker is a
+# token; if it does not, "*{marker}*" (wildcards are documented for CONTAINS_TOKEN) is the fix.
+MARKER_SEARCH_VALUE = "{marker}"
 
 
 def api_bucket() -> Bucket:
@@ -257,27 +266,46 @@ class HubSpotProvider(Provider):
             "associations": self.associations("tasks", activity),
         }
 
-    def create_note(self, account: Account, activity: Activity) -> str:
+    def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
+        if check_operation(operation) == "create_note":
+            return self.note_payload(activity)
+        return self.task_payload(activity)
+
+    def _create(self, account: Account, operation: str, activity: Activity) -> str:
+        object_type = MARKED_WRITES[operation][0]
+        payload = self.write_payload(operation, activity)
         created = self._api_call(
-            account,
-            "create_note",
-            "POST",
-            "/crm/v3/objects/notes",
-            json=self.note_payload(activity),
-            write=True,
+            account, operation, "POST", f"/crm/v3/objects/{object_type}", json=payload, write=True
         )
         return str((created or {})["id"])
 
+    def create_note(self, account: Account, activity: Activity) -> str:
+        return self._create(account, "create_note", activity)
+
     def create_task(self, account: Account, activity: Activity) -> str:
-        created = self._api_call(
-            account,
-            "create_task",
-            "POST",
-            "/crm/v3/objects/tasks",
-            json=self.task_payload(activity),
-            write=True,
-        )
-        return str((created or {})["id"])
+        return self._create(account, "create_task", activity)
+
+    def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
+        # [verify] CRM search is eventually consistent: a new note or task is indexed after a
+        # short delay, so a search right after a create can miss it. Callers recheck only after
+        # a lease has expired (minutes later), never straight after a lost reply.
+        object_type, body_property = MARKED_WRITES[operation]
+        body = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {
+                            "propertyName": body_property,
+                            "operator": "CONTAINS_TOKEN",
+                            "value": MARKER_SEARCH_VALUE.format(marker=activity.marker),
+                        }
+                    ]
+                }
+            ],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        return self._search_one(account, "find_write", object_type, body)
 
     # --- error mapping ---
     def default_retry_after(self, resp: requests.Response) -> float:

@@ -22,7 +22,9 @@ from integrations.providers.base import (
     HealthResult,
     Provider,
     TokenSet,
+    check_operation,
     json_or_none,
+    marked,
     parse_retry_after,
     short,
     with_marker,
@@ -48,6 +50,10 @@ OPEN_OPPORTUNITY_SOQL = (
     "SELECT OpportunityId FROM OpportunityContactRole WHERE ContactId = {contact} "
     "AND Opportunity.IsClosed = false ORDER BY Opportunity.LastModifiedDate DESC LIMIT 1"
 )
+# Description is a long textarea, which SOQL cannot filter on: the marker also ends the Subject.
+MARKED_TASK_SOQL = "SELECT Id FROM Task WHERE WhoId = {contact} AND Subject LIKE {pattern} LIMIT 1"
+SUBJECT_MAX = 255
+DESCRIPTION_MAX = 32000
 ID_URL_RE = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
 
 
@@ -256,8 +262,8 @@ class SalesforceProvider(Provider):
 
     def task_payload(self, activity: Activity, *, completed: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "Subject": activity.subject[:255],
-            "Description": with_marker(activity, 32000),
+            "Subject": marked(activity.subject, activity.marker, SUBJECT_MAX),
+            "Description": with_marker(activity, DESCRIPTION_MAX),
             "WhoId": activity.contact_id,
             "ActivityDate": (activity.due_at or activity.occurred_at).date().isoformat(),
             "Status": "Completed" if completed else "Not Started",
@@ -273,12 +279,23 @@ class SalesforceProvider(Provider):
             raise Permanent(self.name, "invalid_create_response", "the create response has no id")
         return str(created["id"])
 
-    def create_note(self, account: Account, activity: Activity) -> str:
+    def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
         # Salesforce has no note in Conduit's scope: a note is a completed Task (logged activity).
-        return self._create_task(account, "create_note", self.task_payload(activity, completed=True))
+        return self.task_payload(activity, completed=check_operation(operation) == "create_note")
+
+    def create_note(self, account: Account, activity: Activity) -> str:
+        return self._create_task(account, "create_note", self.write_payload("create_note", activity))
 
     def create_task(self, account: Account, activity: Activity) -> str:
-        return self._create_task(account, "create_task", self.task_payload(activity, completed=False))
+        return self._create_task(account, "create_task", self.write_payload("create_task", activity))
+
+    def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
+        # Notes and tasks are both Tasks; the marker alone tells them apart. The marker is
+        # validated (letters and digits only), so it holds no LIKE wildcard.
+        soql = MARKED_TASK_SOQL.format(
+            contact=soql_quote(activity.contact_id), pattern=soql_quote(f"%{activity.marker}%")
+        )
+        return self._query_first(account, "find_write", soql, "Id")
 
     # --- usage and error mapping ---
     def observe_response(self, account_key: str, resp: requests.Response) -> None:

@@ -159,7 +159,15 @@ class SandboxApp:
                 return self.control(req)
         with state.lock:
             state.requests_total += 1
-            fault = state.faults.take(req.path, grant=False) if self.is_api(req.path) else None
+            api = self.is_api(req.path)
+            fault = state.faults.take(req.path, grant=False, create=self.is_create(req)) if api else None
+        if fault and fault.kind == "commit_then_hang":
+            # The provider commits, then the reply is lost: the client times out on a write that
+            # did happen (the reply, if still sent, goes to a closed socket).
+            with state.lock:
+                reply = self.finish(req, self.route(req))
+            state.stopping.wait(fault.hang_seconds)  # outside the lock; stop() wakes it
+            return reply
         if fault and fault.kind == "hang":
             state.stopping.wait(fault.hang_seconds)  # outside the lock; stop() wakes it
         with state.lock:
@@ -280,6 +288,10 @@ class SandboxApp:
         return None
 
     def is_api(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def is_create(self, req: Request) -> bool:
+        """Whether the call creates a note or task (the calls a commit_then_hang fault hits)."""
         raise NotImplementedError
 
     def route(self, req: Request) -> Reply:

@@ -14,6 +14,7 @@ FAULT_KINDS = frozenset(
         "server_error",
         "unavailable",
         "hang",
+        "commit_then_hang",
         "invalid_grant",
         "invalid_session",
         "missing_scope",
@@ -71,11 +72,14 @@ class FaultQueue:
     def as_list(self) -> list[dict[str, Any]]:
         return [asdict(f) for f in self._faults]
 
-    def take(self, path: str, *, grant: bool) -> Fault | None:
+    def take(self, path: str, *, grant: bool, create: bool = False) -> Fault | None:
         """The first queued fault that applies: invalid_grant only to refresh grants (grant=True),
-        every other kind only to API calls."""
+        commit_then_hang only to API calls that create a note or task (create=True), every other
+        kind to any API call."""
         for fault in self._faults:
             if (fault.kind == "invalid_grant") != grant:
+                continue
+            if fault.kind == "commit_then_hang" and not create:
                 continue
             if fault.path_contains and fault.path_contains not in path:
                 continue

@@ -65,6 +65,9 @@ class HubSpotApp(SandboxApp):
     def is_api(self, path: str) -> bool:
         return not path.startswith("/oauth/")
 
+    def is_create(self, req: Request) -> bool:
+        return req.method == "POST" and bool(crm.OBJECTS.match(req.path))
+
     def requested_scopes(self, query: dict[str, str]) -> list[str]:
         return query.get("scope", "").split() + query.get("optional_scope", "").split()
 

@@ -52,6 +52,10 @@ class SalesforceApp(SandboxApp):
     def is_api(self, path: str) -> bool:
         return not path.startswith("/services/oauth2/") or path == "/services/oauth2/userinfo"
 
+    def is_create(self, req: Request) -> bool:
+        match = sf.VERSION_PATH.match(req.path)
+        return req.method == "POST" and match is not None and (match[2] or "").strip("/") == "sobjects/Task"
+
     def requested_scopes(self, query: dict[str, str]) -> list[str]:
         return query.get("scope", "").split() or list(sf.REQUIRED_SCOPES)
 

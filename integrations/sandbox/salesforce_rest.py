@@ -1,4 +1,4 @@
-"""Salesforce REST resources in the sandbox: the seeded org, limits, the two supported SOQL
+"""Salesforce REST resources in the sandbox: the seeded org, limits, the three supported SOQL
 queries, Task create/read and composite. Each resource returns (status, JSON body)."""
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ ROLE_QUERY = re.compile(
     r"\s+ORDER\s+BY\s+Opportunity\.LastModifiedDate(?:\s+(ASC|DESC))?(?:\s+LIMIT\s+(\d+))?\s*$",
     re.I,
 )
+MARKED_TASK_QUERY = re.compile(
+    rf"^\s*SELECT\s+Id\s+FROM\s+Task\s+WHERE\s+WhoId\s*=\s*{_VALUE}\s+AND\s+Subject\s+LIKE\s+{_VALUE}"
+    r"(?:\s+LIMIT\s+(\d+))?\s*$",
+    re.I,
+)
+LIKE_PART = re.compile(r"\\(.)|(.)", re.S)
 TASK_PATH = re.compile(r"^sobjects/Task/(\w+)$")
 REFERENCE = re.compile(r"@\{(\w+)((?:\.\w+|\[\d+\])+)\}")
 VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
@@ -121,6 +127,18 @@ def _unquote(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
 
 
+def like(pattern: str) -> re.Pattern[str]:
+    """A SOQL LIKE pattern (still backslash-escaped) as a case-insensitive regex: % is any run
+    of characters, _ one character, a backslash makes the next character literal."""
+    parts = []
+    for escaped, char in LIKE_PART.findall(pattern):
+        if escaped:
+            parts.append(re.escape(escaped))
+        else:
+            parts.append({"%": ".*", "_": "."}.get(char) or re.escape(char))
+    return re.compile("".join(parts), re.I | re.S)
+
+
 def run_query(state: SalesforceState, version: str, soql: str) -> Result:
     records: list[dict[str, Any]]
     if m := CONTACT_QUERY.match(soql):
@@ -145,6 +163,13 @@ def run_query(state: SalesforceState, version: str, soql: str) -> Result:
             _record("OpportunityContactRole", version, r["Id"], {"OpportunityId": r["OpportunityId"]})
             for r in roles[:limit]
         ]
+    elif m := MARKED_TASK_QUERY.match(soql):
+        who, subject, limit = _unquote(m[1]), like(m[2]), int(m[3] or 2000)
+        records = [
+            _record("Task", version, t["Id"], {"Id": t["Id"]})
+            for t in state.tasks.values()
+            if t["WhoId"] == who and subject.fullmatch(t["Subject"] or "")
+        ][:limit]
     else:
         return 400, sf_error("MALFORMED_QUERY", f"unsupported query in sandbox: {soql}")
     return 200, {"totalSize": len(records), "done": True, "records": records}

@@ -1,0 +1,164 @@
+"""Pause switches (kill switches) for CRM sync: global, provider, workspace, connection.
+
+A pause holds writes back without touching them: they stay queued with their retry_count and
+next_retry_at, and resume where they were. Every pause and resume is audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError
+from django.db.models import Q
+
+from conduit.audit import actor_label, record_audit
+from conduit.models import Workspace
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope
+from integrations.models import CRM_CHOICES, CrmConnection, SyncPause
+
+Actor = AbstractBaseUser | str
+
+
+class InvalidPause(ConduitError):
+    error_code = "invalid_pause"
+
+
+@dataclass(frozen=True)
+class PauseTarget:
+    """What a pause applies to; exactly one of the four scopes."""
+
+    scope: str
+    provider: str = ""
+    workspace: Workspace | None = None
+    connection: CrmConnection | None = None
+
+    def lookup(self) -> Q:
+        return {
+            SyncPause.Scope.GLOBAL: Q(scope="global"),
+            SyncPause.Scope.PROVIDER: Q(scope="provider", provider=self.provider),
+            SyncPause.Scope.WORKSPACE: Q(scope="workspace", workspace=self.workspace),
+            SyncPause.Scope.CONNECTION: Q(scope="connection", connection=self.connection),
+        }[SyncPause.Scope(self.scope)]
+
+    def describe(self) -> dict[str, object]:
+        described: dict[str, object] = {"scope": self.scope}
+        if self.provider:
+            described["provider"] = self.provider
+        if self.workspace is not None:
+            described["workspace_id"] = self.workspace.pk
+        if self.connection is not None:
+            described["connection_id"] = self.connection.pk
+        return described
+
+
+def target_for(
+    *,
+    provider: str = "",
+    workspace: Workspace | None = None,
+    connection: CrmConnection | None = None,
+    everything: bool = False,
+) -> PauseTarget:
+    """The one scope named by the arguments; refuses none or several."""
+    named = sum([bool(provider), workspace is not None, connection is not None, everything])
+    if named != 1:
+        raise InvalidPause("Name exactly one of: everything, a provider, a workspace or a connection.")
+    if provider and provider not in dict(CRM_CHOICES):
+        raise InvalidPause(f"Unknown provider {provider!r}; use hubspot or salesforce.")
+    if connection is not None:
+        return PauseTarget("connection", connection=connection)
+    if workspace is not None:
+        return PauseTarget("workspace", workspace=workspace)
+    if provider:
+        return PauseTarget("provider", provider=provider)
+    return PauseTarget("global")
+
+
+def target_of(pause: SyncPause) -> PauseTarget:
+    return PauseTarget(
+        pause.scope, provider=pause.provider, workspace=pause.workspace, connection=pause.connection
+    )
+
+
+def do_pause_sync(target: PauseTarget, *, reason: str, actor: Actor) -> tuple[SyncPause, bool]:
+    """Pause the scope; returns (pause, created). Pausing a paused scope changes nothing."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidPause("Give a reason for the pause; operators and customers will read it.")
+    with system_scope():
+        existing = SyncPause.objects.filter(target.lookup()).first()
+        if existing is not None:
+            return existing, False
+        workspace = target.workspace or (target.connection.workspace if target.connection else None)
+        try:
+            with system_scope():
+                pause = SyncPause.objects.create(
+                    scope=target.scope,
+                    provider=target.provider,
+                    workspace=workspace,
+                    connection=target.connection,
+                    reason=reason[:500],
+                    actor=actor_label(actor),
+                )
+        except IntegrityError:  # paused concurrently by someone else
+            return SyncPause.objects.get(target.lookup()), False
+        record_audit(
+            "crm_sync_paused",
+            actor=actor,
+            workspace=workspace,
+            target=pause,
+            payload={**target.describe(), "reason": pause.reason},
+        )
+    return pause, True
+
+
+def do_resume_sync(target: PauseTarget, *, actor: Actor) -> bool:
+    """Lift the pause on the scope; returns whether one was lifted."""
+    with system_scope():
+        pause = SyncPause.objects.select_for_update().filter(target.lookup()).first()
+        if pause is None:
+            return False
+        paused_for = pause.reason
+        workspace = pause.workspace
+        record_audit(
+            "crm_sync_resumed",
+            actor=actor,
+            workspace=workspace,
+            target=pause,
+            payload={**target.describe(), "paused_for": paused_for},
+        )
+        pause.delete()
+    return True
+
+
+@dataclass(frozen=True)
+class ActivePauses:
+    """Every pause in force, read once (the queue and delivery check many rows against it)."""
+
+    everything: SyncPause | None
+    providers: dict[str, SyncPause]
+    workspaces: dict[int, SyncPause]
+    connections: dict[int, SyncPause]
+
+    def for_connection(self, conn: CrmConnection) -> SyncPause | None:
+        return (
+            self.everything
+            or self.providers.get(conn.crm)
+            or (self.workspaces.get(conn.workspace_id) if conn.workspace_id else None)
+            or self.connections.get(conn.pk)
+        )
+
+
+def active_pauses() -> ActivePauses:
+    with system_scope():
+        rows = list(SyncPause.objects.all())
+    return ActivePauses(
+        everything=next((p for p in rows if p.scope == "global"), None),
+        providers={p.provider: p for p in rows if p.scope == "provider"},
+        workspaces={p.workspace_id: p for p in rows if p.scope == "workspace" and p.workspace_id},
+        connections={p.connection_id: p for p in rows if p.scope == "connection" and p.connection_id},
+    )
+
+
+def pause_for(conn: CrmConnection) -> SyncPause | None:
+    return active_pauses().for_connection(conn)

@@ -1,0 +1,325 @@
+"""Delivery of one write: claim it, check it may go, resolve the contact, send it, record the
+outcome by error class.
+
+Never doubled: just before the send the row is committed with outcome_unknown=true. If the
+worker dies, or the send times out, that flag stays; the next attempt first looks the record
+up at the provider by its marker and only sends when it is not there.
+
+Every finishing update is guarded by the lease token, so a worker whose lease was swept
+cannot overwrite the row another worker now holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from conduit.audit import record_audit
+from conduit.secrets_scan import redact_text
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection
+from integrations.pauses import pause_for
+from integrations.providers import get_provider
+from integrations.providers.base import Account, Activity
+from integrations.providers.errors import (
+    AuthRevoked,
+    MissingScope,
+    Permanent,
+    ProviderError,
+    RateLimited,
+    TokenExpired,
+    Transient,
+)
+from integrations.tokens import NotConnected, call_with_token, mark_scope_missing
+from reconcile import backoff
+from reconcile.curation import is_dry_run
+from reconcile.mapping import resolve
+from reconcile.models import CrmWriteLog
+
+log = logging.getLogger("conduit.reconcile")
+Clock = Callable[[], datetime]
+ACTOR = "system:reconcile"
+Status = CrmWriteLog.Status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: str
+    retry_in: float | None = None  # seconds until the write may be tried again, when known
+
+
+def new_lease_token() -> str:
+    return secrets.token_hex(16)
+
+
+def _fetch(write_id: int, lease_token: str) -> CrmWriteLog | None:
+    return (
+        CrmWriteLog.objects.select_related("connection", "workspace")
+        .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
+        .first()
+    )
+
+
+def claim(write_id: int, *, now: datetime, lease_token: str = "") -> CrmWriteLog | None:
+    """The row, leased to this worker. With a lease_token the caller (reconcile) claimed it
+    already; without one the row is claimed here, only if it is due (status guard)."""
+    with system_scope():
+        if lease_token:
+            return _fetch(write_id, lease_token)
+        token = new_lease_token()
+        taken = CrmWriteLog.objects.filter(
+            Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now),
+            pk=write_id,
+            status__in=[Status.PLANNED, Status.FAILED],
+            permanent_failure=False,
+        ).update(
+            status=Status.SENDING,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS),
+            updated_at=now,
+        )
+        return _fetch(write_id, token) if taken else None
+
+
+def _finish(
+    row: CrmWriteLog, now: datetime, audit: tuple[str, dict[str, Any]] | None = None, **fields: Any
+) -> bool:
+    """Apply the outcome if this worker still holds the lease; audit in the same transaction."""
+    with system_scope():
+        done = CrmWriteLog.objects.filter(
+            pk=row.pk, status=Status.SENDING, lease_token=row.lease_token
+        ).update(lease_token="", lease_expires_at=None, updated_at=now, **fields)
+        if done and audit is not None:
+            event, payload = audit
+            record_audit(event, actor=ACTOR, workspace=row.workspace, target=row, payload=payload)
+    if not done:
+        log.warning(
+            "write %s: lease lost before its outcome was recorded",
+            row.pk,
+            extra={"category": "reconcile", "error_code": "lease_lost"},
+        )
+    return bool(done)
+
+
+def _queued_status(row: CrmWriteLog) -> str:
+    return Status.FAILED if row.last_error_code or row.retry_count else Status.PLANNED
+
+
+def release(row: CrmWriteLog, now: datetime, code: str) -> Outcome:
+    """Hand the row back untouched (pause, connection not usable): no attempt is counted."""
+    _finish(row, now, status=_queued_status(row), next_retry_at=row.next_retry_at or now)
+    return Outcome(code)
+
+
+def activity_for(row: CrmWriteLog, contact_id: str, deal_id: str) -> Activity:
+    data = row.payload
+    due = data.get("due_at")
+    return Activity(
+        subject=str(data["subject"]),
+        text=str(data["text"]),
+        occurred_at=datetime.fromisoformat(data["occurred_at"]),
+        contact_id=contact_id,
+        marker=row.marker,
+        deal_id=deal_id or None,
+        due_at=datetime.fromisoformat(due) if due else None,
+    )
+
+
+def _refused(sent: bool) -> dict[str, Any]:
+    """A refusal of the send itself (429, 401, 403) means the provider did not create it."""
+    return {"outcome_unknown": False} if sent else {}
+
+
+def _error_fields(exc: ProviderError) -> dict[str, Any]:
+    return {"last_error_code": exc.code[:100], "last_error_message": redact_text(exc.message or "")[:500]}
+
+
+def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone.now) -> Outcome:
+    row = claim(write_id, now=now(), lease_token=lease_token)
+    if row is None:
+        return Outcome("not_claimed")
+    conn = row.connection
+    if is_dry_run(conn):
+        _finish(row, now(), status=Status.DRY_RUN, next_retry_at=None)
+        return Outcome("dry_run")
+    if conn.status != CrmConnection.Status.CONNECTED:
+        return release(row, now(), "waiting_for_connection")
+    if pause_for(conn) is not None:
+        return release(row, now(), "paused")
+    sent = False
+    try:
+        mapping = resolve(conn, row.target, now=now())
+        if not mapping.contact_id:
+            _finish(
+                row,
+                now(),
+                status=Status.SKIPPED,
+                next_retry_at=None,
+                last_error_code="no_matching_contact",
+                last_error_message=f"no {conn.get_crm_display()} contact has this email",
+            )
+            return Outcome("no_matching_contact")
+        activity = activity_for(row, mapping.contact_id, mapping.deal_id)
+        provider = get_provider(conn.crm)
+        if row.outcome_unknown:
+            found = call_with_token(conn.pk, lambda a: provider.find_write(a, row.operation, activity))
+            if found:
+                return succeed(row, found, now(), recovered=True)
+        payload = {**row.payload, "contact_id": mapping.contact_id, "deal_id": mapping.deal_id}
+        if not _finish_keep_lease(row, now(), payload=payload, outcome_unknown=True):
+            return Outcome("lease_lost")
+        sent = True
+
+        def send(account: Account) -> str:
+            return provider.write(account, row.operation, activity)
+
+        external_id = call_with_token(conn.pk, send)
+    except RateLimited as exc:
+        wait = max(exc.retry_after, 1.0)
+        known = _refused(sent)
+        _finish(
+            row,
+            now(),
+            status=Status.FAILED,
+            next_retry_at=now() + timedelta(seconds=wait),
+            **known,
+            **_error_fields(exc),
+        )
+        return Outcome("rate_limited", retry_in=wait)
+    except (AuthRevoked, TokenExpired, NotConnected) as exc:
+        code = exc.error_code if isinstance(exc, NotConnected) else exc.code
+        known = _refused(sent)
+        _finish(
+            row,
+            now(),
+            status=Status.FAILED,
+            next_retry_at=now(),
+            last_error_code=code,
+            last_error_message="waiting for the connection to be reconnected",
+            **known,
+        )
+        return Outcome("waiting_for_connection")
+    except MissingScope as exc:
+        mark_scope_missing(conn.pk, list(exc.missing), actor=ACTOR)
+        known = _refused(sent)
+        _finish(row, now(), status=Status.FAILED, next_retry_at=now(), **known, **_error_fields(exc))
+        return Outcome("waiting_for_connection")
+    except Transient as exc:
+        return schedule_retry(row, exc, now(), sent=sent)
+    except Permanent as exc:
+        return mark_permanent(
+            row, exc.code, exc.message or "", now(), outcome_unknown=False if sent else row.outcome_unknown
+        )
+    return succeed(row, external_id, now())
+
+
+def _finish_keep_lease(row: CrmWriteLog, now: datetime, **fields: Any) -> bool:
+    with system_scope():
+        return bool(
+            CrmWriteLog.objects.filter(pk=row.pk, status=Status.SENDING, lease_token=row.lease_token).update(
+                updated_at=now, **fields
+            )
+        )
+
+
+def succeed(row: CrmWriteLog, external_id: str, now: datetime, *, recovered: bool = False) -> Outcome:
+    _finish(
+        row,
+        now,
+        status=Status.SUCCEEDED,
+        external_id=external_id[:100],
+        sent_at=now,
+        outcome_unknown=False,
+        next_retry_at=None,
+        last_error_code="",
+        last_error_message="",
+    )
+    if recovered:
+        log.info(
+            "write %s was already at the provider (found by its marker); not sent again",
+            row.pk,
+            extra={"category": "reconcile", "error_code": "found_by_marker"},
+        )
+    return Outcome("found_existing" if recovered else "succeeded")
+
+
+def schedule_retry(row: CrmWriteLog, exc: Transient, now: datetime, *, sent: bool) -> Outcome:
+    """A transient failure counts as an attempt; past the bound the write is permanent."""
+    attempts = row.retry_count + 1
+    if attempts >= settings.CONDUIT_WRITE_MAX_ATTEMPTS:
+        return mark_permanent(
+            row,
+            "max_attempts",
+            f"{attempts} failed attempts; last: {exc.code}",
+            now,
+            retry_count=attempts,
+            outcome_unknown=sent or row.outcome_unknown,
+        )
+    due = backoff.next_retry_at(attempts - 1, now)
+    _finish(
+        row,
+        now,
+        audit=(
+            "crm_write_retry_scheduled",
+            {
+                "write_id": row.pk,
+                "provider": row.provider,
+                "retry_count": attempts,
+                "next_retry_at": due.isoformat(),
+                "error_code": exc.code,
+            },
+        ),
+        status=Status.FAILED,
+        retry_count=attempts,
+        next_retry_at=due,
+        **_error_fields(exc),
+    )
+    return Outcome("retry_scheduled", retry_in=(due - now).total_seconds())
+
+
+def mark_permanent(
+    row: CrmWriteLog,
+    code: str,
+    message: str,
+    now: datetime,
+    *,
+    retry_count: int | None = None,
+    outcome_unknown: bool,
+) -> Outcome:
+    fields: dict[str, Any] = {"retry_count": retry_count} if retry_count is not None else {}
+    _finish(
+        row,
+        now,
+        audit=(
+            "crm_write_marked_permanent_failure",
+            {
+                "write_id": row.pk,
+                "provider": row.provider,
+                "reason": code,
+                "detail": redact_text(message)[:300],
+                "retry_count": retry_count if retry_count is not None else row.retry_count,
+            },
+        ),
+        status=Status.FAILED,
+        permanent_failure=True,
+        next_retry_at=None,
+        outcome_unknown=outcome_unknown,
+        last_error_code=code[:100],
+        last_error_message=redact_text(message)[:500],
+        **fields,
+    )
+    log.warning(
+        "write %s is a permanent failure: %s",
+        row.pk,
+        code,
+        extra={"category": "reconcile", "error_code": code},
+    )
+    return Outcome("permanent_failure")

@@ -1,0 +1,80 @@
+"""Planning on ingest: after the storing transaction commits, plan the new messages' writes,
+hand live ones to delivery and look up the contacts of dry-run ones (reads only), so the
+Integrations page shows the exact payloads.
+
+A planning failure never fails the ingest: the message is stored, the failure is logged, and
+`plan_crm_writes --workspace --since` plans it later (planning is idempotent)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from conduit.models import Workspace
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection
+from integrations.providers.errors import ProviderError
+from integrations.tokens import NotConnected
+from reconcile.curation import PlanResult, plan_messages
+from reconcile.mapping import resolve
+from reconcile.models import CrmWriteLog
+
+log = logging.getLogger("conduit.reconcile")
+
+
+def dispatch_planned(result: PlanResult) -> None:
+    from reconcile.tasks import deliver_crm_write, resolve_dry_run_targets
+
+    for write_id in result.planned_ids:
+        deliver_crm_write.delay(write_id)
+    if result.dry_run_ids:
+        resolve_dry_run_targets.delay(result.dry_run_ids)
+
+
+def plan_and_dispatch(workspace_id: int, message_ids: list[int]) -> None:
+    try:
+        with system_scope():
+            workspace = Workspace.objects.get(pk=workspace_id)
+        result = plan_messages(workspace, message_ids)
+        dispatch_planned(result)
+    except Exception:  # the boundary: ingest has committed; record, and let plan_crm_writes recover
+        log.exception(
+            "planning CRM writes failed for %d message(s) of workspace %s; run plan_crm_writes",
+            len(message_ids),
+            workspace_id,
+            extra={"category": "reconcile", "error_code": "planning_failed"},
+        )
+
+
+def on_messages_stored(sender: Any, *, workspace_id: int, message_ids: list[int], **kwargs: Any) -> None:
+    transaction.on_commit(lambda: plan_and_dispatch(workspace_id, message_ids))
+
+
+def resolve_targets(write_ids: list[int]) -> int:
+    """Look up (reads only) the contacts of dry-run writes; returns how many were resolved.
+    A lookup that fails leaves the write showing its email until the next lookup."""
+    with system_scope():
+        rows = list(
+            CrmWriteLog.objects.select_related("connection").filter(
+                pk__in=write_ids, status=CrmWriteLog.Status.DRY_RUN
+            )
+        )
+    resolved = 0
+    for row in rows:
+        if row.connection.status != CrmConnection.Status.CONNECTED:
+            continue
+        try:
+            resolve(row.connection, row.target)
+        except (ProviderError, NotConnected) as exc:
+            log.info(
+                "contact lookup for a dry-run write failed",
+                extra={
+                    "category": "reconcile",
+                    "error_code": exc.code if isinstance(exc, ProviderError) else exc.error_code,
+                },
+            )
+            continue
+        resolved += 1
+    return resolved

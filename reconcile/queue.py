@@ -1,0 +1,181 @@
+"""The reconcile queue: sweep expired leases, claim due writes in batches, hand them to delivery.
+
+Rule: no per-row loops in SQL; at most one batch per statement; locked rows are skipped, not
+waited on (two runs at once each claim different rows); re-running is safe. A claimed row
+carries its batch's lease token, and delivery acts only on a row whose token it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from conduit.tenancy import system_scope
+from integrations.pauses import ActivePauses, active_pauses
+from reconcile.delivery import new_lease_token
+
+log = logging.getLogger("conduit.reconcile")
+Dispatch = Callable[[int, str], Any]
+
+DUE_WHERE = """
+  w.status IN ('failed', 'planned') AND NOT w.permanent_failure AND w.next_retry_at <= %s
+  AND c.status = 'connected' AND NOT c.dry_run"""
+
+
+def _skip_locked() -> str:
+    return " FOR UPDATE OF w SKIP LOCKED" if connection.vendor == "postgresql" else ""
+
+
+def due_filter(pauses: ActivePauses, workspace_id: int | None, now: datetime) -> tuple[str, list[Any]]:
+    """The WHERE clause of due rows, minus every paused scope."""
+    sql: str = DUE_WHERE
+    params: list[Any] = [now]
+    exclusions: list[tuple[str, list[Any]]] = [
+        ("c.crm", list(pauses.providers)),
+        ("w.workspace_id", list(pauses.workspaces)),
+        ("w.connection_id", list(pauses.connections)),
+    ]
+    for column, values in exclusions:
+        if values:
+            sql += f" AND {column} NOT IN ({', '.join(['%s'] * len(values))})"
+            params += values
+    if workspace_id is not None:
+        sql += " AND w.workspace_id = %s"
+        params.append(workspace_id)
+    return sql, params
+
+
+def claim_due(
+    limit: int, *, pauses: ActivePauses, workspace_id: int | None = None, now: datetime
+) -> tuple[str, list[int]]:
+    """Lease up to `limit` due rows in one statement; returns (lease token, ids)."""
+    token = new_lease_token()
+    where, params = due_filter(pauses, workspace_id, now)
+    lease_until = now + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
+    sql = f"""
+UPDATE crm_write_log SET status = 'sending', lease_token = %s, lease_expires_at = %s, updated_at = %s
+WHERE id IN (
+  SELECT w.id FROM crm_write_log w JOIN crm_connections c ON c.id = w.connection_id
+  WHERE {where}
+  ORDER BY w.next_retry_at LIMIT %s{_skip_locked()})
+RETURNING id"""  # noqa: S608 - only placeholders and fixed column names are interpolated
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(sql, [token, lease_until, now, *params, limit])
+        ids = sorted(r[0] for r in cur.fetchall())
+    return token, ids
+
+
+def count_due(*, pauses: ActivePauses, workspace_id: int | None = None, now: datetime) -> int:
+    where, params = due_filter(pauses, workspace_id, now)
+    sql = (
+        f"SELECT count(*) FROM crm_write_log w JOIN crm_connections c ON c.id = w.connection_id WHERE {where}"  # noqa: S608
+    )
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(sql, params)
+        return int(cur.fetchone()[0])
+
+
+SWEEP = """
+UPDATE crm_write_log SET status = 'failed', lease_token = '', lease_expires_at = NULL,
+  next_retry_at = %s, updated_at = %s,
+  last_error_code = CASE WHEN outcome_unknown THEN 'lease_expired_outcome_unknown' ELSE 'lease_expired' END
+WHERE id IN (
+  SELECT w.id FROM crm_write_log w
+  WHERE w.status = 'sending' AND w.lease_expires_at < %s
+  ORDER BY w.lease_expires_at LIMIT %s{lock})
+RETURNING id"""
+
+
+def sweep_expired_leases(*, now: datetime, batch_size: int | None = None) -> int:
+    """Put rows whose worker vanished back in the queue; their outcome_unknown flag stays, so
+    delivery looks them up at the provider before any resend."""
+    batch_size = batch_size or settings.CONDUIT_RECONCILE_BATCH_SIZE
+    swept = 0
+    while True:
+        with system_scope(), connection.cursor() as cur:
+            cur.execute(SWEEP.format(lock=_skip_locked()), [now, now, now, batch_size])
+            count = len(cur.fetchall())
+        swept += count
+        if count < batch_size:
+            return swept
+
+
+def count_expired_leases(*, now: datetime) -> int:
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM crm_write_log WHERE status = 'sending' AND lease_expires_at < %s", [now]
+        )
+        return int(cur.fetchone()[0])
+
+
+@dataclass
+class ReconcileResult:
+    swept: int = 0
+    due: int = 0
+    claimed: int = 0
+    paused: str = ""
+    batches: list[int] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = (
+            f"due {self.due}, claimed {self.claimed} in {len(self.batches)} batch(es), "
+            f"swept {self.swept} expired lease(s)"
+        )
+        return text + (f"; paused: {self.paused}" if self.paused else "")
+
+
+def enqueue_delivery(write_id: int, lease_token: str) -> None:
+    from reconcile.tasks import deliver_crm_write
+
+    deliver_crm_write.delay(write_id, lease_token)
+
+
+def reconcile_crm_writes(
+    *,
+    workspace_id: int | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    now: Callable[[], datetime] = timezone.now,
+    dispatch: Dispatch = enqueue_delivery,
+) -> ReconcileResult:
+    """Sweep expired leases, then claim due rows batch by batch (up to `limit`) and dispatch
+    each to delivery. `dry_run` counts what would happen and changes nothing."""
+    limit = limit or settings.CONDUIT_RECONCILE_LIMIT
+    result = ReconcileResult()
+    pauses = active_pauses()
+    at = now()
+    if dry_run:
+        result.swept = count_expired_leases(now=at)
+    else:
+        result.swept = sweep_expired_leases(now=at)
+    result.due = count_due(pauses=pauses, workspace_id=workspace_id, now=at)
+    if pauses.everything is not None:
+        result.paused = f"all CRM sync ({pauses.everything.reason})"
+    elif settings.CONDUIT_FORCE_DRY_RUN:
+        result.paused = "CONDUIT_FORCE_DRY_RUN is on"
+    if dry_run or result.paused:
+        return result
+    batch_size = settings.CONDUIT_RECONCILE_BATCH_SIZE
+    while result.claimed < limit:
+        pauses = active_pauses()  # a pause set during the run holds the next batch
+        if pauses.everything is not None:
+            result.paused = f"all CRM sync ({pauses.everything.reason})"
+            break
+        token, ids = claim_due(
+            min(batch_size, limit - result.claimed), pauses=pauses, workspace_id=workspace_id, now=now()
+        )
+        if not ids:
+            break
+        result.claimed += len(ids)
+        result.batches.append(len(ids))
+        for write_id in ids:
+            dispatch(write_id, token)
+    log.info("reconcile: %s", result.line(), extra={"category": "reconcile"})
+    return result

@@ -1,0 +1,225 @@
+"""Actions on writes and their connections (do_<verb>_<noun>, audited in the same transaction),
+and the plain reads the pages, admin and API show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from conduit.audit import record_audit
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection
+from integrations.providers import get_provider
+from reconcile.delivery import activity_for
+from reconcile.models import CrmWriteLog, DealMapping
+
+Actor = AbstractBaseUser | str
+Status = CrmWriteLog.Status
+
+
+class CannotGoLive(ConduitError):
+    error_code = "cannot_go_live"
+
+
+def do_go_live(conn: CrmConnection, *, send_planned: bool, actor: Actor) -> int:
+    """Switch a connection from dry run to live. The writes planned during dry run are sent
+    (status planned, due now) or skipped; returns how many. Audited."""
+    if settings.CONDUIT_FORCE_DRY_RUN:
+        raise CannotGoLive("Dry run is forced for every connection by the operators (CONDUIT_FORCE_DRY_RUN).")
+    now = timezone.now()
+    with system_scope():
+        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=conn.pk)
+        if conn.status != CrmConnection.Status.CONNECTED:
+            raise CannotGoLive(
+                f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first."
+            )
+        if not conn.dry_run:
+            raise CannotGoLive(f"The {conn.get_crm_display()} connection is already live.")
+        conn.dry_run = False
+        conn.save(update_fields=["dry_run", "updated_at"])
+        held = CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN)
+        if send_planned:
+            moved = held.update(status=Status.PLANNED, next_retry_at=now, updated_at=now)
+        else:
+            moved = held.update(
+                status=Status.SKIPPED,
+                last_error_code="skipped_at_go_live",
+                last_error_message="planned during dry run; not sent when the connection went live",
+                updated_at=now,
+            )
+        record_audit(
+            "crm_connection_went_live",
+            actor=actor,
+            workspace=conn.workspace,
+            target=conn,
+            payload={"crm": conn.crm, "dry_run_writes": moved, "sent": send_planned},
+        )
+    return moved
+
+
+def do_enable_dry_run(conn: CrmConnection, *, actor: Actor) -> int:
+    """Back to dry run: nothing more is sent; queued writes wait as dry-run rows. Audited."""
+    now = timezone.now()
+    with system_scope():
+        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=conn.pk)
+        if conn.dry_run:
+            return 0
+        conn.dry_run = True
+        conn.save(update_fields=["dry_run", "updated_at"])
+        held = CrmWriteLog.objects.filter(
+            connection=conn, status__in=[Status.PLANNED, Status.FAILED], permanent_failure=False
+        ).update(status=Status.DRY_RUN, next_retry_at=None, updated_at=now)
+        record_audit(
+            "crm_connection_dry_run_enabled",
+            actor=actor,
+            workspace=conn.workspace,
+            target=conn,
+            payload={"crm": conn.crm, "queued_writes_held": held},
+        )
+    return held
+
+
+RETRYABLE = Q(status=Status.FAILED) | Q(permanent_failure=True)
+
+
+def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
+    """Requeue failed or permanently failed writes now: attempts reset, failure cleared, audited
+    per write. A write whose outcome was unknown is still looked up before it is resent."""
+    now = timezone.now()
+    count = 0
+    with system_scope():
+        ids = [w.pk for w in writes]
+        for row in (
+            CrmWriteLog.objects.select_for_update().select_related("workspace").filter(RETRYABLE, pk__in=ids)
+        ):
+            previous = {"retry_count": row.retry_count, "permanent_failure": row.permanent_failure}
+            CrmWriteLog.objects.filter(pk=row.pk).update(
+                status=Status.FAILED,
+                permanent_failure=False,
+                retry_count=0,
+                next_retry_at=now,
+                updated_at=now,
+            )
+            record_audit(
+                "crm_write_retry_requested",
+                actor=actor,
+                workspace=row.workspace,
+                target=row,
+                payload={
+                    "write_id": row.pk,
+                    "previous": previous,
+                    "last_error_code": row.last_error_code,
+                    "reason": reason,
+                },
+            )
+            count += 1
+    return count
+
+
+def do_skip_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
+    """Give up on queued or failed writes on purpose (they are kept, marked skipped, audited)."""
+    now = timezone.now()
+    count = 0
+    with system_scope():
+        ids = [w.pk for w in writes]
+        skippable = Q(status__in=[Status.PLANNED, Status.FAILED, Status.DRY_RUN])
+        for row in (
+            CrmWriteLog.objects.select_for_update().select_related("workspace").filter(skippable, pk__in=ids)
+        ):
+            CrmWriteLog.objects.filter(pk=row.pk).update(
+                status=Status.SKIPPED, next_retry_at=None, updated_at=now
+            )
+            record_audit(
+                "crm_write_skipped",
+                actor=actor,
+                workspace=row.workspace,
+                target=row,
+                payload={
+                    "write_id": row.pk,
+                    "was": row.status,
+                    "last_error_code": row.last_error_code,
+                    "reason": reason,
+                },
+            )
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    dry_run: int = 0
+    planned: int = 0
+    failed: int = 0
+    permanent: int = 0
+    succeeded: int = 0
+    skipped: int = 0
+    last_error: str = ""
+    last_error_at: Any = None
+
+
+def counts_for(conn: CrmConnection) -> WriteCounts:
+    rows = (
+        CrmWriteLog.objects.filter(connection=conn)
+        .values("status", "permanent_failure")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    by: dict[str, int] = {}
+    for r in rows:
+        key = "permanent" if r["permanent_failure"] else r["status"]
+        by[key] = by.get(key, 0) + r["n"]
+    last = (
+        CrmWriteLog.objects.filter(connection=conn)
+        .exclude(last_error_code="")
+        .exclude(status__in=[Status.SUCCEEDED, Status.SKIPPED])
+        .order_by("-updated_at")
+        .values("last_error_code", "last_error_message", "updated_at")
+        .first()
+    )
+    return WriteCounts(
+        dry_run=by.get(Status.DRY_RUN, 0),
+        planned=by.get(Status.PLANNED, 0) + by.get(Status.SENDING, 0),
+        failed=by.get(Status.FAILED, 0),
+        permanent=by.get("permanent", 0),
+        succeeded=by.get(Status.SUCCEEDED, 0),
+        skipped=by.get(Status.SKIPPED, 0),
+        last_error=f"{last['last_error_code']}: {last['last_error_message']}".rstrip(": ") if last else "",
+        last_error_at=last["updated_at"] if last else None,
+    )
+
+
+def provider_payload(row: CrmWriteLog) -> dict[str, Any]:
+    """The exact request body this write sends (or would send) to the CRM. Before the contact
+    is resolved the ids come from the lookup cache, or a placeholder naming the email."""
+    contact, deal = row.payload.get("contact_id"), row.payload.get("deal_id")
+    if not contact:
+        mapping = DealMapping.objects.filter(connection_id=row.connection_id, email=row.target).first()
+        if mapping is not None and mapping.contact_id:
+            contact, deal = mapping.contact_id, mapping.deal_id
+    contact = str(contact or f"<the {row.get_provider_display()} contact with email {row.target}>")
+    deal = str(deal or "")
+    return get_provider(row.provider).write_payload(row.operation, activity_for(row, contact, deal))
+
+
+def preview_writes(conn: CrmConnection, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest dry-run writes with the payload each would send."""
+    rows = CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")[
+        :limit
+    ]
+    return [
+        {
+            "id": r.pk,
+            "operation": r.get_operation_display(),
+            "target": r.target,
+            "created_at": r.created_at,
+            "payload": provider_payload(r),
+        }
+        for r in rows
+    ]

@@ -1,0 +1,77 @@
+"""Building blocks for the write tests: a connected CRM (through the real connect flow against
+the sandbox), stored messages, and reading what the sandbox CRMs hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from conduit.models import Message, Workspace
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection
+from reconcile.models import CrmWriteLog
+from tests.conftest import Tenant
+
+CUSTOMER = "maya.lopez@acme-logistics.example"  # a contact in both sandboxes, with an open deal
+STRANGER = "nobody@unknown.example"  # no contact anywhere
+
+
+def connect_crm(tenant: Tenant, crm: str, *, live: bool = True) -> CrmConnection:
+    from tests.test_oauth_flow import connect
+
+    client = tenant.client()
+    response = connect(client, crm)
+    assert response.status_code == 302, response.content
+    with system_scope():
+        conn = CrmConnection.objects.exclude(status="disconnected").get(workspace=tenant.workspace, crm=crm)
+        if live:
+            conn.dry_run = False
+            conn.save(update_fields=["dry_run"])
+    return conn
+
+
+def store_message(
+    workspace: Workspace,
+    message_id: str,
+    *,
+    sender: str = f"Maya Lopez <{CUSTOMER}>",
+    to: list[str] | None = None,
+    cc: list[str] | None = None,
+    subject: str = "Renewal terms",
+    body: str = "SECRET-BODY-TEXT please do not leak",
+) -> Message:
+    with system_scope():
+        return Message.objects.create(
+            workspace=workspace,
+            message_id=message_id,
+            subject=subject,
+            from_address=sender,
+            to_addresses=to if to is not None else [f"Owner <{workspace.slug}@example.com>"],
+            cc_addresses=cc or [],
+            body_text=body,
+            body_html=f"<p>{body}</p>",
+            raw=body.encode(),
+        )
+
+
+def writes(**filters: Any) -> list[CrmWriteLog]:
+    with system_scope():
+        return list(CrmWriteLog.objects.filter(**filters).order_by("id"))
+
+
+def sandbox_state(base_url: str) -> dict[str, Any]:
+    return requests.get(f"{base_url}/_sandbox/state", timeout=5).json()
+
+
+def sandbox_fault(base_url: str, **fault: Any) -> None:
+    answer = requests.post(f"{base_url}/_sandbox/faults", json=fault, timeout=5)
+    assert answer.status_code in (200, 201), answer.text
+
+
+def created_records(crm: str, base_url: str) -> list[dict[str, Any]]:
+    """Notes and tasks (HubSpot) or Tasks (Salesforce) the sandbox holds."""
+    state = sandbox_state(base_url)
+    if crm == "hubspot":
+        return [*state.get("notes", []), *state.get("tasks", [])]
+    return list(state.get("tasks", []))
