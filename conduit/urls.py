@@ -25,6 +25,12 @@ urlpatterns = [
         integration_views.disconnect,
         name="integrations-disconnect",
     ),
+    path("settings/integrations/<str:crm>/go-live/", integration_views.go_live, name="integrations-go-live"),
+    path(
+        "settings/integrations/<str:crm>/dry-run/",
+        integration_views.back_to_dry_run,
+        name="integrations-dry-run",
+    ),
     path("integrations/install/<str:crm>/", integration_views.install, name="integrations-install"),
     path("integrations/oauth/callback/<str:crm>/", integration_views.callback, name="oauth-callback"),
     path(

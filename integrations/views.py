@@ -7,6 +7,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -21,7 +22,9 @@ from conduit.views import signed_in_user, workspace_required
 from integrations import claims, oauth
 from integrations.connections import do_disconnect, live_connection
 from integrations.models import CRM_CHOICES, CrmConnection, OAuthState
+from integrations.pauses import pause_for
 from integrations.providers import get_provider
+from reconcile.services import counts_for, do_enable_dry_run, do_go_live, preview_writes
 
 log = logging.getLogger("conduit.integrations")
 GUIDANCE = {
@@ -87,7 +90,59 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
         )
     }
     cards = [card_for(crm, label, live.get(crm)) for crm, label in CRM_CHOICES]
-    return render(request, "integrations/integrations.html", {"cards": cards, "can_admin": is_admin(request)})
+    for card in cards:
+        if conn := live.get(card["crm"]):
+            card["writes"] = counts_for(conn)
+            card["previews"] = preview_writes(conn) if conn.dry_run else []
+            pause = pause_for(conn)
+            card["paused"] = pause.reason if pause else ""
+    return render(
+        request,
+        "integrations/integrations.html",
+        {"cards": cards, "can_admin": is_admin(request), "forced_dry_run": settings.CONDUIT_FORCE_DRY_RUN},
+    )
+
+
+@require_POST
+@workspace_required
+def go_live(request: HttpRequest, crm: str) -> HttpResponse:
+    """Dry run -> live, by a workspace admin; the form says whether to send what was planned."""
+    check_crm(crm)
+    require_admin(request)
+    send = request.POST.get("send_planned")
+    if send not in ("yes", "no"):
+        messages.error(request, "Choose whether to send the writes planned during dry run.")
+        return redirect("integrations")
+    with system_scope():
+        conn = live_connection(workspace_of(request), crm)
+    if conn is None:
+        messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
+        return redirect("integrations")
+    try:
+        moved = do_go_live(conn, send_planned=send == "yes", actor=signed_in_user(request))
+    except ConduitError as exc:
+        messages.error(request, exc.user_message)
+        return redirect("integrations")
+    what = f"{moved} planned write(s) will be sent" if send == "yes" else f"{moved} planned write(s) skipped"
+    messages.success(request, f"{oauth.crm_label(crm)} is live: Conduit now writes to it. {what}.")
+    return redirect("integrations")
+
+
+@require_POST
+@workspace_required
+def back_to_dry_run(request: HttpRequest, crm: str) -> HttpResponse:
+    check_crm(crm)
+    require_admin(request)
+    with system_scope():
+        conn = live_connection(workspace_of(request), crm)
+    if conn is None:
+        messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
+        return redirect("integrations")
+    held = do_enable_dry_run(conn, actor=signed_in_user(request))
+    messages.success(
+        request, f"{oauth.crm_label(crm)} is back in dry run: nothing is sent; {held} queued write(s) held."
+    )
+    return redirect("integrations")
 
 
 @require_POST

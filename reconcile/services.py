@@ -3,6 +3,7 @@ and the plain reads the pages, admin and API show."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -209,17 +210,19 @@ def provider_payload(row: CrmWriteLog) -> dict[str, Any]:
 
 
 def preview_writes(conn: CrmConnection, limit: int = 5) -> list[dict[str, Any]]:
-    """The latest dry-run writes with the payload each would send."""
-    rows = CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")[
-        :limit
-    ]
-    return [
-        {
-            "id": r.pk,
-            "operation": r.get_operation_display(),
-            "target": r.target,
-            "created_at": r.created_at,
-            "payload": provider_payload(r),
-        }
-        for r in rows
-    ]
+    """The latest dry-run writes with the request body each would send."""
+    rows = CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")
+    previews = []
+    for row in rows[:limit]:
+        body = provider_payload(row)
+        previews.append(
+            {
+                "id": row.pk,
+                "operation": row.get_operation_display(),
+                "target": row.target,
+                "created_at": row.created_at,
+                "payload": body,
+                "payload_json": json.dumps(body, indent=2, sort_keys=True),
+            }
+        )
+    return previews

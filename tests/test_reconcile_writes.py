@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
@@ -43,7 +42,9 @@ def run_inline(**kw: Any) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("crm", CRMS)
-def test_a_stored_message_is_delivered_once_with_contact_and_deal(crm: str, crm_env: Any, alice: Tenant) -> None:
+def test_a_stored_message_is_delivered_once_with_contact_and_deal(
+    crm: str, crm_env: Any, alice: Tenant
+) -> None:
     conn = connect_crm(alice, crm)
     message = store_message(alice.workspace, "m1@x")
     result = plan_messages(alice.workspace, [message.pk])
@@ -105,7 +106,9 @@ def test_rate_limits_wait_without_burning_attempts(crm_env: Any, alice: Tenant) 
     message = store_message(alice.workspace, "m5@x")
     plan_messages(alice.workspace, [message.pk])
     [row] = writes()
-    sandbox_fault(crm_env["hubspot"], kind="rate_limit", count=1, retry_after=7, path_contains="/objects/notes")
+    sandbox_fault(
+        crm_env["hubspot"], kind="rate_limit", count=1, retry_after=7, path_contains="/objects/notes"
+    )
     outcome = deliver_write(row.pk)
     assert outcome.code == "rate_limited" and outcome.retry_in == pytest.approx(7, abs=0.5)
     row.refresh_from_db()
@@ -127,13 +130,17 @@ def test_validation_errors_are_permanent_and_audited(crm_env: Any, alice: Tenant
     assert run_inline() == {}
 
 
-def test_reconcile_sweeps_a_lost_lease_and_finds_the_write_by_marker(crm_env: Any, alice: Tenant, settings: Any) -> None:
+def test_reconcile_sweeps_a_lost_lease_and_finds_the_write_by_marker(
+    crm_env: Any, alice: Tenant, settings: Any
+) -> None:
     connect_crm(alice, "hubspot")
     message = store_message(alice.workspace, "m7@x")
     plan_messages(alice.workspace, [message.pk])
     [row] = writes()
     settings.CONDUIT_PROVIDER_TIMEOUT = (2.0, 0.5)
-    sandbox_fault(crm_env["hubspot"], kind="commit_then_hang", count=1, hang_seconds=2, path_contains="/objects/notes")
+    sandbox_fault(
+        crm_env["hubspot"], kind="commit_then_hang", count=1, hang_seconds=2, path_contains="/objects/notes"
+    )
     assert deliver_write(row.pk).code == "retry_scheduled"  # the reply never came
     assert len(created_records("hubspot", crm_env["hubspot"])) == 1
     row.refresh_from_db()
