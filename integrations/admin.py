@@ -138,10 +138,9 @@ class SyncPauseAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        pause, created = do_pause_sync(form.pause_target, reason=obj.reason, actor=f"user:{request.user.pk}")
+        # the form refused a scope that is already paused (one pause per scope)
+        pause, _ = do_pause_sync(form.pause_target, reason=obj.reason, actor=f"user:{request.user.pk}")
         obj.pk = pause.pk
-        if not created:
-            self.message_user(request, "That scope was already paused; nothing changed.", messages.WARNING)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         do_resume_sync(target_of(obj), actor=f"user:{request.user.pk}")

@@ -208,15 +208,29 @@ class SyncPause(models.Model):
     class Meta:
         db_table = "crm_sync_pauses"
         constraints = [
-            models.UniqueConstraint(fields=["scope"], condition=Q(scope="global"), name="pause_one_global"),
             models.UniqueConstraint(
-                fields=["provider"], condition=Q(scope="provider"), name="pause_one_per_provider"
+                fields=["scope"],
+                condition=Q(scope="global"),
+                name="pause_one_global",
+                violation_error_message="Everything is already paused.",
             ),
             models.UniqueConstraint(
-                fields=["workspace"], condition=Q(scope="workspace"), name="pause_one_per_workspace"
+                fields=["provider"],
+                condition=Q(scope="provider"),
+                name="pause_one_per_provider",
+                violation_error_message="This provider is already paused.",
             ),
             models.UniqueConstraint(
-                fields=["connection"], condition=Q(scope="connection"), name="pause_one_per_connection"
+                fields=["workspace"],
+                condition=Q(scope="workspace"),
+                name="pause_one_per_workspace",
+                violation_error_message="This workspace is already paused.",
+            ),
+            models.UniqueConstraint(
+                fields=["connection"],
+                condition=Q(scope="connection"),
+                name="pause_one_per_connection",
+                violation_error_message="This connection is already paused.",
             ),
         ]
 

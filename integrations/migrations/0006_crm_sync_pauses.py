@@ -71,22 +71,28 @@ class Migration(migrations.Migration):
                 "db_table": "crm_sync_pauses",
                 "constraints": [
                     models.UniqueConstraint(
-                        condition=models.Q(("scope", "global")), fields=("scope",), name="pause_one_global"
+                        condition=models.Q(("scope", "global")),
+                        fields=("scope",),
+                        name="pause_one_global",
+                        violation_error_message="Everything is already paused.",
                     ),
                     models.UniqueConstraint(
                         condition=models.Q(("scope", "provider")),
                         fields=("provider",),
                         name="pause_one_per_provider",
+                        violation_error_message="This provider is already paused.",
                     ),
                     models.UniqueConstraint(
                         condition=models.Q(("scope", "workspace")),
                         fields=("workspace",),
                         name="pause_one_per_workspace",
+                        violation_error_message="This workspace is already paused.",
                     ),
                     models.UniqueConstraint(
                         condition=models.Q(("scope", "connection")),
                         fields=("connection",),
                         name="pause_one_per_connection",
+                        violation_error_message="This connection is already paused.",
                     ),
                 ],
             },
