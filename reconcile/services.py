@@ -36,7 +36,9 @@ def do_go_live(conn: CrmConnection, *, send_planned: bool, actor: Actor) -> int:
         raise CannotGoLive("Dry run is forced for every connection by the operators (CONDUIT_FORCE_DRY_RUN).")
     now = timezone.now()
     with system_scope():
-        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=conn.pk)
+        conn = (
+            CrmConnection.objects.select_for_update(of=("self",)).select_related("workspace").get(pk=conn.pk)
+        )
         if conn.status != CrmConnection.Status.CONNECTED:
             raise CannotGoLive(
                 f"The {conn.get_crm_display()} connection is {conn.status}; reconnect it first."
@@ -69,7 +71,9 @@ def do_enable_dry_run(conn: CrmConnection, *, actor: Actor) -> int:
     """Back to dry run: nothing more is sent; queued writes wait as dry-run rows. Audited."""
     now = timezone.now()
     with system_scope():
-        conn = CrmConnection.objects.select_for_update().select_related("workspace").get(pk=conn.pk)
+        conn = (
+            CrmConnection.objects.select_for_update(of=("self",)).select_related("workspace").get(pk=conn.pk)
+        )
         if conn.dry_run:
             return 0
         conn.dry_run = True

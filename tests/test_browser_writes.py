@@ -69,6 +69,9 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert "SECRET-BODY-TEXT" not in page.content()
     assert card.get_by_role("radio", name="Also send the 2 planned write(s)").is_checked()
     shot(page, tmp_path, "writes-01-dry-run-previews")
+    # the note body (long, wrapped) sits below the associations in each scrollable preview
+    previews.locator("pre.payload").first.evaluate("pre => { pre.scrollTop = pre.scrollHeight; }")
+    shot(page, tmp_path, "writes-02-dry-run-note-body")
 
     # 2. go live sending the planned writes, then deliver them
     card.get_by_role("radio", name="Also send the 2 planned write(s)").check()
@@ -84,6 +87,7 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert count(card, "planned") == "2"
     assert card.get_by_role("button", name="Back to dry run").is_visible()
     assert [w.status for w in writes()] == [Status.PLANNED, Status.PLANNED]
+    shot(page, tmp_path, "writes-03-went-live-queued")
 
     deliver_due()
     page.reload()
@@ -93,7 +97,7 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert sorted(w.marker in str(notes) for w in held) == [True, True]
     assert BODY not in str(notes)
     assert card.get_by_text("Last error").count() == 0
-    shot(page, tmp_path, "writes-02-live-written")
+    shot(page, tmp_path, "writes-04-live-written")
 
     # 3. a permanent failure is counted, highlighted and explained; then back to dry run
     third = store_message(alice.workspace, "w3@x", subject="Invoice question", body=BODY)
@@ -109,7 +113,7 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert last_error.is_visible()
     assert failed[0].last_error_code in last_error.inner_text()
     assert len(sandbox_state(hubspot)["notes"]) == 2
-    shot(page, tmp_path, "writes-03-permanent-failure")
+    shot(page, tmp_path, "writes-05-permanent-failure")
 
     with page.expect_navigation():
         card.get_by_role("button", name="Back to dry run").click()
@@ -119,4 +123,4 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert card.get_by_role("button", name="Go live").is_visible()
     assert count(card, "dry_run") == "0"
     assert count(card, "permanent") == "1"  # a permanent failure stays as it is, not held
-    shot(page, tmp_path, "writes-04-back-to-dry-run")
+    shot(page, tmp_path, "writes-06-back-to-dry-run")
