@@ -331,6 +331,9 @@ CONDUIT_WRITE_BACKOFF_CAP_SECONDS = _int_in("CONDUIT_WRITE_BACKOFF_CAP_SECONDS",
 CONDUIT_WRITE_MAX_ATTEMPTS = _int_in("CONDUIT_WRITE_MAX_ATTEMPTS", 8, 1, 50)
 # A claimed write not finished within the lease is swept back to the queue (outcome checked first).
 CONDUIT_WRITE_LEASE_SECONDS = _int_in("CONDUIT_WRITE_LEASE_SECONDS", 600, 60, 3600)
+# A write whose outcome is unknown is looked up by its marker no sooner than this (HubSpot's
+# search index lags new records by a few seconds).
+CONDUIT_WRITE_RECHECK_DELAY_SECONDS = _int_in("CONDUIT_WRITE_RECHECK_DELAY_SECONDS", 120, 0, 3600)
 # Rows claimed per statement and at most per reconcile run.
 CONDUIT_RECONCILE_BATCH_SIZE = _int_in("CONDUIT_RECONCILE_BATCH_SIZE", 500, 1, 10000)
 CONDUIT_RECONCILE_LIMIT = _int_in("CONDUIT_RECONCILE_LIMIT", 5000, 1, 1_000_000)

@@ -146,6 +146,19 @@ def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone
     row = claim(write_id, now=now(), lease_token=lease_token)
     if row is None:
         return Outcome("not_claimed")
+    try:
+        return _deliver(row, now)
+    except Exception as exc:  # the delivery boundary: a bug must cost an attempt, not loop forever
+        log.exception(
+            "write %s: delivery failed unexpectedly",
+            row.pk,
+            extra={"category": "reconcile", "error_code": "internal_error"},
+        )
+        error = Transient(row.provider, "internal_error", type(exc).__name__)
+        return schedule_retry(row, error, now(), sent=True)  # it may have gone out: look before resending
+
+
+def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
     conn = row.connection
     if is_dry_run(conn):
         _finish(row, now(), status=Status.DRY_RUN, next_retry_at=None)
@@ -264,6 +277,9 @@ def schedule_retry(row: CrmWriteLog, exc: Transient, now: datetime, *, sent: boo
             outcome_unknown=sent or row.outcome_unknown,
         )
     due = backoff.next_retry_at(attempts - 1, now)
+    if sent or row.outcome_unknown:
+        # the marker lookup comes first next time; give the CRM's search index time to see it
+        due = max(due, now + timedelta(seconds=settings.CONDUIT_WRITE_RECHECK_DELAY_SECONDS))
     _finish(
         row,
         now,

@@ -91,7 +91,9 @@ def do_enable_dry_run(conn: CrmConnection, *, actor: Actor) -> int:
     return held
 
 
-RETRYABLE = Q(status=Status.FAILED) | Q(permanent_failure=True)
+# failed (incl. permanent) writes, and writes skipped because no contact matched (the person
+# may have been added to the CRM since: the cached "no contact" answer is dropped on retry)
+RETRYABLE = Q(status=Status.FAILED) | Q(status=Status.SKIPPED, last_error_code="no_matching_contact")
 
 
 def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
@@ -105,6 +107,13 @@ def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str 
             CrmWriteLog.objects.select_for_update().select_related("workspace").filter(RETRYABLE, pk__in=ids)
         ):
             previous = {"retry_count": row.retry_count, "permanent_failure": row.permanent_failure}
+            if row.status == Status.SKIPPED:
+                DealMapping.objects.filter(
+                    connection_id=row.connection_id,
+                    email=row.target,
+                    contact_id="",
+                    source=DealMapping.Source.PROVIDER,
+                ).delete()
             CrmWriteLog.objects.filter(pk=row.pk).update(
                 status=Status.FAILED,
                 permanent_failure=False,
@@ -178,7 +187,7 @@ def counts_for(conn: CrmConnection) -> WriteCounts:
     )
     by: dict[str, int] = {}
     for r in rows:
-        key = "permanent" if r["permanent_failure"] else r["status"]
+        key = "permanent" if r["permanent_failure"] and r["status"] == Status.FAILED else r["status"]
         by[key] = by.get(key, 0) + r["n"]
     last = (
         CrmWriteLog.objects.filter(connection=conn)

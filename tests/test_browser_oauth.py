@@ -75,7 +75,7 @@ def test_install_first_consent_sign_up_and_claim(
     page.wait_for_url(f"{url}/settings/integrations/")
     card = hubspot_card(page)
     assert card.locator("[data-status=connected]").inner_text() == "Connected"
-    assert card.get_by_text("Dry run").is_visible()
+    assert card.get_by_text("Dry run", exact=True).is_visible()
     assert "is now connected" in page.locator(".flash").inner_text()
     shot(page, tmp_path, "oauth-02-integrations-claimed")
 
@@ -119,7 +119,7 @@ def test_connect_revoked_refresh_token_reconnect_and_disconnect(
     allow_on_consent_page(page, hubspot)
     page.wait_for_url(f"{url}/settings/integrations/")
     assert card.locator("[data-status]").inner_text() == "Connected"
-    assert card.get_by_text("Dry run").is_visible()
+    assert card.get_by_text("Dry run", exact=True).is_visible()
     shot(page, tmp_path, "oauth-03-connected")
 
     with system_scope():

@@ -4,6 +4,7 @@ counts, a permanent failure, and back to dry run."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert previews.locator("pre.payload").count() == 2
     shown = previews.inner_text()
     assert "hs_note_body" in shown and "associationTypeId" in shown
+    assert f"{url}/messages/{first.pk}/" in shown  # the note links back to the message in Conduit
     assert all(w.marker in shown for w in held)
     assert "SECRET-BODY-TEXT" not in page.content()
     assert card.get_by_role("radio", name="Also send the 2 planned write(s)").is_checked()
@@ -112,6 +114,7 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     last_error = card.locator("p", has_text="Last error:")
     assert last_error.is_visible()
     assert failed[0].last_error_code in last_error.inner_text()
+    assert re.search(r" at \d{4}-\d\d-\d\d \d\d:\d\d UTC$", last_error.inner_text())
     assert len(sandbox_state(hubspot)["notes"]) == 2
     shot(page, tmp_path, "writes-05-permanent-failure")
 

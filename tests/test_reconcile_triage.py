@@ -372,3 +372,57 @@ def test_no_token_or_body_reaches_the_ledger_audit_or_logs(
     records = json.dumps(created_records("hubspot", crm_env["hubspot"]))
     for secret in (conn.access_token, conn.refresh_token, "SECRET-BODY-TEXT"):
         assert secret and secret not in ledger + audit + logs + records
+
+
+def test_an_unexpected_error_costs_an_attempt_instead_of_looping(
+    crm_env: Any, alice: Tenant, monkeypatch: pytest.MonkeyPatch, capture_json_logs: Any
+) -> None:
+    [row] = planned(alice, crm_env)
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("id")
+
+    monkeypatch.setattr("integrations.providers.hubspot.HubSpotProvider.write", bug)
+    assert deliver_write(row.pk).code == "retry_scheduled"
+    row.refresh_from_db()
+    assert row.retry_count == 1 and row.last_error_code == "internal_error" and row.status == Status.FAILED
+    assert any(line.get("error_code") == "internal_error" for line in capture_json_logs())
+
+
+def test_an_unknown_outcome_is_not_rechecked_before_the_search_index_can_see_it(
+    crm_env: Any, alice: Tenant, settings: Any
+) -> None:
+    settings.CONDUIT_WRITE_RECHECK_DELAY_SECONDS = 120
+    [row] = planned(alice, crm_env)
+    sandbox_fault(crm_env["hubspot"], kind="server_error", count=1, path_contains="/objects/notes")
+    before = timezone.now()
+    assert deliver_write(row.pk).code == "retry_scheduled"
+    row.refresh_from_db()
+    assert row.outcome_unknown and row.next_retry_at >= before + timedelta(seconds=120)
+
+
+def test_a_skipped_permanent_failure_no_longer_counts_as_one(crm_env: Any, alice: Tenant) -> None:
+    from reconcile.services import counts_for
+
+    [row] = planned(alice, crm_env)
+    sandbox_fault(crm_env["hubspot"], kind="validation", count=1, path_contains="/objects/notes")
+    deliver_write(row.pk)
+    assert counts_for(row.connection).permanent == 1
+    assert do_skip_writes([row], actor="ops") == 1
+    counts = counts_for(row.connection)
+    assert (counts.permanent, counts.skipped) == (0, 1)
+
+
+def test_retry_of_a_no_contact_write_looks_the_person_up_again(crm_env: Any, alice: Tenant) -> None:
+    conn = connect_crm(alice, "hubspot")
+    message = store_message(alice.workspace, "nocontact@x", sender="Lee <lee.new@northwind.example>")
+    plan_messages(alice.workspace, [message.pk])
+    [row] = writes()
+    assert deliver_write(row.pk).code == "no_matching_contact"
+    with system_scope():
+        assert DealMapping.objects.get(connection=conn, email="lee.new@northwind.example").contact_id == ""
+    assert do_retry_writes([row], actor="ops", reason="contact added") == 1
+    with system_scope():
+        assert not DealMapping.objects.filter(email="lee.new@northwind.example").exists()
+    row.refresh_from_db()
+    assert row.status == Status.FAILED and row.next_retry_at is not None
