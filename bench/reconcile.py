@@ -1,8 +1,9 @@
 """Reconcile-queue benchmark on Postgres: due-row selection, concurrent claimers, live delivery.
 
-1. selection: --rows crm_write_log rows, --due-pct of them due; the SELECT inside claim_due's UPDATE
-   (LIMIT 500, FOR UPDATE SKIP LOCKED, rolled back) timed --samples times as planned, then with
-   index and bitmap scans off. Targets: plan uses crm_write_due, p95 < 5 ms, seq/index >= 50x.
+1. selection: --rows crm_write_log rows, --due-pct of them due and --blocked-pct due by time but on
+   an errored connection; the SELECT inside claim_due's UPDATE (LIMIT 500, FOR UPDATE SKIP LOCKED,
+   rolled back) timed --samples times as planned, then with index and bitmap scans off.
+   Targets: plan uses crm_write_due, p95 < 5 ms, seq/index >= 50x at p50 and p95.
 2. claimers: --claim-rows due rows; --claimers processes call claim_due(500) until they get nothing.
    Target: every due row claimed exactly once.
 3. delivery: --writes notes to an in-process HubSpot sandbox, --workers processes looping
@@ -50,19 +51,21 @@ SANDBOX_CONTACTS = {  # seeded in integrations/sandbox/hubspot_crm.py: email -> 
     "lee@northwind.example": ("103", ""),
 }
 MARKER = re.compile(r"cdw[0-9a-f]{24}")
+ACTUAL_ROWS = re.compile(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+) loops")
 
-# Rows by kind, in basis points after the due share: the rest have succeeded. Due rows and the
-# kinds without a connection of their own go to the live connections in turn.
+# Rows by kind, in basis points after the due share: the rest have succeeded. `waiting_reconnect`
+# rows are due by time but belong to an errored connection (what delivery leaves after a 401):
+# the claim must step over them. The other kinds go to the live connections in turn.
 SEED = """
 WITH k AS (
   SELECT i, CASE
       WHEN b < %(due)s THEN 'due'
       WHEN b < %(due)s + 150 THEN 'retry_later'
       WHEN b < %(due)s + 250 THEN 'permanent'
-      WHEN b < %(due)s + 280 THEN 'waiting_reconnect'
-      WHEN b < %(due)s + 300 THEN 'sending'
-      WHEN b < %(due)s + 700 THEN 'dry_run'
-      WHEN b < %(due)s + 1200 THEN 'skipped'
+      WHEN b < %(due)s + 270 THEN 'sending'
+      WHEN b < %(due)s + 670 THEN 'dry_run'
+      WHEN b < %(due)s + 1170 THEN 'skipped'
+      WHEN b < %(due)s + 1170 + %(blocked)s THEN 'waiting_reconnect'
       ELSE 'succeeded' END AS kind,
     %(now)s - make_interval(secs => (%(rows)s - i) * 30) AS created,
     'contact' || i %% 20000 || '@customer' || i %% 500 || '.example' AS target
@@ -91,7 +94,8 @@ SELECT c.workspace_id, c.id, c.crm, CASE WHEN i %% 5 = 0 THEN 'create_task' ELSE
   row_status, CASE WHEN row_status = 'failed' THEN 1 + i %% 7 ELSE 0 END,
   CASE kind WHEN 'due' THEN %(now)s - make_interval(secs => 1 + i %% 7200)
     WHEN 'retry_later' THEN %(now)s + make_interval(secs => 3600 + i %% 604800)
-    WHEN 'waiting_reconnect' THEN %(now)s - make_interval(secs => 1 + i %% 86400) END,
+    WHEN 'waiting_reconnect' THEN %(now)s - make_interval(secs => 1 + i %% 86400)
+    WHEN 'sending' THEN %(now)s - make_interval(secs => 1 + i %% 600) END,
   kind = 'permanent',
   CASE kind WHEN 'permanent' THEN 'validation_error' WHEN 'waiting_reconnect' THEN 'token_expired'
     WHEN 'skipped' THEN 'no_matching_contact' ELSE CASE WHEN row_status = 'failed' THEN 'http_503' ELSE '' END
@@ -108,6 +112,16 @@ UPDATE crm_write_log w SET status = 'succeeded', next_retry_at = NULL, lease_tok
 FROM crm_connections c
 WHERE c.id = w.connection_id AND c.status = 'connected' AND NOT c.dry_run AND NOT w.permanent_failure
   AND (w.status = 'sending' OR (w.status IN ('failed', 'planned') AND w.next_retry_at <= %(until)s))"""
+
+# Rows the claim's index range covers but its join drops, older than the oldest claimable row.
+BLOCKED = """
+SELECT count(*) FROM crm_write_log w JOIN crm_connections c ON c.id = w.connection_id
+WHERE w.status IN ('failed', 'planned') AND NOT w.permanent_failure
+  AND NOT (c.status = 'connected' AND NOT c.dry_run)
+  AND w.next_retry_at < (
+    SELECT min(w2.next_retry_at) FROM crm_write_log w2 JOIN crm_connections c2 ON c2.id = w2.connection_id
+    WHERE w2.status IN ('failed', 'planned') AND NOT w2.permanent_failure AND w2.next_retry_at <= %(now)s
+      AND c2.status = 'connected' AND NOT c2.dry_run)"""
 
 MAKE_DUE = """
 UPDATE crm_write_log SET status = CASE WHEN id %% 3 = 0 THEN 'failed' ELSE 'planned' END,
@@ -151,6 +165,18 @@ def setup_django() -> None:
     django.setup()
 
 
+def cursor_value(statement: str, params: dict[str, Any]) -> Any:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchone()[0]
+
+
+def cpu_seconds(usage: Any) -> float:
+    return float(usage.ru_utime + usage.ru_stime)
+
+
 def cursor_run(statement: str, params: dict[str, Any] | None = None) -> int:
     from django.db import connection
 
@@ -188,19 +214,18 @@ def make_connections() -> tuple[list[int], int, int]:
     return live, dry, error
 
 
-def seed_ledger(rows: int, due_pct: float) -> None:
+def seed_ledger(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     live, dry, error = make_connections()
-    due = round(due_pct * 100)
     started = time.perf_counter()
-    params = {"rows": rows, "due": due, "now": timezone.now(), "live": live, "dry_conn": dry}
-    cursor_run(SEED, {**params, "error_conn": error})
+    params = {"rows": args.rows, "due": round(args.due_pct * 100), "blocked": round(args.blocked_pct * 100)}
+    cursor_run(SEED, {**params, "now": timezone.now(), "live": live, "dry_conn": dry, "error_conn": error})
     cursor_run("ANALYZE crm_write_log")
     cursor_run("ANALYZE crm_connections")
     print(
-        f"seeded {rows} crm_write_log rows in {time.perf_counter() - started:.1f} s (set-based, then ANALYZE);"
-        f" connections: {len(live)} live, 1 dry run, 1 errored"
+        f"seeded {args.rows} crm_write_log rows in {time.perf_counter() - started:.1f} s (one INSERT ... "
+        f"SELECT generate_series, then ANALYZE); connections: {len(live)} live, 1 dry run, 1 errored"
     )
 
 
@@ -229,34 +254,30 @@ def claim_select() -> tuple[str, list[Any]]:
     return update[start:end].strip(), params[update[:start].count("%s") :]
 
 
-def timed_selects(select: str, params: list[Any], samples: int, settings: tuple[str, ...]) -> list[float]:
-    from django.db import connection, transaction
-
-    timings: list[float] = []
-    for i in range(samples + 5):  # five warm-up runs are not counted
-        with transaction.atomic(), connection.cursor() as cur:
-            for name in settings:
-                cur.execute(f"SET LOCAL {name} = off")
-            started = time.perf_counter()
-            cur.execute(select, params)
-            cur.fetchall()
-            elapsed = (time.perf_counter() - started) * 1000
-            transaction.set_rollback(True)
-        if i >= 5:
-            timings.append(elapsed)
-    return timings
-
-
-def explain(select: str, params: list[Any], settings: tuple[str, ...] = ()) -> list[str]:
+def in_rolled_back_transaction(select: str, params: list[Any], off: tuple[str, ...]) -> tuple[float, Any]:
+    """(ms, rows) of one run of `select` with the planner settings `off` switched off."""
     from django.db import connection, transaction
 
     with transaction.atomic(), connection.cursor() as cur:
-        for name in settings:
+        for name in off:
             cur.execute(f"SET LOCAL {name} = off")
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + select, params)
-        lines = [row[0] for row in cur.fetchall()]
+        started = time.perf_counter()
+        cur.execute(select, params)
+        rows = cur.fetchall()
+        elapsed = (time.perf_counter() - started) * 1000
         transaction.set_rollback(True)
-    return lines
+    return elapsed, rows
+
+
+def explain(select: str, params: list[Any], off: tuple[str, ...]) -> list[str]:
+    _ms, rows = in_rolled_back_transaction("EXPLAIN (ANALYZE, BUFFERS) " + select, params, off)
+    return [row[0] for row in rows]
+
+
+def timed(select: str, params: list[Any], samples: int, off: tuple[str, ...]) -> list[float]:
+    for _ in range(5):  # warm-up, not counted
+        in_rolled_back_transaction(select, params, off)
+    return [in_rolled_back_transaction(select, params, off)[0] for _ in range(samples)]
 
 
 def part_selection(args: argparse.Namespace) -> bool:
@@ -269,23 +290,31 @@ def part_selection(args: argparse.Namespace) -> bool:
     due = count_due(pauses=active_pauses(), now=timezone.now())
     print(f"\n== 1. due selection: {args.rows} rows, {due} due ({due / args.rows:.2%}), LIMIT {SELECT_LIMIT}")
     print("claim SELECT: " + " ".join(select.split()))
-    plan = explain(select, params)
-    print("EXPLAIN (ANALYZE, BUFFERS), planner free:")
+    index = timed(select, params, args.samples, ())
+    seq = timed(select, params, args.samples, FORCE_SEQ)
+    i50, i95 = percentile(index, 50), percentile(index, 95)
+    s50, s95 = percentile(seq, 50), percentile(seq, 95)
+    plan = explain(select, params, ())
+    print("EXPLAIN (ANALYZE, BUFFERS), planner free, after the timed runs:")
     print("\n".join("    " + line for line in plan))
     uses_index = any("crm_write_due" in line for line in plan)
     print(f"plan uses the crm_write_due index: {'yes' if uses_index else 'NO'} {verdict(uses_index)}")
-    index = timed_selects(select, params, args.samples, ())
-    seq_plan = explain(select, params, FORCE_SEQ)
-    print(f"forced seq scan plan: {seq_plan[0].strip()} ... {seq_plan[-1].strip()}")
-    seq = timed_selects(select, params, args.samples, FORCE_SEQ)
-    i50, i95, s50, s95 = (percentile(index, 50), percentile(index, 95), percentile(seq, 50), percentile(seq, 95))
+    walked = [int(m[1]) for line in plan if "crm_write_due" in line and (m := ACTUAL_ROWS.search(line))]
+    blocked = cursor_value(BLOCKED, {"now": params[0]})  # the claim's first parameter is its `now`
+    print(
+        f"index entries the claim reads: {walked[0] if walked else '?'} for {SELECT_LIMIT} rows returned; "
+        f"{blocked} due-by-time rows belong to connections that cannot be claimed (errored) and are "
+        "older than every claimable row, so every claim steps over them"
+    )
+    print("EXPLAIN (ANALYZE, BUFFERS), index scans off:")
+    print("\n".join("    " + line for line in explain(select, params, FORCE_SEQ)))
     p95_ok = i95 < TARGET_P95_MS
     ratio_ok = s50 / i50 >= TARGET_RATIO and s95 / i95 >= TARGET_RATIO
     print(
-        f"planner free  ({args.samples} runs): p50 {i50:.2f} ms  p95 {i95:.2f} ms  max {max(index):.2f} ms"
+        f"planner free ({args.samples} runs): p50 {i50:.2f} ms  p95 {i95:.2f} ms  max {max(index):.2f} ms"
         f"  (target p95 < {TARGET_P95_MS:.0f} ms) {verdict(p95_ok)}"
     )
-    print(f"forced seq    ({args.samples} runs): p50 {s50:.2f} ms  p95 {s95:.2f} ms  max {max(seq):.2f} ms")
+    print(f"index scans off ({args.samples} runs): p50 {s50:.2f} ms  p95 {s95:.2f} ms  max {max(seq):.2f} ms")
     print(
         f"seq / index: {s50 / i50:.0f}x at p50, {s95 / i95:.0f}x at p95"
         f"  (target >= {TARGET_RATIO:.0f}x at both) {verdict(ratio_ok)}"
@@ -311,10 +340,11 @@ def claimer(barrier: Any, out: Any, batch: int) -> None:
             break
         claimed += ids
         batches += 1
-    out.put({"pid": os.getpid(), "ids": claimed, "batches": batches})
+    out.put({"ids": claimed, "batches": batches})
 
 
 def part_claimers(args: argparse.Namespace) -> bool:
+    from django.db import connection
     from django.utils import timezone
 
     from integrations.pauses import active_pauses
@@ -325,12 +355,14 @@ def part_claimers(args: argparse.Namespace) -> bool:
     cursor_run(MAKE_DUE, {"now": now, "n": args.claim_rows})
     cursor_run("ANALYZE crm_write_log")
     where, params = due_filter(active_pauses(), None, timezone.now())
-    from django.db import connection
-
     with connection.cursor() as cur:
-        cur.execute(f"SELECT w.id FROM crm_write_log w JOIN crm_connections c ON c.id = w.connection_id WHERE {where}", params)
+        join = "JOIN crm_connections c ON c.id = w.connection_id"
+        cur.execute(f"SELECT w.id FROM crm_write_log w {join} WHERE {where}", params)
         due_ids = {row[0] for row in cur.fetchall()}
-    print(f"\n== 2. concurrent claimers: {len(due_ids)} due rows, {args.claimers} processes, claim_due({SELECT_LIMIT})")
+    print(
+        f"\n== 2. concurrent claimers: {len(due_ids)} due rows, {args.claimers} processes "
+        f"calling claim_due({SELECT_LIMIT}) until it returns nothing"
+    )
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(args.claimers + 1), ctx.Queue()
     procs = [ctx.Process(target=claimer, args=(barrier, out, SELECT_LIMIT)) for _ in range(args.claimers)]
@@ -345,17 +377,31 @@ def part_claimers(args: argparse.Namespace) -> bool:
     every = [i for r in results for i in r["ids"]]
     twice = len(every) - len(set(every))
     exact = twice == 0 and set(every) == due_ids
-    counts = ", ".join(f"{len(r['ids'])} ({r['batches']} batches)" for r in results)
-    print(f"claimed {len(every)} rows in {elapsed:.2f} s = {len(every) / elapsed:.0f} rows/s; per claimer: {counts}")
+    counts = ", ".join(f"{len(r['ids'])} ({r['batches']})" for r in results)
+    print(f"claimed {len(every)} rows in {elapsed:.2f} s = {len(every) / elapsed:.0f} rows/s")
+    print(f"per claimer, rows (batches): {counts}")
     print(
-        f"claimed twice: {twice}; due but not claimed: {len(due_ids - set(every))}; "
-        f"claimed but not due: {len(set(every) - due_ids)}  (target: each due row exactly once) {verdict(exact)}"
+        f"claimed twice: {twice}; due, not claimed: {len(due_ids - set(every))}; claimed, not due: "
+        f"{len(set(every) - due_ids)}  (target: every due row exactly once) {verdict(exact)}"
     )
     return exact
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds of a local process (a Postgres backend), None when it is not visible here."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def deliverer(barrier: Any, out: Any, batch: int, deadline: float) -> None:
     setup_django()
+    import resource
+
     from django.db import connection
 
     from reconcile.delivery import deliver_write
@@ -363,25 +409,36 @@ def deliverer(barrier: Any, out: Any, batch: int, deadline: float) -> None:
     from reconcile.queue import reconcile_crm_writes
 
     outcomes: Counter[str] = Counter()
+    queries = 0
 
     def dispatch(write_id: int, token: str) -> None:
         outcomes[deliver_write(write_id, token).code] += 1
 
-    def outstanding() -> bool:
-        waiting = CrmWriteLog.objects.filter(
-            status__in=["planned", "failed", "sending"], permanent_failure=False, connection__status="connected"
-        )
-        return waiting.exists()
+    def count(execute: Callable[..., Any], *args: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return execute(*args)
 
-    connection.ensure_connection()
+    waiting = CrmWriteLog.objects.filter(
+        status__in=["planned", "failed", "sending"], permanent_failure=False, connection__status="connected"
+    )
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]
+    backend_start = process_cpu(backend)
     barrier.wait()
-    while time.time() < deadline:
-        result = reconcile_crm_writes(limit=batch, dispatch=dispatch)
-        if result.paused or (not result.claimed and not outstanding()):
-            break
-        if not result.claimed:
-            time.sleep(0.1)  # rows wait for a retry time or another worker's lease
-    out.put(dict(outcomes))
+    own_start = resource.getrusage(resource.RUSAGE_SELF)
+    with connection.execute_wrapper(count):
+        while time.time() < deadline:
+            result = reconcile_crm_writes(limit=batch, dispatch=dispatch)
+            if result.paused or (not result.claimed and not waiting.exists()):
+                break
+            if not result.claimed:
+                time.sleep(0.1)  # rows wait for their retry time or for another worker's lease
+    own = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)) - cpu_seconds(own_start)
+    backend_end = process_cpu(backend)
+    backend_cpu = None if backend_start is None or backend_end is None else backend_end - backend_start
+    out.put({"outcomes": dict(outcomes), "queries": queries, "cpu": own, "backend_cpu": backend_cpu})
 
 
 def live_connection(sandbox_url: str) -> tuple[int, int]:
@@ -416,7 +473,42 @@ def live_connection(sandbox_url: str) -> tuple[int, int]:
     return workspace.pk, conn.pk
 
 
+def redis_cpu() -> float | None:
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return None
+    import redis
+
+    info = redis.Redis.from_url(settings.REDIS_URL).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def run_deliverers(args: argparse.Namespace, expected: float) -> tuple[list[dict[str, Any]], float, Any]:
+    """(per-worker results, seconds from the start signal until the last worker finished, start time)."""
+    from django.utils import timezone
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(args.workers + 1), ctx.Queue()
+    deadline = time.time() + 120 + 3 * expected
+    procs = [
+        ctx.Process(target=deliverer, args=(barrier, out, args.delivery_batch, deadline))
+        for _ in range(args.workers)
+    ]
+    for proc in procs:
+        proc.start()
+    barrier.wait(timeout=120)
+    started, started_at = time.perf_counter(), timezone.now()
+    results = [out.get(timeout=deadline - time.time() + 120) for _ in procs]
+    elapsed = time.perf_counter() - started
+    for proc in procs:
+        proc.join(timeout=30)
+    return results, elapsed, started_at
+
+
 def part_delivery(args: argparse.Namespace) -> bool:
+    import resource
+
     import requests
     from django.conf import settings
     from django.utils import timezone
@@ -424,10 +516,10 @@ def part_delivery(args: argparse.Namespace) -> bool:
     from integrations.sandbox.server import start_sandbox
     from reconcile.models import CrmWriteLog
 
+    limit, budget = args.hubspot_limit, settings.CONDUIT_RATE_BUDGET
     sandbox = start_sandbox("hubspot", port=0)
     os.environ["HUBSPOT_API_BASE_URL"] = settings.HUBSPOT_API_BASE_URL = sandbox.base_url  # for the workers
     try:
-        limit = args.hubspot_limit
         requests.post(f"{sandbox.base_url}/_sandbox/config", json={"ten_second_limit": limit}, timeout=5)
         if settings.REDIS_URL:
             import redis
@@ -442,70 +534,80 @@ def part_delivery(args: argparse.Namespace) -> bool:
         cursor_run(LIVE_WRITES, {**params, "n": args.writes})
         cursor_run("ANALYZE crm_write_log")
         store = f"redis {settings.REDIS_URL}" if settings.REDIS_URL else "file store (no REDIS_URL)"
-        budget = settings.CONDUIT_RATE_BUDGET
         print(
-            f"\n== 3. live delivery: {args.writes} notes to the HubSpot sandbox at {sandbox.base_url}, "
-            f"{args.workers} worker processes, reconcile_crm_writes(limit={args.delivery_batch})"
+            f"\n== 3. live delivery: {args.writes} notes to the HubSpot sandbox ({sandbox.base_url}, in this "
+            f"process), {args.workers} worker processes looping reconcile_crm_writes(limit="
+            f"{args.delivery_batch}, dispatch=deliver_write)"
         )
         print(
-            f"limit: {limit} requests / 10 s (sandbox ten_second_limit and HUBSPOT_TEN_SECOND_LIMIT"
-            f"{'; the real HubSpot figure is 110' if limit != 110 else ''}); limiter {store}, budget "
-            f"{budget:.0%}; {drained} queued rows of the other parts drained first"
+            f"limit: {limit} requests / 10 s (sandbox ten_second_limit = HUBSPOT_TEN_SECOND_LIMIT"
+            f"{'; the real HubSpot limit is 110' if limit != 110 else ''}); limiter {store}, budget "
+            f"{budget:.0%}; {drained} queued rows of parts 1-2 drained first; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        expected = args.writes / (limit * budget / 10)
-        ctx = multiprocessing.get_context("spawn")
-        barrier, out = ctx.Barrier(args.workers + 1), ctx.Queue()
-        deadline = time.time() + 120 + 3 * expected
-        procs = [
-            ctx.Process(target=deliverer, args=(barrier, out, args.delivery_batch, deadline))
-            for _ in range(args.workers)
-        ]
-        for proc in procs:
-            proc.start()
-        barrier.wait(timeout=120)
-        started_at = timezone.now()
-        started = time.perf_counter()
-        results = [out.get(timeout=deadline - time.time() + 120) for _ in procs]
-        elapsed = time.perf_counter() - started
-        for proc in procs:
-            proc.join(timeout=30)
+        self_start, redis_start = resource.getrusage(resource.RUSAGE_SELF), redis_cpu()
+        results, elapsed, started_at = run_deliverers(args, args.writes / (limit * budget / 10))
+        self_end, redis_end = resource.getrusage(resource.RUSAGE_SELF), redis_cpu()
         state = requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=30).json()
     finally:
         sandbox.stop()
 
-    rows = list(CrmWriteLog.objects.filter(connection_id=conn_id).only("idempotency_key", "status", "sent_at"))
+    rows = list(
+        CrmWriteLog.objects.filter(connection_id=conn_id).only("idempotency_key", "status", "sent_at")
+    )
     statuses = Counter(row.status for row in rows)
     done = [row.sent_at for row in rows if row.status == "succeeded" and row.sent_at]
-    notes = Counter(m for note in state["notes"] for m in MARKER.findall(note["properties"]["hs_note_body"]))
+    notes = Counter(m for n in state["notes"] for m in MARKER.findall(n["properties"]["hs_note_body"]))
     markers = {row.marker for row in rows}
     duplicates = sum(n - 1 for m, n in notes.items() if m in markers and n > 1)
     missing = sum(1 for m in markers if notes[m] == 0)
     outcomes: Counter[str] = Counter()
     for result in results:
-        outcomes.update(result)
-    requests_total, limited = state["requests"]["total"], state["requests"]["rate_limited"]
+        outcomes.update(result["outcomes"])
+    print(f"write statuses: {dict(statuses)}; delivery outcomes: {dict(outcomes)}")
+
     per_second = limit / 10
     rate = len(done) / elapsed
     steady_from = started_at + timedelta(seconds=10)
-    steady = [t for t in done if t >= steady_from]
     last = max(done, default=started_at)
-    steady_rate = len(steady) / (last - steady_from).total_seconds() if last > steady_from else rate
-    share_429 = limited / requests_total if requests_total else 0.0
-    print(f"write statuses: {dict(statuses)}; delivery outcomes: {dict(outcomes)}")
+    steady = sum(1 for t in done if t >= steady_from)
+    steady_rate = steady / (last - steady_from).total_seconds() if last > steady_from else rate
+    rate_ok = steady_rate / per_second >= TARGET_SHARE
     print(
         f"{len(done)} writes in {elapsed:.1f} s = {rate:.1f} writes/s = {rate / per_second:.1%} of the limit "
-        f"({per_second:.0f}/s) overall; after the first 10 s window {steady_rate:.1f} writes/s = "
-        f"{steady_rate / per_second:.1%}  (target >= {TARGET_SHARE:.0%}) {verdict(steady_rate / per_second >= TARGET_SHARE)}"
+        f"({per_second:.0f}/s) overall"
     )
     print(
-        f"sandbox requests {requests_total}, 429s {limited} = {share_429:.2%}  (target < {TARGET_429:.0%}) "
+        f"after the first 10 s window: {steady_rate:.1f} writes/s = {steady_rate / per_second:.1%} of the "
+        f"limit  (target >= {TARGET_SHARE:.0%}) {verdict(rate_ok)}"
+    )
+    total, limited = state["requests"]["total"], state["requests"]["rate_limited"]
+    share_429 = limited / total if total else 0.0
+    print(
+        f"sandbox requests {total}, 429s {limited} = {share_429:.2%}  (target < {TARGET_429:.0%}) "
         f"{verdict(share_429 < TARGET_429)}"
     )
+    exact = duplicates == 0 and missing == 0
     print(
-        f"notes in the sandbox: {sum(notes.values())}; markers of {len(markers)} writes: duplicated {duplicates}, "
-        f"missing {missing}  (target 0 duplicates, every write sent) {verdict(duplicates == 0 and missing == 0)}"
+        f"notes in the sandbox {sum(notes.values())}; of {len(markers)} write markers: {duplicates} "
+        f"duplicated, {missing} missing  (target 0 duplicates, none missing) {verdict(exact)}"
     )
-    return steady_rate / per_second >= TARGET_SHARE and share_429 < TARGET_429 and duplicates == missing == 0
+    n = max(len(done), 1)
+    worker_ms = 1000 * sum(r["cpu"] for r in results) / n
+    backends = [r["backend_cpu"] for r in results]
+    backend_ms = 1000 * sum(backends) / n if None not in backends else None
+    sandbox_ms = 1000 * (cpu_seconds(self_end) - cpu_seconds(self_start)) / n
+    redis_ms = None if redis_end is None or redis_start is None else 1000 * (redis_end - redis_start) / n
+    parts = [("workers", worker_ms), ("their Postgres backends", backend_ms), ("sandbox", sandbox_ms)]
+    parts.append(("redis", redis_ms))
+    known = sum(ms for _name, ms in parts if ms is not None)
+    print(
+        "CPU per write: "
+        + ", ".join(f"{name} {'n/a' if ms is None else f'{ms:.1f} ms'}" for name, ms in parts)
+        + f" = {known:.1f} ms; {sum(r['queries'] for r in results) / n:.1f} SQL statements per write; "
+        f"{per_second * TARGET_SHARE:.0f} writes/s needs {known * per_second * TARGET_SHARE / 1000:.1f} CPUs"
+    )
+    return rate_ok and share_429 < TARGET_429 and exact
 
 
 def main() -> int:
@@ -513,24 +615,25 @@ def main() -> int:
     parser.add_argument("--part", choices=["selection", "claimers", "delivery", "all"], default="all")
     parser.add_argument("--rows", type=int, default=1_000_000, help="crm_write_log rows for parts 1-2")
     parser.add_argument("--due-pct", type=float, default=2.0, help="percent of --rows that are due")
+    parser.add_argument(
+        "--blocked-pct", type=float, default=0.3, help="percent of --rows due on an errored connection"
+    )
     parser.add_argument("--samples", type=int, default=200, help="timed runs per selection variant")
     parser.add_argument("--claim-rows", type=int, default=10_000)
     parser.add_argument("--claimers", type=int, default=8)
     parser.add_argument("--writes", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=4, help="delivery worker processes")
     parser.add_argument("--delivery-batch", type=int, default=50, help="limit per reconcile_crm_writes call")
-    parser.add_argument(
-        "--hubspot-limit", type=int, default=1100, help="requests per 10 s, sandbox and setting (HubSpot: 110)"
-    )
+    parser.add_argument("--hubspot-limit", type=int, default=1100, help="per 10 s; HubSpot's own is 110")
     parser.add_argument("--db-name", default="conduit_bench_reconcile")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
-    if not 0 < args.due_pct <= 88:
-        parser.error("--due-pct must be above 0 and at most 88 (the other kinds take 12%)")
+    if args.due_pct <= 0 or args.blocked_pct < 0 or args.due_pct + args.blocked_pct > 88:
+        parser.error("--due-pct must be > 0, --blocked-pct >= 0, together at most 88 (other kinds take 12%)")
 
     server_url = os.environ.get("DATABASE_URL", "")
     if urlsplit(server_url).scheme not in ("postgres", "postgresql", "pgsql"):
-        print(f"bench/reconcile.py runs on Postgres only: set DATABASE_URL=postgres://... (got {server_url!r})")
+        print(f"bench/reconcile.py needs Postgres: set DATABASE_URL=postgres://... (it is {server_url!r})")
         return 1
     db_url = recreate_database(server_url, args.db_name)
     parts = ["selection", "claimers", "delivery"] if args.part == "all" else [args.part]
@@ -555,9 +658,9 @@ def main() -> int:
             version = cur.fetchone()[0].split(" on ")[0]
         print(f"database {args.db_name} ({version}), recreated and migrated; parts: {', '.join(parts)}")
         if "selection" in parts or "claimers" in parts:
-            seed_ledger(args.rows, args.due_pct)
+            seed_ledger(args)
         met = [globals()[f"part_{part}"](args) for part in parts]
-    print(f"\noverall: {verdict(all(met))} (figures are for one run on this machine)")
+    print(f"\noverall: {verdict(all(met))} (one run on this machine; DEBUG={os.environ['DEBUG']})")
     return 1 if args.strict and not all(met) else 0
 
 
