@@ -221,6 +221,14 @@ def seed_ledger(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     params = {"rows": args.rows, "due": round(args.due_pct * 100), "blocked": round(args.blocked_pct * 100)}
     cursor_run(SEED, {**params, "now": timezone.now(), "live": live, "dry_conn": dry, "error_conn": error})
+    from reconcile.queue import park_and_unpark
+
+    park_started = time.perf_counter()
+    parked, unparked = park_and_unpark(now=timezone.now())  # what every reconcile run does first
+    print(
+        f"reconcile's park step: parked {parked} write(s) of connections that are not live, "
+        f"resumed {unparked}, in {(time.perf_counter() - park_started) * 1000:.0f} ms"
+    )
     cursor_run("ANALYZE crm_write_log")
     cursor_run("ANALYZE crm_connections")
     print(
@@ -303,8 +311,8 @@ def part_selection(args: argparse.Namespace) -> bool:
     blocked = cursor_value(BLOCKED, {"now": params[0]})  # the claim's first parameter is its `now`
     print(
         f"index entries the claim reads: {walked[0] if walked else '?'} for {SELECT_LIMIT} rows returned; "
-        f"{blocked} due-by-time rows belong to connections that cannot be claimed (errored) and are "
-        "older than every claimable row, so every claim steps over them"
+        f"{blocked} rows of connections that cannot be claimed (errored) are still in the due range "
+        "(parked rows have next_retry_at NULL, outside it)"
     )
     print("EXPLAIN (ANALYZE, BUFFERS), index scans off:")
     print("\n".join("    " + line for line in explain(select, params, FORCE_SEQ)))

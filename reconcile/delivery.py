@@ -113,9 +113,11 @@ def _queued_status(row: CrmWriteLog) -> str:
     return Status.FAILED if row.last_error_code or row.retry_count else Status.PLANNED
 
 
-def release(row: CrmWriteLog, now: datetime, code: str) -> Outcome:
-    """Hand the row back untouched (pause, connection not usable): no attempt is counted."""
-    _finish(row, now, status=_queued_status(row), next_retry_at=row.next_retry_at or now)
+def release(row: CrmWriteLog, now: datetime, code: str, *, park: bool = False) -> Outcome:
+    """Hand the row back untouched (pause, connection not usable): no attempt is counted.
+    `park` takes it out of the due range (next_retry_at NULL) until its connection is live
+    again (reconcile brings it back), so claims do not step over it meanwhile."""
+    _finish(row, now, status=_queued_status(row), next_retry_at=None if park else row.next_retry_at or now)
     return Outcome(code)
 
 
@@ -164,7 +166,7 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
         _finish(row, now(), status=Status.DRY_RUN, next_retry_at=None)
         return Outcome("dry_run")
     if conn.status != CrmConnection.Status.CONNECTED:
-        return release(row, now(), "waiting_for_connection")
+        return release(row, now(), "waiting_for_connection", park=True)
     if pause_for(conn) is not None:
         return release(row, now(), "paused")
     sent = False
@@ -214,7 +216,7 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
             row,
             now(),
             status=Status.FAILED,
-            next_retry_at=now(),
+            next_retry_at=None,  # parked until the connection is live again
             last_error_code=code,
             last_error_message="waiting for the connection to be reconnected",
             **known,
@@ -223,7 +225,7 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
     except MissingScope as exc:
         mark_scope_missing(conn.pk, list(exc.missing), actor=ACTOR)
         known = _refused(sent)
-        _finish(row, now(), status=Status.FAILED, next_retry_at=now(), **known, **_error_fields(exc))
+        _finish(row, now(), status=Status.FAILED, next_retry_at=None, **known, **_error_fields(exc))
         return Outcome("waiting_for_connection")
     except Transient as exc:
         return schedule_retry(row, exc, now(), sent=sent)

@@ -115,9 +115,33 @@ def count_expired_leases(*, now: datetime) -> int:
         return int(cur.fetchone()[0])
 
 
+LIVE = "SELECT id FROM crm_connections WHERE status = 'connected' AND NOT dry_run"
+# Writes of a connection that is not live are parked (next_retry_at NULL): out of the due
+# range, so a claim never steps over them; they come back when the connection is live again.
+PARK = f"""
+UPDATE crm_write_log SET next_retry_at = NULL, updated_at = %s
+WHERE status IN ('failed', 'planned') AND NOT permanent_failure AND next_retry_at IS NOT NULL
+  AND connection_id IN (SELECT id FROM crm_connections WHERE id NOT IN ({LIVE}))"""  # noqa: S608
+UNPARK = f"""
+UPDATE crm_write_log SET next_retry_at = %s, updated_at = %s
+WHERE status IN ('failed', 'planned') AND NOT permanent_failure AND next_retry_at IS NULL
+  AND connection_id IN ({LIVE})"""  # noqa: S608
+
+
+def park_and_unpark(*, now: datetime) -> tuple[int, int]:
+    """(parked, brought back): set-based, driven by the connection (index on connection, status)."""
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(PARK, [now])
+        parked = cur.rowcount
+        cur.execute(UNPARK, [now, now])
+        return parked, cur.rowcount
+
+
 @dataclass
 class ReconcileResult:
     swept: int = 0
+    parked: int = 0
+    unparked: int = 0
     due: int = 0
     claimed: int = 0
     paused: str = ""
@@ -126,7 +150,8 @@ class ReconcileResult:
     def line(self) -> str:
         text = (
             f"due {self.due}, claimed {self.claimed} in {len(self.batches)} batch(es), "
-            f"swept {self.swept} expired lease(s)"
+            f"swept {self.swept} expired lease(s), parked {self.parked} and resumed {self.unparked} "
+            "write(s) of connections that left or came back"
         )
         return text + (f"; paused: {self.paused}" if self.paused else "")
 
@@ -155,6 +180,7 @@ def reconcile_crm_writes(
         result.swept = count_expired_leases(now=at)
     else:
         result.swept = sweep_expired_leases(now=at)
+        result.parked, result.unparked = park_and_unpark(now=at)
     result.due = count_due(pauses=pauses, workspace_id=workspace_id, now=at)
     if pauses.everything is not None:
         result.paused = f"all CRM sync ({pauses.everything.reason})"

@@ -23,6 +23,7 @@ from reconcile.delivery import claim, deliver_write
 from reconcile.mapping import resolve
 from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.planning import resolve_targets
+from reconcile.queue import reconcile_crm_writes
 from reconcile.services import CannotGoLive, do_go_live, do_retry_writes, do_skip_writes
 from tests.conftest import Tenant
 from tests.reconcile_helpers import (
@@ -426,3 +427,17 @@ def test_retry_of_a_no_contact_write_looks_the_person_up_again(crm_env: Any, ali
         assert not DealMapping.objects.filter(email="lee.new@northwind.example").exists()
     row.refresh_from_db()
     assert row.status == Status.FAILED and row.next_retry_at is not None
+
+
+def test_writes_of_a_connection_that_is_not_live_are_parked_then_resumed(crm_env: Any, alice: Tenant) -> None:
+    rows = planned(alice, crm_env, n=2)
+    with system_scope():
+        CrmConnection.objects.filter(pk=rows[0].connection_id).update(status="error")
+    result = reconcile_crm_writes(dispatch=lambda i, t: None)
+    assert (result.parked, result.unparked, result.claimed) == (2, 0, 0)
+    assert all(w.next_retry_at is None and w.status == Status.PLANNED for w in writes())
+    with system_scope():
+        CrmConnection.objects.filter(pk=rows[0].connection_id).update(status="connected")
+    claimed: list[int] = []
+    result = reconcile_crm_writes(dispatch=lambda i, t: claimed.append(i))
+    assert (result.parked, result.unparked) == (0, 2) and sorted(claimed) == sorted(r.pk for r in rows)
