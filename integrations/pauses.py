@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from conduit.audit import actor_label, record_audit
@@ -91,7 +91,7 @@ def do_pause_sync(target: PauseTarget, *, reason: str, actor: Actor) -> tuple[Sy
             return existing, False
         workspace = target.workspace or (target.connection.workspace if target.connection else None)
         try:
-            with system_scope():
+            with transaction.atomic():  # a savepoint: a concurrent pause must not break the outer block
                 pause = SyncPause.objects.create(
                     scope=target.scope,
                     provider=target.provider,

@@ -106,6 +106,15 @@ def connected(conn: CrmConnection) -> CrmConnection:
     return conn
 
 
+def locked_connection(connection_id: int) -> CrmConnection:
+    """The connection row, locked until the caller's transaction ends (one change at a time)."""
+    return (
+        CrmConnection.objects.select_for_update(of=("self",))
+        .select_related("workspace")
+        .get(pk=connection_id)
+    )
+
+
 def refresh_connection(
     connection_id: int,
     *,
@@ -120,11 +129,7 @@ def refresh_connection(
     `rejected_token` is the token a provider just answered 401 to: refresh only if it is
     still the stored one."""
     with system_scope():
-        conn = (
-            CrmConnection.objects.select_for_update(of=("self",))
-            .select_related("workspace")
-            .get(pk=connection_id)
-        )
+        conn = locked_connection(connection_id)
         connected(conn)
         if rejected_token is not None and conn.access_token and conn.access_token != rejected_token:
             return conn  # someone refreshed after that 401
@@ -179,11 +184,7 @@ def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Cl
         return call(account_for(conn))
     except TokenExpired as exc:
         with system_scope():
-            locked = (
-                CrmConnection.objects.select_for_update(of=("self",))
-                .select_related("workspace")
-                .get(pk=connection_id)
-            )
+            locked = locked_connection(connection_id)
             # only if nothing changed meanwhile: a reconnect or disconnect wins over this verdict
             if locked.status == CrmConnection.Status.CONNECTED and locked.access_token == conn.access_token:
                 mark_revoked(locked, "access_token_rejected", actor="system:token_refresh")
@@ -194,11 +195,7 @@ def mark_scope_missing(connection_id: int, missing: list[str], *, actor: str) ->
     """The CRM refused a call for want of scopes: the connection needs a reconnect (audited).
     The grant is kept; the customer reconnects and grants what is listed."""
     with system_scope():
-        conn = (
-            CrmConnection.objects.select_for_update(of=("self",))
-            .select_related("workspace")
-            .get(pk=connection_id)
-        )
+        conn = locked_connection(connection_id)
         if conn.status != CrmConnection.Status.CONNECTED:
             return
         conn.status = CrmConnection.Status.ERROR

@@ -90,13 +90,21 @@ def claim(write_id: int, *, now: datetime, lease_token: str = "") -> CrmWriteLog
 
 
 def _finish(
-    row: CrmWriteLog, now: datetime, audit: tuple[str, dict[str, Any]] | None = None, **fields: Any
+    row: CrmWriteLog,
+    now: datetime,
+    audit: tuple[str, dict[str, Any]] | None = None,
+    *,
+    keep_lease: bool = False,
+    **fields: Any,
 ) -> bool:
-    """Apply the outcome if this worker still holds the lease; audit in the same transaction."""
+    """Apply the outcome (or, with keep_lease, a step) if this worker still holds the lease;
+    audit in the same transaction."""
+    if not keep_lease:
+        fields.update(lease_token="", lease_expires_at=None)
     with system_scope():
         done = CrmWriteLog.objects.filter(
             pk=row.pk, status=Status.SENDING, lease_token=row.lease_token
-        ).update(lease_token="", lease_expires_at=None, updated_at=now, **fields)
+        ).update(updated_at=now, **fields)
         if done and audit is not None:
             event, payload = audit
             record_audit(event, actor=ACTOR, workspace=row.workspace, target=row, payload=payload)
@@ -189,7 +197,7 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
             if found:
                 return succeed(row, found, now(), recovered=True)
         payload = {**row.payload, "contact_id": mapping.contact_id, "deal_id": mapping.deal_id}
-        if not _finish_keep_lease(row, now(), payload=payload, outcome_unknown=True):
+        if not _finish(row, now(), keep_lease=True, payload=payload, outcome_unknown=True):
             return Outcome("lease_lost")
         sent = True
 
@@ -234,15 +242,6 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
             row, exc.code, exc.message or "", now(), outcome_unknown=False if sent else row.outcome_unknown
         )
     return succeed(row, external_id, now())
-
-
-def _finish_keep_lease(row: CrmWriteLog, now: datetime, **fields: Any) -> bool:
-    with system_scope():
-        return bool(
-            CrmWriteLog.objects.filter(pk=row.pk, status=Status.SENDING, lease_token=row.lease_token).update(
-                updated_at=now, **fields
-            )
-        )
 
 
 def succeed(row: CrmWriteLog, external_id: str, now: datetime, *, recovered: bool = False) -> Outcome:

@@ -96,74 +96,63 @@ def do_enable_dry_run(conn: CrmConnection, *, actor: Actor) -> int:
 RETRYABLE = Q(status=Status.FAILED) | Q(status=Status.SKIPPED, last_error_code="no_matching_contact")
 
 
+def _lock(writes: Iterable[CrmWriteLog], allowed: Q) -> list[CrmWriteLog]:
+    """The allowed ones among these writes, locked for the caller's transaction."""
+    ids = [w.pk for w in writes]
+    return list(
+        CrmWriteLog.objects.select_for_update(of=("self",))
+        .select_related("workspace")
+        .filter(allowed, pk__in=ids)
+    )
+
+
+def _audit_each(event: str, rows: list[CrmWriteLog], actor: Actor, **payload: Any) -> None:
+    for row in rows:
+        record_audit(
+            event,
+            actor=actor,
+            workspace=row.workspace,
+            target=row,
+            payload={
+                "write_id": row.pk,
+                "was": row.status,
+                "retry_count": row.retry_count,
+                "permanent_failure": row.permanent_failure,
+                "last_error_code": row.last_error_code,
+                **payload,
+            },
+        )
+
+
 def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
     """Requeue failed or permanently failed writes now: attempts reset, failure cleared, audited
     per write. A write whose outcome was unknown is still looked up before it is resent."""
     now = timezone.now()
-    count = 0
     with system_scope():
-        ids = [w.pk for w in writes]
-        for row in (
-            CrmWriteLog.objects.select_for_update().select_related("workspace").filter(RETRYABLE, pk__in=ids)
-        ):
-            previous = {"retry_count": row.retry_count, "permanent_failure": row.permanent_failure}
-            if row.status == Status.SKIPPED:
-                DealMapping.objects.filter(
-                    connection_id=row.connection_id,
-                    email=row.target,
-                    contact_id="",
-                    source=DealMapping.Source.PROVIDER,
-                ).delete()
-            CrmWriteLog.objects.filter(pk=row.pk).update(
-                status=Status.FAILED,
-                permanent_failure=False,
-                retry_count=0,
-                next_retry_at=now,
-                updated_at=now,
-            )
-            record_audit(
-                "crm_write_retry_requested",
-                actor=actor,
-                workspace=row.workspace,
-                target=row,
-                payload={
-                    "write_id": row.pk,
-                    "previous": previous,
-                    "last_error_code": row.last_error_code,
-                    "reason": reason,
-                },
-            )
-            count += 1
-    return count
+        rows = _lock(writes, RETRYABLE)
+        if misses := [r for r in rows if r.status == Status.SKIPPED]:
+            # look the person up again: drop the cached "no contact" answers in one statement
+            pairs = Q()
+            for r in misses:
+                pairs |= Q(connection_id=r.connection_id, email=r.target)
+            DealMapping.objects.filter(pairs, contact_id="", source=DealMapping.Source.PROVIDER).delete()
+        CrmWriteLog.objects.filter(pk__in=[r.pk for r in rows]).update(
+            status=Status.FAILED, permanent_failure=False, retry_count=0, next_retry_at=now, updated_at=now
+        )
+        _audit_each("crm_write_retry_requested", rows, actor, reason=reason)
+    return len(rows)
 
 
 def do_skip_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
     """Give up on queued or failed writes on purpose (they are kept, marked skipped, audited)."""
     now = timezone.now()
-    count = 0
     with system_scope():
-        ids = [w.pk for w in writes]
-        skippable = Q(status__in=[Status.PLANNED, Status.FAILED, Status.DRY_RUN])
-        for row in (
-            CrmWriteLog.objects.select_for_update().select_related("workspace").filter(skippable, pk__in=ids)
-        ):
-            CrmWriteLog.objects.filter(pk=row.pk).update(
-                status=Status.SKIPPED, next_retry_at=None, updated_at=now
-            )
-            record_audit(
-                "crm_write_skipped",
-                actor=actor,
-                workspace=row.workspace,
-                target=row,
-                payload={
-                    "write_id": row.pk,
-                    "was": row.status,
-                    "last_error_code": row.last_error_code,
-                    "reason": reason,
-                },
-            )
-            count += 1
-    return count
+        rows = _lock(writes, Q(status__in=[Status.PLANNED, Status.FAILED, Status.DRY_RUN]))
+        CrmWriteLog.objects.filter(pk__in=[r.pk for r in rows]).update(
+            status=Status.SKIPPED, next_retry_at=None, updated_at=now
+        )
+        _audit_each("crm_write_skipped", rows, actor, reason=reason)
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -209,25 +198,34 @@ def counts_for(conn: CrmConnection) -> WriteCounts:
     )
 
 
-def provider_payload(row: CrmWriteLog) -> dict[str, Any]:
+def provider_payload(row: CrmWriteLog, mapping: DealMapping | None = None) -> dict[str, Any]:
     """The exact request body this write sends (or would send) to the CRM. Before the contact
     is resolved the ids come from the lookup cache, or a placeholder naming the email."""
     contact, deal = row.payload.get("contact_id"), row.payload.get("deal_id")
     if not contact:
-        mapping = DealMapping.objects.filter(connection_id=row.connection_id, email=row.target).first()
+        if mapping is None:
+            mapping = DealMapping.objects.filter(connection_id=row.connection_id, email=row.target).first()
         if mapping is not None and mapping.contact_id:
             contact, deal = mapping.contact_id, mapping.deal_id
     contact = str(contact or f"<the {row.get_provider_display()} contact with email {row.target}>")
-    deal = str(deal or "")
-    return get_provider(row.provider).write_payload(row.operation, activity_for(row, contact, deal))
+    return get_provider(row.provider).write_payload(
+        row.operation, activity_for(row, contact, str(deal or ""))
+    )
 
 
 def preview_writes(conn: CrmConnection, limit: int = 5) -> list[dict[str, Any]]:
     """The latest dry-run writes with the request body each would send."""
-    rows = CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")
+    rows = list(
+        CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")[
+            :limit
+        ]
+    )
+    mappings = {
+        m.email: m for m in DealMapping.objects.filter(connection=conn, email__in=[r.target for r in rows])
+    }
     previews = []
-    for row in rows[:limit]:
-        body = provider_payload(row)
+    for row in rows:
+        body = provider_payload(row, mappings.get(row.target))
         previews.append(
             {
                 "id": row.pk,

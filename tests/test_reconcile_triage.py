@@ -155,7 +155,7 @@ def test_admin_retry_now_and_skip_are_audited(crm_env: Any, alice: Tenant, admin
     row.refresh_from_db()
     assert not row.permanent_failure and row.retry_count == 0 and row.status == Status.FAILED
     [event] = events("crm_write_retry_requested")
-    assert event.payload_json["previous"]["permanent_failure"] is True
+    assert event.payload_json["permanent_failure"] is True and event.payload_json["was"] == "failed"
     assert deliver_write(row.pk).code == "succeeded"
     admin_client.post(url, {"action": "retry_now", "_selected_action": [row.pk]})  # succeeded: left alone
     assert len(events("crm_write_retry_requested")) == 1
