@@ -345,6 +345,25 @@ CONDUIT_DEAL_MAPPING_TTL_HOURS = _int_in("CONDUIT_DEAL_MAPPING_TTL_HOURS", 24, 1
 # At most this many external participants of one message get a write (a mass mail is not activity).
 CONDUIT_MAX_WRITES_PER_MESSAGE = _int_in("CONDUIT_MAX_WRITES_PER_MESSAGE", 10, 1, 100)
 
+# --- Connection health (integrations/health.py) ---
+# Checks run at most this many at once per worker process (each waits on the provider).
+CONDUIT_HEALTH_CONCURRENCY = _int_in("CONDUIT_HEALTH_CONCURRENCY", 8, 1, 64)
+# The hourly run spreads its checks over this many seconds, in CONDUIT_HEALTH_WAVES waves.
+CONDUIT_HEALTH_SPREAD_SECONDS = _int_in("CONDUIT_HEALTH_SPREAD_SECONDS", 3000, 0, 3300)
+CONDUIT_HEALTH_WAVES = _int_in("CONDUIT_HEALTH_WAVES", 12, 1, 60)
+# Consecutive checks the CRM refuses Conduit's token before the connection goes to error.
+CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = _int_in("CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR", 2, 1, 24)
+# "Check now" on the Integrations page runs at most once per connection in this many seconds.
+CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS = _int_in("CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS", 60, 0, 3600)
+
+# --- Retention (retention/) ---
+# Defaults for a workspace's policy (a blank field in the form means "use the default").
+CONDUIT_RETENTION_MESSAGE_DAYS = _int_in("CONDUIT_RETENTION_MESSAGE_DAYS", 365, 1, 3650)
+CONDUIT_RETENTION_ATTACHMENT_DAYS = _int_in("CONDUIT_RETENTION_ATTACHMENT_DAYS", 180, 1, 3650)
+CONDUIT_RETENTION_SYNC_LOG_DAYS = _int_in("CONDUIT_RETENTION_SYNC_LOG_DAYS", 30, 1, 3650)
+# Rows changed per purge transaction (each batch commits on its own, so locks stay short).
+CONDUIT_PURGE_BATCH_SIZE = _int_in("CONDUIT_PURGE_BATCH_SIZE", 2000, 10, 50000)
+
 # --- Metrics: prometheus-client in multiprocess mode (gunicorn workers + Celery share one dir) ---
 CONDUIT_METRICS_TOKEN = env.str("CONDUIT_METRICS_TOKEN", default="").strip()
 if CONDUIT_METRICS_TOKEN and len(CONDUIT_METRICS_TOKEN) < 24:

@@ -25,6 +25,7 @@ urlpatterns = [
         integration_views.disconnect,
         name="integrations-disconnect",
     ),
+    path("settings/integrations/<str:crm>/check/", integration_views.check_now, name="integrations-check"),
     path("settings/integrations/<str:crm>/go-live/", integration_views.go_live, name="integrations-go-live"),
     path(
         "settings/integrations/<str:crm>/dry-run/",

@@ -12,7 +12,15 @@ from django.http import HttpRequest
 
 from conduit.admin import ReadOnlyAdmin
 from conduit.services import ConduitError
-from integrations.models import CrmConnection, OAuthState, PendingInstall, SyncLog, SyncPause
+from integrations.health import run_checks
+from integrations.models import (
+    ConnectionHealth,
+    CrmConnection,
+    OAuthState,
+    PendingInstall,
+    SyncLog,
+    SyncPause,
+)
 from integrations.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.providers.errors import ProviderError
 from integrations.tokens import refresh_connection
@@ -60,6 +68,32 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
                 continue
             level = messages.SUCCESS if fresh.status == CrmConnection.Status.CONNECTED else messages.ERROR
             self.message_user(request, f"{fresh}: {fresh.last_error or 'token refreshed'}", level)
+
+
+@admin.register(ConnectionHealth)
+class ConnectionHealthAdmin(ReadOnlyAdmin):
+    list_display = (
+        "workspace",
+        "crm",
+        "status",
+        "reason",
+        "consecutive_failures",
+        "last_checked_at",
+        "last_ok_at",
+    )
+    list_filter = ("status", "crm", "reason")
+    search_fields = ("workspace__slug", "reason")
+    list_select_related = ("workspace",)
+    actions = ["check_now"]
+
+    @admin.action(description="Check these connections now")
+    def check_now(self, request: HttpRequest, queryset: Any) -> None:
+        ids = [row.connection_id for row in queryset if row.connection_id]
+        for result in run_checks(ids, concurrency=1):
+            level = messages.SUCCESS if result.status == "ok" else messages.WARNING
+            self.message_user(
+                request, f"{result.crm} {result.account}: {result.status} ({result.reason})", level
+            )
 
 
 @admin.register(PendingInstall)

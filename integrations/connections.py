@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
 
 from conduit.audit import record_audit
 from conduit.models import Workspace
+from integrations import health_state
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import ExternalAccount, TokenSet
@@ -91,6 +93,8 @@ def do_connect(
         target=conn,
         payload=payload,
     )
+    # identify() just made an authenticated call with this grant: that is a passing check
+    health_state.record(conn, health_state.Verdict(health_state.Status.OK, "connected"), now=now, actor=actor)
     return conn
 
 
@@ -120,6 +124,12 @@ def do_record_missing_scopes(
         target=conn,
         payload={"crm": crm, "last_error": "missing_scope", "missing_scopes": missing},
     )
+    health_state.record(
+        conn,
+        health_state.Verdict.error("missing_scope", {"scopes": {"missing": missing}}),
+        now=timezone.now(),
+        actor=actor,
+    )
     return conn
 
 
@@ -146,6 +156,7 @@ def do_disconnect(conn: CrmConnection, *, actor: Actor, reason: str = "requested
     conn.status = CrmConnection.Status.DISCONNECTED
     conn.last_error = ""
     conn.save()
+    health_state.forget(conn)
     record_audit(
         "crm_disconnected",
         actor=actor,

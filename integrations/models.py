@@ -242,3 +242,44 @@ class SyncPause(models.Model):
             "connection": f"connection {self.connection_id}",
         }[self.scope]
         return f"paused: {what}"
+
+
+class ConnectionHealth(models.Model):
+    """The latest verdict on one workspace's CRM connection (one row per workspace + CRM).
+
+    Written by the hourly check (integrations/health.py) and by every change that decides
+    the verdict on its own: connect / reconnect (ok), a revoked grant (error)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connection_health")
+    crm = models.CharField(max_length=20, choices=CRM_CHOICES)
+    connection = models.ForeignKey(
+        CrmConnection, on_delete=models.SET_NULL, null=True, blank=True, related_name="health"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices)
+    # A stable code for the verdict: ok, rate_limited, transient, auth_failed, missing_scope, ...
+    reason = models.CharField(max_length=100, blank=True)
+    last_checked_at = models.DateTimeField()
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_auth_failures = models.PositiveIntegerField(default=0)
+    # error code, HTTP status, latency, granted / required / missing scopes, token expiry,
+    # rate-limit headroom; never a token (see health.details_for)
+    details_json = models.JSONField(default=dict, blank=True)
+    # When someone last pressed "check now" (the button is rate-limited per connection).
+    manual_check_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "connection_health"
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "crm"], name="connection_health_one_per_crm")
+        ]
+        indexes = [models.Index(fields=["crm", "status"], name="connection_health_crm_status")]
+
+    def __str__(self) -> str:
+        return f"{self.crm} health for workspace {self.workspace_id}: {self.status}"

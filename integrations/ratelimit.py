@@ -62,6 +62,9 @@ class Store(Protocol):
 
     def block(self, bucket: Bucket, account: str, until: float) -> None: ...
 
+    def remaining(self, bucket: Bucket, account: str) -> int:
+        """Slots still free in the current window (read only; takes none)."""
+
     def blocked_until(self, bucket: Bucket, account: str) -> float: ...
 
     def set_daily_usage(self, provider: str, account: str, used: int, limit: int) -> None: ...
@@ -101,6 +104,17 @@ class RateLimiter:
     def block(self, bucket: Bucket, account: str, seconds: float) -> None:
         self.store.block(bucket, account, self.clock() + seconds)
 
+    def headroom(self, bucket: Bucket, account: str) -> dict[str, Any]:
+        """What is left of Conduit's budget for this account now (for health details)."""
+        blocked_for = max(self.store.blocked_until(bucket, account) - self.clock(), 0.0)
+        return {
+            "bucket": bucket.name,
+            "limit": bucket.limit,
+            "window_seconds": bucket.window,
+            "remaining": self.store.remaining(bucket, account) if bucket.limit else None,
+            "blocked_for_seconds": round(blocked_for, 1),
+        }
+
     def record_daily_usage(self, provider: str, account: str, used: int, limit: int) -> None:
         self.store.set_daily_usage(provider, account, used, limit)
 
@@ -138,6 +152,9 @@ class RedisStore:
         until = max(until, self.blocked_until(bucket, account))
         ttl_ms = max(int((until - time.time()) * 1000), 1)
         self.redis.set(f"conduit-rl:block:{bucket.key(account)}", str(until), px=ttl_ms)
+
+    def remaining(self, bucket: Bucket, account: str) -> int:
+        return int(self.window.get_window_stats(self._item(bucket), account).remaining)
 
     def blocked_until(self, bucket: Bucket, account: str) -> float:
         value = cast(str | None, self.redis.get(f"conduit-rl:block:{bucket.key(account)}"))
@@ -194,6 +211,12 @@ class FileStore:
     def block(self, bucket: Bucket, account: str, until: float) -> None:
         with self._locked(bucket.provider, account) as state:
             state[f"block:{bucket.name}"] = max(until, state.get(f"block:{bucket.name}", 0.0))
+
+    def remaining(self, bucket: Bucket, account: str) -> int:
+        with self._locked(bucket.provider, account) as state:
+            now = self.clock()
+            hits = [t for t in state.get(f"hits:{bucket.name}", []) if t > now - bucket.window]
+            return max(bucket.limit - len(hits), 0)
 
     def blocked_until(self, bucket: Bucket, account: str) -> float:
         with self._locked(bucket.provider, account) as state:

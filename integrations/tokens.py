@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -18,6 +18,7 @@ from django.utils import timezone
 from conduit.audit import record_audit
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
+from integrations import health_state
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import Account, TokenSet
@@ -73,8 +74,11 @@ def clear_grant(conn: CrmConnection) -> None:
     conn.token_expires_at = None
 
 
-def mark_revoked(conn: CrmConnection, reason: str, *, actor: str) -> None:
-    """The grant is gone: error, tokens cleared, audited (caller holds the transaction)."""
+def mark_revoked(
+    conn: CrmConnection, reason: str, *, actor: str, health_details: dict[str, Any] | None = None
+) -> None:
+    """The grant is gone: error, tokens cleared, health error, audited (caller holds the
+    transaction and the row lock)."""
     conn.status = CrmConnection.Status.ERROR
     conn.last_error = reason
     clear_grant(conn)
@@ -94,6 +98,12 @@ def mark_revoked(conn: CrmConnection, reason: str, *, actor: str) -> None:
         workspace=conn.workspace,
         target=conn,
         payload={"crm": conn.crm, "last_error": reason, "external_account_key": conn.external_account_key},
+    )
+    health_state.record(
+        conn,
+        health_state.Verdict.error(reason, health_details, auth_failure=True),
+        now=timezone.now(),
+        actor=actor,
     )
     log.warning(
         "%s connection %s: %s", conn.crm, conn.pk, reason, extra={"category": "oauth", "error_code": reason}
@@ -171,10 +181,17 @@ def valid_account(connection_id: int, *, now: Clock = timezone.now) -> Account:
     return account_for(conn)
 
 
-def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Clock = timezone.now) -> T:
+def call_with_token(
+    connection_id: int,
+    call: Callable[[Account], T],
+    *,
+    now: Clock = timezone.now,
+    revoke_on_reject: bool = True,
+) -> T:
     """Run a provider call with a valid token; after a 401, refresh once and retry once.
 
-    A second 401 means the provider refuses the grant: the connection goes to error."""
+    A second 401 means the provider refuses the grant: the connection goes to error, unless
+    `revoke_on_reject` is False (the health check wants a sustained run of refusals first)."""
     account = valid_account(connection_id, now=now)
     try:
         return call(account)
@@ -183,6 +200,8 @@ def call_with_token(connection_id: int, call: Callable[[Account], T], *, now: Cl
     try:
         return call(account_for(conn))
     except TokenExpired as exc:
+        if not revoke_on_reject:
+            raise AuthRevoked(exc.provider, "access_token_rejected", exc.message, http_status=401) from None
         with system_scope():
             locked = locked_connection(connection_id)
             # only if nothing changed meanwhile: a reconnect or disconnect wins over this verdict
@@ -202,6 +221,12 @@ def mark_scope_missing(connection_id: int, missing: list[str], *, actor: str) ->
         conn.last_error = "missing_scope"
         conn.external_account_json = {**conn.external_account_json, "missing_scopes": sorted(missing)}
         conn.save(update_fields=["status", "last_error", "external_account_json", "updated_at"])
+        health_state.record(
+            conn,
+            health_state.Verdict.error("missing_scope", {"scopes": {"missing": sorted(missing)}}),
+            now=timezone.now(),
+            actor=actor,
+        )
         record_audit(
             "crm_connection_error",
             actor=actor,

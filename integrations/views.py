@@ -21,7 +21,8 @@ from conduit.tenancy import system_scope, workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations import claims, oauth
 from integrations.connections import do_disconnect, live_connection
-from integrations.models import CRM_CHOICES, CrmConnection, OAuthState
+from integrations.health import do_check_now
+from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, OAuthState
 from integrations.pauses import pause_for
 from integrations.providers import get_provider
 from reconcile.services import counts_for, do_enable_dry_run, do_go_live, preview_writes
@@ -36,6 +37,56 @@ GUIDANCE = {
     "refresh_token_missing": "Conduit holds no refresh token for this connection. Reconnect to resume.",
     "missing_scope": "The connection lacks permissions Conduit needs. Reconnect and grant: {missing}.",
 }
+
+
+# The health verdict in plain words ({crm}: the CRM's name); error reasons use GUIDANCE.
+HEALTH_WORDS = {
+    "ok": "The last check reached {crm} and Conduit's access works.",
+    "connected": "Connected just now: {crm} accepted Conduit's access.",
+    "scope_drift": (
+        "Conduit's access works, but the connection lacks permissions Conduit now needs: {missing}. "
+        "Reconnect and grant them."
+    ),
+    "missing_scope": "{crm} refused the check for want of permissions: {missing}. Reconnect and grant them.",
+    "rate_limited": "{crm} asked Conduit to slow down (rate limit). Conduit checks again within the hour.",
+    "unreachable": "{crm} did not answer properly ({code}). Conduit checks again within the hour.",
+    "check_rejected": "{crm} rejected the check ({code}). If this persists, reconnect.",
+    "auth_failed": (
+        "{crm} refused Conduit's access token ({runs} check(s) in a row). If the next check fails too, "
+        "the connection stops and needs a reconnect."
+    ),
+}
+HEALTH_BADGES = {
+    "ok": ("badge-ok", "Healthy"),
+    "warning": ("badge-warn", "Warning"),
+    "error": ("badge-bad", "Error"),
+}
+
+
+def health_for(row: ConnectionHealth | None, label: str) -> dict[str, Any] | None:
+    """The health block of a card, in plain values (templates run no queries)."""
+    if row is None:
+        return None
+    details = row.details_json or {}
+    missing = ", ".join((details.get("scopes") or {}).get("missing") or []) or "the scopes listed by the CRM"
+    template = HEALTH_WORDS.get(row.reason) or GUIDANCE.get(row.reason) or "{crm} check: {code}."
+    badge, status_label = HEALTH_BADGES.get(row.status, ("badge-off", row.status))
+    return {
+        "status": row.status,
+        "status_label": status_label,
+        "badge": badge,
+        "reason": row.reason,
+        "words": template.format(
+            crm=label,
+            missing=missing,
+            code=details.get("error_code") or row.reason,
+            runs=row.consecutive_auth_failures,
+        ),
+        "last_checked_at": row.last_checked_at,
+        "last_ok_at": row.last_ok_at,
+        "latency_ms": details.get("latency_ms"),
+        "needs_reconnect": row.reason in ("scope_drift", "missing_scope", "auth_failed"),
+    }
 
 
 def is_admin(request: HttpRequest) -> bool:
@@ -90,8 +141,10 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
         )
     }
     cards = [card_for(crm, label, live.get(crm)) for crm, label in CRM_CHOICES]
+    health = {row.crm: row for row in ConnectionHealth.objects.filter(workspace=workspace)}
     for card in cards:
         if conn := live.get(card["crm"]):
+            card["health"] = health_for(health.get(conn.crm), card["label"])
             card["writes"] = counts_for(conn)
             card["previews"] = preview_writes(conn) if conn.dry_run else []
             pause = pause_for(conn)
@@ -142,6 +195,31 @@ def back_to_dry_run(request: HttpRequest, crm: str) -> HttpResponse:
     messages.success(
         request, f"{oauth.crm_label(crm)} is back in dry run: nothing is sent; {held} queued write(s) held."
     )
+    return redirect("integrations")
+
+
+@require_POST
+@workspace_required
+def check_now(request: HttpRequest, crm: str) -> HttpResponse:
+    """Run the connection's health check at once (rate-limited per connection)."""
+    check_crm(crm)
+    require_admin(request)
+    label = oauth.crm_label(crm)
+    with system_scope():
+        conn = live_connection(workspace_of(request), crm)
+    if conn is None or conn.status != CrmConnection.Status.CONNECTED:
+        messages.error(request, f"{label} is not connected; there is nothing to check.")
+        return redirect("integrations")
+    try:
+        result = do_check_now(conn, actor=signed_in_user(request))
+    except ConduitError as exc:
+        messages.error(request, exc.user_message)
+        return redirect("integrations")
+    took = f" in {result.latency_ms} ms" if result.latency_ms is not None else ""
+    if result.status == "ok":
+        messages.success(request, f"{label} checked{took}: healthy.")
+    else:
+        messages.warning(request, f"{label} checked{took}: {result.status}. See the card for what to do.")
     return redirect("integrations")
 
 

@@ -205,6 +205,10 @@ class Provider:
     def check_health(self, account: Account) -> HealthResult:
         raise NotImplementedError
 
+    def api_bucket(self) -> Bucket:
+        """Conduit's budget for this provider's ordinary API calls (health shows its headroom)."""
+        raise NotImplementedError
+
     def find_contact(self, account: Account, email: str) -> str | None:
         raise NotImplementedError
 

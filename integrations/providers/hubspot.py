@@ -188,6 +188,9 @@ class HubSpotProvider(Provider):
             **kw,
         )
 
+    def api_bucket(self) -> Bucket:
+        return api_bucket()
+
     def check_health(self, account: Account) -> HealthResult:
         started = timezone.now()
         details = self._api_call(account, "health_check", "GET", "/account-info/v3/details") or {}

@@ -224,6 +224,9 @@ class SalesforceProvider(Provider):
             **kw,
         )
 
+    def api_bucket(self) -> Bucket:
+        return api_bucket()
+
     def check_health(self, account: Account) -> HealthResult:
         # userinfo is authenticated and does not count against the daily API allocation.
         base = validate_instance_url(account.instance_url)

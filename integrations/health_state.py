@@ -1,0 +1,102 @@
+"""connection_health rows: the latest verdict per workspace + CRM, each change audited.
+
+Everything that decides a verdict writes it here: the hourly check (integrations/health.py),
+a connect or reconnect (the identify call just succeeded: ok), a revoked grant or a refused
+scope (error). Callers hold a transaction; the row is locked while it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+
+from conduit.audit import record_audit
+from integrations import metrics
+from integrations.models import ConnectionHealth, CrmConnection
+
+Status = ConnectionHealth.Status
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    failure: bool = False  # the check itself failed (counts toward consecutive_failures)
+    # True: the CRM refused Conduit's access (extends the run toward error); False: it accepted
+    # or answered otherwise (ends the run); None: no answer about access (429, 5xx): run unchanged
+    auth_failure: bool | None = False
+
+    @classmethod
+    def error(
+        cls, reason: str, details: dict[str, Any] | None = None, *, auth_failure: bool = False
+    ) -> Verdict:
+        return cls(
+            Status.ERROR,
+            reason,
+            {"error_code": reason, **(details or {})},
+            failure=True,
+            auth_failure=auth_failure,
+        )
+
+
+def locked_row(conn: CrmConnection) -> ConnectionHealth | None:
+    if conn.workspace_id is None:
+        return None
+    return (
+        ConnectionHealth.objects.select_for_update()
+        .filter(workspace_id=conn.workspace_id, crm=conn.crm)
+        .first()
+    )
+
+
+def record(
+    conn: CrmConnection, verdict: Verdict, *, now: datetime, actor: AbstractBaseUser | str | None
+) -> ConnectionHealth | None:
+    """Store the verdict for the connection's workspace + CRM; audit when status or reason change."""
+    if conn.workspace_id is None:  # an unclaimed install has no workspace to report to
+        return None
+    row, created = ConnectionHealth.objects.select_for_update().get_or_create(
+        workspace_id=conn.workspace_id,
+        crm=conn.crm,
+        defaults={"status": verdict.status, "last_checked_at": now},
+    )
+    before = None if created else (row.status, row.reason)
+    row.connection = conn
+    row.status = verdict.status
+    row.reason = verdict.reason
+    row.details_json = verdict.details
+    row.last_checked_at = now
+    if verdict.status == Status.OK:
+        row.last_ok_at = now
+    row.consecutive_failures = row.consecutive_failures + 1 if verdict.failure else 0
+    if verdict.auth_failure is not None:
+        row.consecutive_auth_failures = row.consecutive_auth_failures + 1 if verdict.auth_failure else 0
+    row.save()
+    if before != (row.status, row.reason):
+        record_audit(
+            "connection_health_changed",
+            actor=actor,
+            workspace=conn.workspace,
+            target=row,
+            payload={
+                "crm": conn.crm,
+                "connection_id": conn.pk,
+                "from": before[0] if before else None,
+                "to": row.status,
+                "previous_reason": before[1] if before else None,
+                "reason": row.reason,
+                "consecutive_failures": row.consecutive_failures,
+            },
+        )
+    metrics.set_connection_status(conn.crm, conn.workspace_id, ok=row.status == Status.OK)
+    return row
+
+
+def forget(conn: CrmConnection) -> None:
+    """A disconnected CRM has no health to report (the next connect starts a new row)."""
+    if conn.workspace_id is not None:
+        ConnectionHealth.objects.filter(workspace_id=conn.workspace_id, crm=conn.crm).delete()
