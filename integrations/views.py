@@ -52,8 +52,8 @@ HEALTH_WORDS = {
     "unreachable": "{crm} did not answer properly ({code}). Conduit checks again within the hour.",
     "check_rejected": "{crm} rejected the check ({code}). If this persists, reconnect.",
     "auth_failed": (
-        "{crm} refused Conduit's access token ({runs} check(s) in a row). If the next check fails too, "
-        "the connection stops and needs a reconnect."
+        "{crm} refused Conduit's access token on {runs}. If it goes on, the connection stops and "
+        "needs a reconnect."
     ),
 }
 HEALTH_BADGES = {
@@ -61,6 +61,11 @@ HEALTH_BADGES = {
     "warning": ("badge-warn", "Warning"),
     "error": ("badge-bad", "Error"),
 }
+
+
+def plain_code(code: str) -> str:
+    """http_503 -> HTTP 503; other codes read as they are (they are in the runbook)."""
+    return f"HTTP {code[5:]}" if code.startswith("http_") else code
 
 
 def health_for(row: ConnectionHealth | None, label: str) -> dict[str, Any] | None:
@@ -71,17 +76,15 @@ def health_for(row: ConnectionHealth | None, label: str) -> dict[str, Any] | Non
     missing = ", ".join((details.get("scopes") or {}).get("missing") or []) or "the scopes listed by the CRM"
     template = HEALTH_WORDS.get(row.reason) or GUIDANCE.get(row.reason) or "{crm} check: {code}."
     badge, status_label = HEALTH_BADGES.get(row.status, ("badge-off", row.status))
+    code = str(details.get("error_code") or row.reason)
+    n = row.consecutive_auth_failures
+    runs = "the last check" if n <= 1 else f"the last {n} checks in a row"
     return {
         "status": row.status,
         "status_label": status_label,
         "badge": badge,
         "reason": row.reason,
-        "words": template.format(
-            crm=label,
-            missing=missing,
-            code=details.get("error_code") or row.reason,
-            runs=row.consecutive_auth_failures,
-        ),
+        "words": template.format(crm=label, missing=missing, code=plain_code(code), runs=runs),
         "last_checked_at": row.last_checked_at,
         "last_ok_at": row.last_ok_at,
         "latency_ms": details.get("latency_ms"),
@@ -145,6 +148,8 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
     for card in cards:
         if conn := live.get(card["crm"]):
             card["health"] = health_for(health.get(conn.crm), card["label"])
+            if card["health"] and card["health"]["words"] == card["guidance"]:
+                card["guidance"] = ""  # said once, in the health block
             card["writes"] = counts_for(conn)
             card["previews"] = preview_writes(conn) if conn.dry_run else []
             pause = pause_for(conn)
