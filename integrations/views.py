@@ -149,7 +149,7 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
         if conn := live.get(card["crm"]):
             card["health"] = health_for(health.get(conn.crm), card["label"])
             if card["health"] and card["health"]["words"] == card["guidance"]:
-                card["guidance"] = ""  # said once, in the health block
+                card["health"]["words"] = ""  # said once, in the card's alert
             card["writes"] = counts_for(conn)
             card["previews"] = preview_writes(conn) if conn.dry_run else []
             pause = pause_for(conn)
