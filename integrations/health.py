@@ -9,23 +9,24 @@ longer accepts goes to error at once (tokens.refresh_connection -> mark_revoked)
 The hourly run (reconcile_connections) spreads the checks over CONDUIT_HEALTH_SPREAD_SECONDS
 in CONDUIT_HEALTH_WAVES waves: a connection always lands in the same wave (id modulo waves),
 so it is checked about an hour apart. A wave runs its checks CONDUIT_HEALTH_CONCURRENCY at a
-time; every call goes through the rate limiter like any other call to that CRM.
+time (worker threads: the work is waiting on the CRM); every call goes through the rate
+limiter like any other call to that CRM.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
-import time
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,7 +36,7 @@ from integrations import health_state
 from integrations.health_state import Status, Verdict
 from integrations.models import ConnectionHealth, CrmConnection
 from integrations.providers import get_provider
-from integrations.providers.base import HealthResult, Provider
+from integrations.providers.base import HealthResult, Provider, last_call_ms
 from integrations.providers.errors import (
     AuthRevoked,
     MissingScope,
@@ -99,12 +100,12 @@ def verdict_of_success(provider: Provider, conn: CrmConnection, result: HealthRe
     return Verdict(Status.OK, "ok", details)
 
 
-def verdict_of_error(provider: Provider, conn: CrmConnection, exc: ProviderError, latency_ms: int) -> Verdict:
+def verdict_of_error(provider: Provider, conn: CrmConnection, exc: ProviderError) -> Verdict:
     details: dict[str, Any] = {
         **base_details(provider, conn),
         "error_code": exc.code,
         "http_status": exc.http_status,
-        "latency_ms": latency_ms,
+        "latency_ms": last_call_ms(),
         "message": exc.message[:200],
     }
     if isinstance(exc, RateLimited):
@@ -124,13 +125,12 @@ def probe(conn: CrmConnection, *, now: Clock) -> Verdict | None:
     """Make the check call; None when the connection stopped being connected meanwhile
     (a refused refresh token already recorded its own error verdict)."""
     provider = get_provider(conn.crm)
-    started = time.monotonic()
     try:
         result = call_with_token(conn.pk, provider.check_health, now=now, revoke_on_reject=False)
     except NotConnected:
         return None
     except ProviderError as exc:
-        return verdict_of_error(provider, conn, exc, int((time.monotonic() - started) * 1000))
+        return verdict_of_error(provider, conn, exc)
     return verdict_of_success(provider, conn, result)
 
 
@@ -200,22 +200,37 @@ def safe_check(connection_id: int, *, actor: AbstractBaseUser | str = ACTOR) -> 
         return CheckResult(connection_id, None, "", "", "failed", "", "internal_error")
 
 
-def _check_in_thread(connection_id: int) -> CheckResult:
-    close_old_connections()
-    try:
-        return safe_check(connection_id)
-    finally:
-        connection.close()  # each pool thread has its own database connection
-
-
 def run_checks(ids: Iterable[int], *, concurrency: int | None = None) -> list[CheckResult]:
-    """Check these connections, at most `concurrency` at once (results in the order given)."""
-    ids = list(ids)
-    concurrency = concurrency or settings.CONDUIT_HEALTH_CONCURRENCY
-    if concurrency <= 1 or len(ids) <= 1:
+    """Check these connections, at most `concurrency` at once (results in the order given).
+
+    Each worker thread takes ids from a shared queue and keeps one database connection for
+    all its checks, closed when the queue is empty."""
+    ids = list(dict.fromkeys(ids))
+    concurrency = min(concurrency or settings.CONDUIT_HEALTH_CONCURRENCY, len(ids))
+    if concurrency <= 1:
         return [safe_check(i) for i in ids]
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="health") as pool:
-        return list(pool.map(_check_in_thread, ids))
+    work: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for connection_id in ids:
+        work.put(connection_id)
+    results: dict[int, CheckResult] = {}
+
+    def worker() -> None:
+        try:
+            while True:
+                try:
+                    connection_id = work.get_nowait()
+                except queue.Empty:
+                    return
+                results[connection_id] = safe_check(connection_id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, name=f"health-{n}") for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results[i] for i in ids]
 
 
 def connections_to_check(*, workspace_id: int | None = None, crm: str | None = None) -> list[int]:

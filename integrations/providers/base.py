@@ -13,6 +13,7 @@ import email.utils
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,13 @@ from integrations.synclog import NO_CONTEXT, CallContext, record_sync
 log = logging.getLogger("conduit.integrations")
 
 _sessions: dict[int, requests.Session] = {}
+_last_call = threading.local()
+
+
+def last_call_ms() -> int | None:
+    """How long this thread's last provider call took on the wire (no pacing, no bookkeeping);
+    None when it was never sent (refused by Conduit's limiter, or a bad URL)."""
+    return getattr(_last_call, "ms", None)
 
 
 def http_session() -> requests.Session:
@@ -280,13 +288,17 @@ class Provider:
         started = time.monotonic()
         http_status: int | None = None
         error: ProviderError | None = None
+        _last_call.ms = None
         try:
             if account_key:
                 if bucket is not None:
                     get_limiter().acquire(bucket, account_key)
                 self.before_call(account_key, write=write)
             started = time.monotonic()  # the pacing wait is not the provider's latency
-            resp = self._send(method, url, token, **kwargs)
+            try:
+                resp = self._send(method, url, token, **kwargs)
+            finally:
+                _last_call.ms = int((time.monotonic() - started) * 1000)
             http_status = resp.status_code
             if account_key:
                 self.observe_response(account_key, resp)

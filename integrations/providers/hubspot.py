@@ -23,6 +23,7 @@ from integrations.providers.base import (
     TokenSet,
     check_operation,
     json_or_none,
+    last_call_ms,
     short,
     with_marker,
 )
@@ -192,10 +193,8 @@ class HubSpotProvider(Provider):
         return api_bucket()
 
     def check_health(self, account: Account) -> HealthResult:
-        started = timezone.now()
         details = self._api_call(account, "health_check", "GET", "/account-info/v3/details") or {}
-        latency = int((timezone.now() - started).total_seconds() * 1000)
-        return HealthResult(latency_ms=latency, details={"portal_id": details.get("portalId")})
+        return HealthResult(latency_ms=last_call_ms() or 0, details={"portal_id": details.get("portalId")})
 
     def _search_one(
         self, account: Account, operation: str, object_type: str, body: dict[str, Any]

@@ -13,7 +13,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from django.conf import settings
-from django.utils import timezone
 
 from integrations.providers.base import (
     Account,
@@ -24,6 +23,7 @@ from integrations.providers.base import (
     TokenSet,
     check_operation,
     json_or_none,
+    last_call_ms,
     marked,
     parse_retry_after,
     short,
@@ -230,7 +230,6 @@ class SalesforceProvider(Provider):
     def check_health(self, account: Account) -> HealthResult:
         # userinfo is authenticated and does not count against the daily API allocation.
         base = validate_instance_url(account.instance_url)
-        started = timezone.now()
         info = (
             self._call(
                 "health_check",
@@ -243,12 +242,11 @@ class SalesforceProvider(Provider):
             )
             or {}
         )
-        latency = int((timezone.now() - started).total_seconds() * 1000)
         usage = get_limiter().daily_usage(self.name, account.account_key)
         details: dict[str, Any] = {"org_id": info.get("organization_id")}
         if usage:
             details["api_usage"] = {"used": usage[0], "limit": usage[1]}
-        return HealthResult(latency_ms=latency, details=details)
+        return HealthResult(latency_ms=last_call_ms() or 0, details=details)
 
     def _query_first(self, account: Account, operation: str, soql: str, field: str) -> str | None:
         result = self._rest(account, operation, "GET", "query", params={"q": soql}) or {}
