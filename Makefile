@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/limiter.py
 	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/reconcile.py
+	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/purge.py
+	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/health.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -62,7 +62,11 @@ class Membership(models.Model):
 class Message(models.Model):
     """The canonical copy of one customer email."""
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: the unique constraint and the indexes below all lead with workspace_id,
+    # and every index costs each insert and each purge update (redaction is not a HOT update).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     message_id = models.CharField(max_length=998)
     subject = models.TextField(blank=True)
     from_address = models.TextField(blank=True)
@@ -83,7 +87,16 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workspace", "message_id"], name="message_unique_per_workspace")
         ]
-        indexes = [models.Index(fields=["workspace", "received_at"], name="messages_ws_received")]
+        indexes = [
+            models.Index(fields=["workspace", "received_at"], name="messages_ws_received"),
+            # The retention purge walks a workspace's unredacted messages oldest first (keyset on
+            # received_at, id); redacted rows leave this index, so its size follows the work left.
+            models.Index(
+                fields=["workspace", "received_at", "id"],
+                condition=models.Q(is_redacted=False),
+                name="messages_unredacted",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject or '(no subject)'} <{self.message_id}>"
@@ -113,6 +126,14 @@ class Attachment(models.Model):
 
     class Meta:
         db_table = "attachments"
+        indexes = [
+            # The retention purge looks only at attachments whose file is still stored.
+            models.Index(
+                fields=["workspace", "message"],
+                condition=models.Q(removed_at__isnull=True),
+                name="attachments_present",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.filename
