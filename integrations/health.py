@@ -233,12 +233,18 @@ def run_checks(ids: Iterable[int], *, concurrency: int | None = None) -> list[Ch
     return [results[i] for i in ids]
 
 
-def connections_to_check(*, workspace_id: int | None = None, crm: str | None = None) -> list[int]:
-    query = Q(status=CrmConnection.Status.CONNECTED, workspace__isnull=False)
+def in_scope(status: str, workspace_id: int | None, crm: str | None) -> Q:
+    """Workspace-bound connections in `status`, narrowed to one workspace and / or CRM."""
+    query = Q(status=status, workspace__isnull=False)
     if workspace_id is not None:
         query &= Q(workspace_id=workspace_id)
     if crm:
         query &= Q(crm=crm)
+    return query
+
+
+def connections_to_check(*, workspace_id: int | None = None, crm: str | None = None) -> list[int]:
+    query = in_scope(CrmConnection.Status.CONNECTED, workspace_id, crm)
     with system_scope():
         return list(CrmConnection.objects.filter(query).order_by("id").values_list("id", flat=True))
 
@@ -246,11 +252,7 @@ def connections_to_check(*, workspace_id: int | None = None, crm: str | None = N
 def record_errored(*, workspace_id: int | None = None, crm: str | None = None) -> int:
     """Connections in error get an error verdict without a call (their grant is unusable);
     only where the row does not say so already, so nothing is re-audited every hour."""
-    query = Q(status=CrmConnection.Status.ERROR, workspace__isnull=False)
-    if workspace_id is not None:
-        query &= Q(workspace_id=workspace_id)
-    if crm:
-        query &= Q(crm=crm)
+    query = in_scope(CrmConnection.Status.ERROR, workspace_id, crm)
     with system_scope():
         said = set(ConnectionHealth.objects.filter(status=Status.ERROR).values_list("workspace_id", "crm"))
         stale = [
