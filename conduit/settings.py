@@ -353,6 +353,8 @@ CONDUIT_HEALTH_SPREAD_SECONDS = _int_in("CONDUIT_HEALTH_SPREAD_SECONDS", 3000, 0
 CONDUIT_HEALTH_WAVES = _int_in("CONDUIT_HEALTH_WAVES", 12, 1, 60)
 # Consecutive checks the CRM refuses Conduit's token before the connection goes to error.
 CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = _int_in("CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR", 2, 1, 24)
+# Refusals less than this apart extend the run once (a sustained run, not one outage checked twice).
+CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS = _int_in("CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS", 1800, 0, 3600)
 # "Check now" on the Integrations page runs at most once per connection in this many seconds.
 CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS = _int_in("CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS", 60, 0, 3600)
 

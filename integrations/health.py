@@ -30,6 +30,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from conduit.audit import actor_label
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations import health_state
@@ -135,18 +136,21 @@ def probe(conn: CrmConnection, *, now: Clock) -> Verdict | None:
 
 
 def conclude(
-    connection_id: int, verdict: Verdict, *, now: datetime, actor: AbstractBaseUser | str
+    checked: CrmConnection, verdict: Verdict, *, now: datetime, actor: AbstractBaseUser | str
 ) -> ConnectionHealth | None:
-    """Record the verdict under the connection's lock; escalate a sustained auth failure."""
+    """Record the verdict under the connection's lock; escalate a sustained auth failure.
+
+    `checked` is the connection as it was when the call started: a verdict about a grant that
+    was replaced (reconnect) or ended (disconnect) meanwhile is dropped."""
     with system_scope():
-        conn = locked_connection(connection_id)
-        if conn.status != CrmConnection.Status.CONNECTED:
-            return None  # disconnected or reconnected while the call ran: this verdict is stale
+        conn = locked_connection(checked.pk)
+        if conn.status != CrmConnection.Status.CONNECTED or conn.connected_at != checked.connected_at:
+            return None
         row = health_state.locked_row(conn)
-        run = (row.consecutive_auth_failures if row else 0) + 1
+        run = health_state.auth_run(row, now)
         if verdict.auth_failure and run >= settings.CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR:
             details = {**verdict.details, "auth_failures_in_a_row": run}
-            mark_revoked(conn, "access_token_rejected", actor=str(actor), health_details=details)
+            mark_revoked(conn, "access_token_rejected", actor=actor_label(actor), health_details=details)
             return health_state.locked_row(conn)
         return health_state.record(conn, verdict, now=now, actor=actor)
 
@@ -168,7 +172,7 @@ def check_connection(
         before = current_row(conn)
     verdict = probe(conn, now=now) if conn.status == CrmConnection.Status.CONNECTED else None
     if verdict is not None:
-        conclude(connection_id, verdict, now=now(), actor=actor)
+        conclude(conn, verdict, now=now(), actor=actor)
     with system_scope():
         conn.refresh_from_db(fields=["status"])
         row = current_row(conn)
@@ -256,14 +260,19 @@ def record_errored(*, workspace_id: int | None = None, crm: str | None = None) -
     with system_scope():
         said = set(ConnectionHealth.objects.filter(status=Status.ERROR).values_list("workspace_id", "crm"))
         stale = [
-            conn
-            for conn in CrmConnection.objects.filter(query).select_related("workspace")
-            if (conn.workspace_id, conn.crm) not in said
-        ]
-        for conn in stale:
-            health_state.record(
-                conn, Verdict.error(conn.last_error or "error"), now=timezone.now(), actor=ACTOR
+            pk
+            for pk, workspace_id, crm in CrmConnection.objects.filter(query).values_list(
+                "id", "workspace_id", "crm"
             )
+            if (workspace_id, crm) not in said
+        ]
+    for connection_id in stale:
+        with system_scope():
+            conn = locked_connection(connection_id)
+            if conn.status == CrmConnection.Status.ERROR:  # not reconnected since the read
+                health_state.record(
+                    conn, Verdict.error(conn.last_error or "error"), now=timezone.now(), actor=ACTOR
+                )
     return len(stale)
 
 
@@ -297,6 +306,9 @@ def do_check_now(
     cooldown = timedelta(seconds=settings.CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS)
     at = now()
     with system_scope():
+        # the connection first, then its health row: the order conclude() and mark_revoked()
+        # lock in (a request holds its locks until it ends, so the order matters)
+        locked_connection(conn.pk)
         rows = ConnectionHealth.objects.filter(row_of(conn))
         claimed = rows.filter(Q(manual_check_at__isnull=True) | Q(manual_check_at__lte=at - cooldown)).update(
             manual_check_at=at

@@ -8,9 +8,10 @@ scope (error). Callers hold a transaction; the row is locked while it changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from conduit.audit import record_audit
@@ -53,6 +54,16 @@ def locked_row(conn: CrmConnection) -> ConnectionHealth | None:
     )
 
 
+def auth_run(row: ConnectionHealth | None, now: datetime) -> int:
+    """The length of the refusal run if the CRM refuses Conduit's token now."""
+    if row is None or not row.consecutive_auth_failures:
+        return 1
+    spacing = timedelta(seconds=settings.CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS)
+    if row.last_auth_failure_at and now - row.last_auth_failure_at < spacing:
+        return row.consecutive_auth_failures  # the same outage seen again
+    return row.consecutive_auth_failures + 1
+
+
 def record(
     conn: CrmConnection, verdict: Verdict, *, now: datetime, actor: AbstractBaseUser | str | None
 ) -> ConnectionHealth | None:
@@ -73,8 +84,11 @@ def record(
     if verdict.status == Status.OK:
         row.last_ok_at = now
     row.consecutive_failures = row.consecutive_failures + 1 if verdict.failure else 0
-    if verdict.auth_failure is not None:
-        row.consecutive_auth_failures = row.consecutive_auth_failures + 1 if verdict.auth_failure else 0
+    if verdict.auth_failure:
+        row.consecutive_auth_failures = auth_run(row, now)
+        row.last_auth_failure_at = now
+    elif verdict.auth_failure is not None:
+        row.consecutive_auth_failures = 0
     row.save()
     if before != (row.status, row.reason):
         record_audit(

@@ -267,6 +267,9 @@ class ConnectionHealth(models.Model):
     last_ok_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     consecutive_auth_failures = models.PositiveIntegerField(default=0)
+    # Refusals closer together than CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS count once: a run is
+    # sustained over time, not two presses of "check now" during one short outage.
+    last_auth_failure_at = models.DateTimeField(null=True, blank=True)
     # error code, HTTP status, latency, granted / required / missing scopes, token expiry,
     # rate-limit headroom; never a token (see health.details_for)
     details_json = models.JSONField(default=dict, blank=True)

@@ -131,34 +131,37 @@ def remove_attachments_batch(
 
 def delete_files(removed: Iterable[RemovedFile], at: datetime) -> tuple[int, list[RemovedFile]]:
     """Delete the files of committed removals; returns (missing, failed). A missing file is
-    not an error; a failed delete puts its row back so the next run tries again."""
+    not an error; a failed delete puts its row back so the next run tries again, and so does
+    every file not reached when something unexpected stops the loop (then it re-raises)."""
     missing, failed = 0, []
-    for item in removed:
-        if not item.name:
-            missing += 1
-            continue
-        try:
-            if not default_storage.exists(item.name):
-                missing += 1
-                log.info(
-                    "attachment %s: file already gone",
+    pending = list(removed)
+    try:
+        while pending:
+            item = pending[0]
+            try:
+                if not item.name or not default_storage.exists(item.name):
+                    missing += 1
+                    log.info(
+                        "attachment %s: file already gone",
+                        item.attachment_id,
+                        extra={"category": "retention", "error_code": "attachment_file_missing"},
+                    )
+                else:
+                    default_storage.delete(item.name)
+            except OSError as exc:
+                failed.append(item)
+                log.warning(
+                    "attachment %s: file not deleted (%s); it is retried by the next run",
                     item.attachment_id,
-                    extra={"category": "retention", "error_code": "attachment_file_missing"},
+                    type(exc).__name__,
+                    extra={"category": "retention", "error_code": "attachment_file_delete_failed"},
                 )
-                continue
-            default_storage.delete(item.name)
-        except OSError as exc:
-            failed.append(item)
-            log.warning(
-                "attachment %s: file not deleted (%s); it is retried by the next run",
-                item.attachment_id,
-                type(exc).__name__,
-                extra={"category": "retention", "error_code": "attachment_file_delete_failed"},
-            )
-    if failed:
-        with system_scope(), connection.cursor() as cur:
-            for item in failed:
-                cur.execute(RESTORE_ATTACHMENT, [item.name, item.attachment_id, db_time(at)])
+            pending.pop(0)
+    finally:
+        if back := [*failed, *pending]:
+            with system_scope(), connection.cursor() as cur:
+                for item in back:
+                    cur.execute(RESTORE_ATTACHMENT, [item.name, item.attachment_id, db_time(at)])
     return missing, failed
 
 

@@ -161,9 +161,11 @@ class _Run:
             count, key = redact_messages_batch(
                 r.workspace_id, r.cutoffs.messages, self.at, self.batch_size, key
             )
+            if count == 0 and r.messages_redacted:  # the empty batch that ends the walk
+                return
             r.messages_redacted += count
             self._tick("messages", started, r.messages_redacted, total)
-            if count < self.batch_size:
+            if count == 0:  # (a short batch may only have skipped rows another run holds)
                 return
 
     def attachments(self, total: int) -> None:
@@ -174,6 +176,8 @@ class _Run:
             batch = remove_attachments_batch(
                 r.workspace_id, r.cutoffs.attachments, self.at, self.batch_size, key
             )
+            if batch.seen == 0 and r.attachments_removed:  # the empty batch that ends the walk
+                return
             key = batch.last_key
             r.attachments_removed += len(batch.removed)
             r.attachment_bytes_freed += sum(f.size for f in batch.removed)
@@ -181,11 +185,8 @@ class _Run:
             if batch.removed:
                 # the files go only once the rows say so for good (after the batch's commit)
                 transaction.on_commit(functools.partial(self._delete, batch.removed))
-            if batch.seen < self.batch_size:
-                break
-
-        if self.files_failed:  # their rows were put back: the next run tries them again
-            raise FileDeleteFailed(f"{self.files_failed} attachment file(s) could not be deleted")
+            if batch.seen == 0:
+                return
 
     def _delete(self, removed: list[RemovedFile]) -> None:
         """Runs after the batch's commit (a commit hook never raises: failures are counted)."""
@@ -203,9 +204,11 @@ class _Run:
         while True:
             started = time.perf_counter()
             count, key = delete_sync_logs_batch(r.workspace_id, r.cutoffs.sync_logs, self.batch_size, key)
+            if count == 0 and r.sync_logs_deleted:  # the empty batch that ends the walk
+                return
             r.sync_logs_deleted += count
             self._tick("sync_logs", started, r.sync_logs_deleted, total)
-            if count < self.batch_size:
+            if count == 0:
                 return
 
 
@@ -294,6 +297,9 @@ def purge_workspace(
         run.messages(totals["messages"])
         run.attachments(totals["attachments"])
         run.sync_logs(totals["sync_logs"])
+        if run.files_failed:  # their rows were put back, and the sync logs still went: re-runnable
+            run.step = "attachments"
+            raise FileDeleteFailed(f"{run.files_failed} attachment file(s) could not be deleted")
         result.duration_ms = round((time.perf_counter() - started) * 1000)
         result.status = "completed"
         with system_scope():

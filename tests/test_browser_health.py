@@ -32,6 +32,7 @@ def test_health_card_states_and_check_now(
     page: Any, live_server: Any, crm_env: dict[str, str], settings: Any, alice: Tenant, tmp_path: Path
 ) -> None:
     settings.CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = 2
+    settings.CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS = 0  # two "hourly" checks, back to back
     hubspot = connect_crm(alice, "hubspot", live=False)
     salesforce = connect_crm(alice, "salesforce", live=False)
     age_checks(42)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
-from integrations import health, tasks
+from integrations import health, health_state, tasks
 from integrations.health import check_connection, do_check_now, run_checks, wave_plan
 from integrations.models import ConnectionHealth, CrmConnection, SyncLog
 from integrations.providers import get_provider
@@ -59,6 +59,12 @@ def transitions(conn: CrmConnection) -> list[tuple[Any, Any, Any]]:
 
 
 HEALTH_PATH = {"hubspot": "account-info", "salesforce": "userinfo"}
+
+
+@pytest.fixture(autouse=True)
+def _refusals_count_at_once(settings: Any) -> None:
+    """These tests check back to back; the spacing rule has its own test."""
+    settings.CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS = 0
 
 
 @pytest.mark.django_db
@@ -153,6 +159,38 @@ def test_an_outage_between_two_refusals_neither_ends_nor_extends_the_run(crm_env
     sandbox_fault(crm_env["hubspot"], kind="invalid_session", count=2, path_contains="account-info")
     assert check_connection(conn.pk).status == "error"
     assert reload(conn).last_error == "access_token_rejected"
+
+
+@pytest.mark.django_db
+def test_refusals_closer_than_the_spacing_count_once(crm_env: Any, alice: Tenant, settings: Any) -> None:
+    settings.CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS = 1800
+    conn = healthy(alice, "hubspot", crm_env["hubspot"])
+    start = timezone.now()
+    for minutes in (0, 1, 20):  # one outage, checked three times within half an hour
+        sandbox_fault(crm_env["hubspot"], kind="invalid_session", count=2, path_contains="account-info")
+        at = start + timedelta(minutes=minutes)
+        assert check_connection(conn.pk, now=lambda at=at: at).reason == "auth_failed"
+        assert row(conn).consecutive_auth_failures == 1 and reload(conn).status == "connected"
+    sandbox_fault(crm_env["hubspot"], kind="invalid_session", count=2, path_contains="account-info")
+    later = start + timedelta(minutes=51)
+    assert check_connection(conn.pk, now=lambda: later).status == "error"
+    assert reload(conn).last_error == "access_token_rejected"
+
+
+@pytest.mark.django_db
+def test_a_verdict_about_a_replaced_grant_is_dropped(crm_env: Any, alice: Tenant, settings: Any) -> None:
+    settings.CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = 1
+    conn = healthy(alice, "hubspot", crm_env["hubspot"], connected_at=timezone.now() - timedelta(days=1))
+    before = conn
+    with system_scope():  # a reconnect happens while the check's call is on the wire
+        CrmConnection.objects.filter(pk=conn.pk).update(connected_at=timezone.now())
+    refused = health_state.Verdict(
+        health_state.Status.WARNING, "auth_failed", failure=True, auth_failure=True
+    )
+    assert health.conclude(before, refused, now=timezone.now(), actor="test") is None
+    assert reload(conn).status == "connected" and reload(conn).access_token
+    with system_scope():
+        assert not ConnectionHealth.objects.filter(workspace=alice.workspace).exists()
 
 
 @pytest.mark.django_db

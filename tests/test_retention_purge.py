@@ -342,6 +342,7 @@ def test_a_file_that_cannot_be_deleted_is_put_back_for_the_next_run(
     enable(alice)
     stuck = attach(old_message(alice, "s@x", timedelta(days=20)), "stuck.pdf", b"s" * 40)
     other = attach(old_message(alice, "t@x", timedelta(days=20)), "fine.pdf", b"f" * 5)
+    log_row = sync_log(alice, timedelta(days=60))
     name, real_delete = stuck.file.name, default_storage.delete
 
     def refuse(path: str) -> None:
@@ -357,6 +358,9 @@ def test_a_file_that_cannot_be_deleted_is_put_back_for_the_next_run(
     assert row.removed_at is None and row.file.name == name and default_storage.exists(name)
     assert fresh(other).removed_at == NOW
     assert events("retention_purge_failed")[0].payload_json["attachments_removed"] == 1
+    assert result.sync_logs_deleted == 1, "one stuck file does not stop the sync-log step"
+    with system_scope():
+        assert not SyncLog.objects.filter(pk=log_row.pk).exists()
     monkeypatch.undo()
     [again] = run().results
     assert again.status == "completed" and again.attachments_removed == 1 and again.files_missing == 0
@@ -644,3 +648,26 @@ def test_a_foreign_key_check_on_an_old_message_neither_blocks_nor_skips_it(make_
         release.set()
         holder.join(timeout=30)
     assert elapsed < 5 and result.messages_redacted == 3
+
+
+def test_an_unexpected_error_while_deleting_files_puts_the_unreached_rows_back(
+    alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retention.batches import RemovedFile, delete_files
+
+    enable(alice)
+    first = attach(old_message(alice, "u1@x", timedelta(days=20)), "one.pdf")
+    second = attach(old_message(alice, "u2@x", timedelta(days=20)), "two.pdf")
+    names = [first.file.name, second.file.name]
+    with system_scope():
+        Attachment.objects.filter(pk__in=[first.pk, second.pk]).update(file="", removed_at=NOW)
+
+    def broken(path: str) -> None:
+        raise ValueError("storage backend bug")
+
+    monkeypatch.setattr(default_storage, "delete", broken)
+    with pytest.raises(ValueError):
+        delete_files([RemovedFile(first.pk, names[0], 18), RemovedFile(second.pk, names[1], 18)], NOW)
+    for row, name in zip((first, second), names, strict=True):
+        back = fresh(row)
+        assert back.removed_at is None and back.file.name == name and default_storage.exists(name)

@@ -39,6 +39,7 @@ class Migration(migrations.Migration):
                 ("last_ok_at", models.DateTimeField(blank=True, null=True)),
                 ("consecutive_failures", models.PositiveIntegerField(default=0)),
                 ("consecutive_auth_failures", models.PositiveIntegerField(default=0)),
+                ("last_auth_failure_at", models.DateTimeField(blank=True, null=True)),
                 ("details_json", models.JSONField(blank=True, default=dict)),
                 ("manual_check_at", models.DateTimeField(blank=True, null=True)),
                 ("updated_at", models.DateTimeField(auto_now=True)),
