@@ -42,6 +42,8 @@ ROOT = BENCH.parent
 # bench/reconcile.py shares its name with the reconcile app: the app must win the import.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
+from bench.common import percentile, verdict  # noqa: E402
+
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 LIMITER_KEYS = "conduit-rl*"  # RedisStore's key_prefix (integrations/ratelimit.py)
@@ -50,19 +52,9 @@ OPEN_LIMIT = 1_000_000_000
 HUB_ID_BASE = 50_000_000
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def spread_of(values: list[float]) -> str:
-    return f"p50 {pct(values, 50):.0f} / p95 {pct(values, 95):.0f} / max {pct(values, 100):.0f} ms"
+    p50, p95, top = (percentile(values, q) for q in (50, 95, 100))
+    return f"p50 {p50:.0f} / p95 {p95:.0f} / max {top:.0f} ms"
 
 
 def on_database(url: str, name: str, user: str | None = None) -> str:

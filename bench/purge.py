@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,10 +27,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent)]
+
+from bench.common import percentile, recreate_database, verdict  # noqa: E402
 
 TARGET_BATCH_MS = 1000.0
 TARGET_RATE = 20_000.0
@@ -99,23 +99,6 @@ WHERE NOT l.granted AND a.datname = current_database()"""
 ACTIVITY_WAITS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"""
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def percentile(values: list[float], pct: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def recreate_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
 
 def run_sql(statement: str, params: dict[str, Any] | None = None) -> int:

@@ -20,7 +20,6 @@ import argparse
 import multiprocessing
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -31,13 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
-from psycopg import sql
-
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # This file shares its name with the reconcile app: the app must win the import.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+
+from bench.common import percentile, recreate_database, verdict  # noqa: E402
 
 SELECT_LIMIT = 500
 TARGET_P95_MS = 5.0
@@ -142,21 +140,6 @@ SELECT %(ws)s, %(conn)s, 'hubspot', 'create_note', (%(emails)s::text[])[1 + i %%
     'occurred_at', to_char(%(now)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')),
   'planned', 0, %(now)s, false, '', '', '', false, '', %(now)s, %(now)s
 FROM generate_series(1, %(n)s) AS g(i)"""
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def percentile(values: list[float], pct: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def recreate_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
 
 def setup_django() -> None:

@@ -155,27 +155,19 @@ def conclude(
         return health_state.record(conn, verdict, now=now, actor=actor)
 
 
-def row_of(conn: CrmConnection) -> Q:
-    return Q(workspace_id=conn.workspace_id, crm=conn.crm)
-
-
-def current_row(conn: CrmConnection) -> ConnectionHealth | None:
-    return ConnectionHealth.objects.filter(row_of(conn)).first()
-
-
 def check_connection(
     connection_id: int, *, actor: AbstractBaseUser | str = ACTOR, now: Clock = timezone.now
 ) -> CheckResult:
     """Check one connection (only a connected one is called) and report its verdict."""
     with system_scope():
         conn = CrmConnection.objects.get(pk=connection_id)
-        before = current_row(conn)
+        before = health_state.rows_of(conn).first()
     verdict = probe(conn, now=now) if conn.status == CrmConnection.Status.CONNECTED else None
     if verdict is not None:
         conclude(conn, verdict, now=now(), actor=actor)
     with system_scope():
         conn.refresh_from_db(fields=["status"])
-        row = current_row(conn)
+        row = health_state.rows_of(conn).first()
     status, reason = (row.status, row.reason) if row else ("skipped", "")
     if conn.status == CrmConnection.Status.DISCONNECTED:
         status, reason = "skipped", "disconnected"
@@ -309,7 +301,7 @@ def do_check_now(
         # the connection first, then its health row: the order conclude() and mark_revoked()
         # lock in (a request holds its locks until it ends, so the order matters)
         locked_connection(conn.pk)
-        rows = ConnectionHealth.objects.filter(row_of(conn))
+        rows = health_state.rows_of(conn)
         claimed = rows.filter(Q(manual_check_at__isnull=True) | Q(manual_check_at__lte=at - cooldown)).update(
             manual_check_at=at
         )

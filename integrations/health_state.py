@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import QuerySet
 
 from conduit.audit import record_audit
 from integrations import metrics
@@ -44,14 +45,15 @@ class Verdict:
         )
 
 
-def locked_row(conn: CrmConnection) -> ConnectionHealth | None:
+def rows_of(conn: CrmConnection) -> QuerySet[ConnectionHealth]:
+    """The connection's workspace + CRM row (none for an unclaimed install)."""
     if conn.workspace_id is None:
-        return None
-    return (
-        ConnectionHealth.objects.select_for_update()
-        .filter(workspace_id=conn.workspace_id, crm=conn.crm)
-        .first()
-    )
+        return ConnectionHealth.objects.none()
+    return ConnectionHealth.objects.filter(workspace_id=conn.workspace_id, crm=conn.crm)
+
+
+def locked_row(conn: CrmConnection) -> ConnectionHealth | None:
+    return rows_of(conn).select_for_update().first()
 
 
 def auth_run(row: ConnectionHealth | None, now: datetime) -> int:
@@ -112,5 +114,4 @@ def record(
 
 def forget(conn: CrmConnection) -> None:
     """A disconnected CRM has no health to report (the next connect starts a new row)."""
-    if conn.workspace_id is not None:
-        ConnectionHealth.objects.filter(workspace_id=conn.workspace_id, crm=conn.crm).delete()
+    rows_of(conn).delete()

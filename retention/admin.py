@@ -12,31 +12,25 @@ from conduit.admin import AuditedAdmin
 from retention.models import RetentionPolicy
 from retention.policy import do_update_policy
 
+COLUMNS = (
+    "workspace",
+    "purge_enabled",
+    "message_days",
+    "attachment_days",
+    "sync_log_days",
+    "updated_at",
+    "updated_by",
+)
+
 
 @admin.register(RetentionPolicy)
 class RetentionPolicyAdmin(AuditedAdmin):
-    list_display = (
-        "workspace",
-        "purge_enabled",
-        "message_days",
-        "attachment_days",
-        "sync_log_days",
-        "updated_at",
-        "updated_by",
-    )
+    list_display = COLUMNS
     list_filter = ("purge_enabled",)
     search_fields = ("workspace__slug", "workspace__name")
     list_select_related = ("workspace",)
     autocomplete_fields = ("workspace",)
-    fields = (
-        "workspace",
-        "purge_enabled",
-        "message_days",
-        "attachment_days",
-        "sync_log_days",
-        "updated_at",
-        "updated_by",
-    )
+    fields = COLUMNS
     readonly_fields = ("updated_at", "updated_by")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -581,20 +582,15 @@ def test_two_purges_at_once_redact_each_message_exactly_once(make_workspace: Any
         assert Message.objects.filter(redacted_at=NOW).count() == 3000
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_purge_skips_rows_another_transaction_holds_and_never_waits(make_workspace: Any) -> None:
-    tenant = make_workspace("held")
-    enable(tenant)
-    seed_messages(tenant, 20)
-    with system_scope():
-        held_ids = list(Message.objects.order_by("received_at").values_list("id", flat=True)[:5])
+@contextmanager
+def rows_held(lock_sql: str, params: list[Any]) -> Iterator[None]:
+    """Another transaction (a thread with its own connection) holds these row locks meanwhile."""
     locked, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         try:
             with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SELECT id FROM messages WHERE id = ANY(%s) FOR UPDATE", [held_ids])
+                cur.execute(lock_sql, params)
                 locked.set()
                 release.wait(timeout=30)
         finally:
@@ -604,12 +600,28 @@ def test_a_purge_skips_rows_another_transaction_holds_and_never_waits(make_works
     holder.start()
     try:
         assert locked.wait(timeout=10)
-        started = time.monotonic()
-        [result] = purge_retention(now=at_now, batch_size=4).results
-        elapsed = time.monotonic() - started
+        yield
     finally:
         release.set()
         holder.join(timeout=30)
+
+
+def timed_purge(**kw: Any) -> tuple[purge.PurgeResult, float]:
+    started = time.monotonic()
+    [result] = purge_retention(now=at_now, **kw).results
+    return result, time.monotonic() - started
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_skips_rows_another_transaction_holds_and_never_waits(make_workspace: Any) -> None:
+    tenant = make_workspace("held")
+    enable(tenant)
+    seed_messages(tenant, 20)
+    with system_scope():
+        held_ids = list(Message.objects.order_by("received_at").values_list("id", flat=True)[:5])
+    with rows_held("SELECT id FROM messages WHERE id = ANY(%s) FOR UPDATE", [held_ids]):
+        result, elapsed = timed_purge(batch_size=4)
     assert elapsed < 5 and result.messages_redacted == 15
     with system_scope():
         assert set(Message.objects.filter(is_redacted=False).values_list("id", flat=True)) == set(held_ids)
@@ -626,27 +638,8 @@ def test_a_foreign_key_check_on_an_old_message_neither_blocks_nor_skips_it(make_
     seed_messages(tenant, 3)
     with system_scope():
         target = Message.objects.order_by("id").values_list("id", flat=True).first()
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SELECT id FROM messages WHERE id = %s FOR KEY SHARE", [target])
-                locked.set()
-                release.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(timeout=10)
-        started = time.monotonic()
-        [result] = purge_retention(now=at_now).results
-        elapsed = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join(timeout=30)
+    with rows_held("SELECT id FROM messages WHERE id = %s FOR KEY SHARE", [target]):
+        result, elapsed = timed_purge()
     assert elapsed < 5 and result.messages_redacted == 3
 
 

@@ -1,0 +1,35 @@
+"""What the benchmark scripts share: verdicts, percentiles, a scratch database.
+
+Imported as `bench.common` (the scripts put the project root first on sys.path, because
+bench/reconcile.py shares its name with the reconcile app)."""
+
+from __future__ import annotations
+
+import statistics
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def percentile(values: list[float], pct: int) -> float:
+    """Inclusive percentile (1..99); 100 is the maximum; 0.0 for no values."""
+    if not values:
+        return 0.0
+    if pct >= 100:
+        return max(values)
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create `name` on the server; return its URL."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
