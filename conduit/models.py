@@ -191,6 +191,29 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+STAFF_TOKEN_PREFIX = "cds_"  # noqa: S105 - a prefix, not a secret
+
+
+class StaffToken(models.Model):
+    """An operator's API token for /api/v1/admin/* and the system-wide reads; only its SHA-256
+    is stored. It acts as its staff user, and stops working when that user is no longer staff."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "staff_api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
 class Heartbeat(models.Model):
     """Last time a periodic process proved it is alive (beat writes `beat`)."""
 

@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_celery_beat",
     "conduit",
     "integrations",
@@ -357,6 +358,24 @@ CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = _int_in("CONDUIT_HEALTH_AUTH_FAILURES_TO
 CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS = _int_in("CONDUIT_HEALTH_AUTH_RUN_SPACING_SECONDS", 1800, 0, 3600)
 # "Check now" on the Integrations page runs at most once per connection in this many seconds.
 CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS = _int_in("CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS", 60, 0, 3600)
+
+# --- Webhook inbox (integrations/webhooks/) ---
+# A signed delivery older (or further in the future) than this is refused (HubSpot v3: 5 minutes).
+CONDUIT_WEBHOOK_MAX_AGE_SECONDS = _int_in("CONDUIT_WEBHOOK_MAX_AGE_SECONDS", 300, 30, 3600)
+# Largest webhook body accepted; a bigger one is refused with 413 before it is read.
+CONDUIT_WEBHOOK_MAX_BODY_BYTES = _int_in(
+    "CONDUIT_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024
+)
+# Processing attempts of one stored event before it stays failed (replay resets the count).
+CONDUIT_WEBHOOK_MAX_ATTEMPTS = _int_in("CONDUIT_WEBHOOK_MAX_ATTEMPTS", 5, 1, 50)
+
+# --- Sync cursors (integrations/cursors.py): incremental pulls that keep mappings fresh ---
+# A new cursor starts this many hours back.
+CONDUIT_SYNC_PULL_INITIAL_HOURS = _int_in("CONDUIT_SYNC_PULL_INITIAL_HOURS", 24, 1, 24 * 30)
+# Records asked for per page (HubSpot search allows 200, Salesforce returns up to 2000).
+CONDUIT_SYNC_PULL_PAGE_SIZE = _int_in("CONDUIT_SYNC_PULL_PAGE_SIZE", 100, 1, 200)
+# Pages one pull of one object reads at most; the cursor keeps its place for the next run.
+CONDUIT_SYNC_PULL_MAX_PAGES = _int_in("CONDUIT_SYNC_PULL_MAX_PAGES", 50, 1, 1000)
 
 # --- Retention (retention/) ---
 # Defaults for a workspace's policy (a blank field in the form means "use the default").

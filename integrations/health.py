@@ -34,6 +34,7 @@ from conduit.audit import actor_label
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations import health_state
+from integrations.enablement import enabled_connections
 from integrations.health_state import Status, Verdict
 from integrations.models import ConnectionHealth, CrmConnection
 from integrations.providers import get_provider
@@ -242,7 +243,11 @@ def in_scope(status: str, workspace_id: int | None, crm: str | None) -> Q:
 def connections_to_check(*, workspace_id: int | None = None, crm: str | None = None) -> list[int]:
     query = in_scope(CrmConnection.Status.CONNECTED, workspace_id, crm)
     with system_scope():
-        return list(CrmConnection.objects.filter(query).order_by("id").values_list("id", flat=True))
+        return list(
+            CrmConnection.objects.filter(query, enabled_connections())
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
 
 
 def record_errored(*, workspace_id: int | None = None, crm: str | None = None) -> int:

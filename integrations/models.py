@@ -286,3 +286,100 @@ class ConnectionHealth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.crm} health for workspace {self.workspace_id}: {self.status}"
+
+
+class IntegrationSetting(models.Model):
+    """A workspace's on / off switch for one CRM (runbook 001 §1, "Disable integration").
+
+    Kept apart from crm_connections so that it outlives a disconnect and reconnect. With
+    enabled=false nothing runs for that workspace and CRM: no writes are sent, no health
+    check and no incremental pull. No row means enabled."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="integration_settings")
+    provider = models.CharField(max_length=20, choices=CRM_CHOICES)
+    enabled = models.BooleanField(default=True)
+    reason = models.CharField(max_length=500, blank=True)
+    changed_by = models.CharField(max_length=200, blank=True)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "workspace_integrations"
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "provider"], name="workspace_integration_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} for workspace {self.workspace_id}: {'on' if self.enabled else 'off'}"
+
+
+class WebhookEvent(models.Model):
+    """One provider webhook event, stored on receipt and processed by a task (runbook 003).
+
+    A HubSpot delivery carries a batch of events; each becomes one row, unique per provider and
+    event id, so a redelivered event is stored once and processed once."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+        DUPLICATE = "duplicate", "Duplicate"
+
+    provider = models.CharField(max_length=20, choices=CRM_CHOICES)
+    event_id = models.CharField(max_length=100)
+    event_type = models.CharField(max_length=100, blank=True, help_text="e.g. contact.propertyChange")
+    external_account_key = models.CharField(max_length=100, blank=True, help_text="HubSpot portal id")
+    object_id = models.CharField(max_length=100, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    # the first workspace whose connection matches the account (null: no connection knows it)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_events"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(default=1, help_text="times the provider sent this event")
+    payload = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "webhook_events"
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_unique_per_provider")
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "received_at"], name="webhook_ws_received"),
+            models.Index(fields=["status", "received_at"], name="webhook_status_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} event {self.event_id} ({self.status})"
+
+
+class SyncCursor(models.Model):
+    """Where the incremental pull of one object of one connection has read up to (runbook 003,
+    "Reset Sync Cursors"): the next pull asks for records changed since since_ts."""
+
+    class Object(models.TextChoices):
+        CONTACT = "contact", "Contacts"
+        DEAL = "deal", "Deals / opportunities"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sync_cursors")
+    connection = models.ForeignKey(CrmConnection, on_delete=models.CASCADE, related_name="sync_cursors")
+    provider = models.CharField(max_length=20, choices=CRM_CHOICES)
+    object = models.CharField(max_length=20, choices=Object.choices)
+    since_ts = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+    records_seen = models.PositiveIntegerField(default=0, help_text="records read by the last run")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "crm_sync_cursors"
+        constraints = [models.UniqueConstraint(fields=["connection", "object"], name="sync_cursor_unique")]
+        indexes = [models.Index(fields=["provider", "object"], name="sync_cursor_provider_object")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.object} cursor at {self.since_ts:%Y-%m-%d %H:%M:%S}"

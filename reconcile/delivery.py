@@ -25,6 +25,7 @@ from django.utils import timezone
 from conduit.audit import record_audit
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
+from integrations.enablement import is_enabled
 from integrations.models import CrmConnection
 from integrations.pauses import pause_for
 from integrations.providers import get_provider
@@ -177,6 +178,8 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
         return release(row, now(), "waiting_for_connection", park=True)
     if pause_for(conn) is not None:
         return release(row, now(), "paused")
+    if not is_enabled(conn.workspace_id, conn.crm):
+        return release(row, now(), "integration_disabled")
     sent = False
     try:
         mapping = resolve(conn, row.target, now=now())

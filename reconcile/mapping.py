@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from django.conf import settings
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
@@ -63,3 +65,66 @@ def resolve(conn: CrmConnection, email: str, *, now: datetime | None = None) -> 
             },
         )
     return mapping
+
+
+# A mapping marked stale is looked up again before the next write that needs it.
+STALE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _provider_rows(conn: CrmConnection) -> QuerySet[DealMapping]:
+    return DealMapping.objects.filter(connection=conn, source=DealMapping.Source.PROVIDER)
+
+
+def expire(
+    conn: CrmConnection,
+    *,
+    contact_ids: Iterable[str] = (),
+    deal_ids: Iterable[str] = (),
+    emails: Iterable[str] = (),
+) -> int:
+    """A contact or deal changed at the CRM (webhook or incremental pull): every cached lookup
+    that names it is looked up again before its next write. Operator overrides stay. One UPDATE."""
+    match = Q(pk__in=[])
+    if contact_ids := [c for c in contact_ids if c]:
+        match |= Q(contact_id__in=contact_ids)
+    if deal_ids := [d for d in deal_ids if d]:
+        match |= Q(deal_id__in=deal_ids)
+    if emails := [e.lower() for e in emails if e]:
+        match |= Q(email__in=emails)
+    with system_scope():
+        return _provider_rows(conn).filter(match).update(refreshed_at=STALE)
+
+
+def forget(conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: Iterable[str] = ()) -> int:
+    """Contacts or deals deleted at the CRM: their lookups are dropped (a deleted deal leaves the
+    contact, with no deal, to be looked up again). Operator overrides stay. Returns rows changed."""
+    changed = 0
+    with system_scope():
+        if contact_ids := [c for c in contact_ids if c]:
+            changed += _provider_rows(conn).filter(contact_id__in=contact_ids).delete()[0]
+        if deal_ids := [d for d in deal_ids if d]:
+            changed += (
+                _provider_rows(conn).filter(deal_id__in=deal_ids).update(deal_id="", refreshed_at=STALE)
+            )
+    return changed
+
+
+def store(conn: CrmConnection, email: str, contact_id: str, deal_id: str, *, now: datetime) -> None:
+    """Record what the CRM just said about one email (an incremental pull that read the contact)."""
+    email = email.lower()
+    with system_scope():
+        if DealMapping.objects.filter(
+            connection=conn, email=email, source=DealMapping.Source.OPERATOR
+        ).exists():
+            return
+        DealMapping.objects.update_or_create(
+            connection=conn,
+            email=email,
+            defaults={
+                "workspace_id": cast(int, conn.workspace_id),
+                "contact_id": contact_id,
+                "deal_id": deal_id,
+                "source": DealMapping.Source.PROVIDER,
+                "refreshed_at": now,
+            },
+        )

@@ -18,15 +18,16 @@ from django.db import connection
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
+from integrations.enablement import DISABLED_SQL
 from integrations.pauses import ActivePauses, active_pauses
 from reconcile.delivery import new_lease_token
 
 log = logging.getLogger("conduit.reconcile")
 Dispatch = Callable[[int, str], Any]
 
-DUE_WHERE = """
+DUE_WHERE = f"""
   w.status IN ('failed', 'planned') AND NOT w.permanent_failure AND w.next_retry_at <= %s
-  AND c.status = 'connected' AND NOT c.dry_run"""
+  AND c.status = 'connected' AND NOT c.dry_run AND {DISABLED_SQL}"""
 
 
 def _skip_locked() -> str:
