@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from conduit import api, health, views
 from integrations import api as integration_api
@@ -55,5 +55,6 @@ urlpatterns = [
         name="api-integration-disconnect",
     ),
     path("api/v1/admin/pause-sync", integration_api.PauseSyncView.as_view(), name="api-pause-sync"),
+    path("webhooks/", include("integrations.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from celery import shared_task
 
 from integrations import claims
@@ -30,3 +32,9 @@ def check_connections(connection_ids: list[int]) -> dict[str, int]:
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
     return counts
+
+
+# The webhook inbox and the incremental pull keep their tasks beside their services; importing
+# them here registers them when Celery autodiscovers integrations.tasks.
+for _module in ("integrations.cursors.tasks", "integrations.webhooks.tasks"):
+    import_module(_module)

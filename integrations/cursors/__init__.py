@@ -1,0 +1,1 @@
+"""Sync cursors: incremental pulls of changed contacts and deals that keep mappings fresh."""

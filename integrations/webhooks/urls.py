@@ -1,0 +1,5 @@
+"""Routes under /webhooks/."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []
