@@ -6,13 +6,14 @@ import json
 import logging
 from typing import Any
 
-from rest_framework import status
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conduit.api_errors import ApiError
+from conduit.api_errors import ApiError, ErrorSerializer
 from conduit.ingest import IngestRejected, ParsedMessage, check_size, ingest_one, parse_json, parse_raw
 from conduit.tenancy import workspace_of
 
@@ -27,11 +28,27 @@ class RawBytesParser(BaseParser):
         return stream.read() if stream is not None else b""
 
 
+class IngestResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    message_id = serializers.CharField()
+    created = serializers.BooleanField()
+    attachments = serializers.IntegerField()
+
+
 class MessageIngestView(APIView):
     """POST a raw RFC 822 message (message/rfc822) or a JSON description of one."""
 
     parser_classes = [RawBytesParser]
 
+    @extend_schema(
+        operation_id="messages_ingest",
+        request={"message/rfc822": OpenApiTypes.BINARY, "application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: IngestResultSerializer,
+            201: IngestResultSerializer,
+            **{code: ErrorSerializer for code in (400, 401, 403, 413, 415)},
+        },
+    )
     def post(self, request: Request) -> Response:
         try:
             parsed = self._parse(request)

@@ -6,9 +6,18 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every API error (for the OpenAPI schema)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    # DRF's metaclass moves declared fields out of the class body, so this does not hide .fields
+    fields = serializers.DictField(required=False)  # type: ignore[assignment]
 
 
 class ApiError(exceptions.APIException):

@@ -54,3 +54,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": check_database(), "broker": check_broker(), "beat": check_beat()}
     ok = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ok" if ok else "down", **checks}, status=200 if ok else 503)
+
+
+def broker_queue_length(queue: str = "celery") -> dict[str, Any]:
+    """Messages waiting in the Celery queue (Redis in production, files in development)."""
+    from conduit.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel: Any = conn.default_channel
+            _, length, _consumers = channel.queue_declare(queue=queue)
+    except Exception as exc:  # metrics boundary: report, never raise
+        return {"queue": queue, "length": None, "error": type(exc).__name__}
+    return {"queue": queue, "length": int(length), "transport": app.conf.broker_url.split(":")[0]}

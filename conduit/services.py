@@ -12,7 +12,16 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from conduit.audit import record_audit
-from conduit.models import TOKEN_PREFIX, ApiToken, Membership, Profile, Workspace, hash_token
+from conduit.models import (
+    STAFF_TOKEN_PREFIX,
+    TOKEN_PREFIX,
+    ApiToken,
+    Membership,
+    Profile,
+    StaffToken,
+    Workspace,
+    hash_token,
+)
 from conduit.tenancy import system_scope, workspace_scope
 
 
@@ -98,4 +107,46 @@ def do_revoke_api_token(token: ApiToken, *, actor: AbstractBaseUser) -> None:
             workspace=token.workspace,
             target=token,
             payload={"name": token.name, "prefix": token.prefix},
+        )
+
+
+class NotStaff(ConduitError):
+    error_code = "not_staff"
+
+
+@dataclass
+class IssuedStaffToken:
+    token: StaffToken
+    raw: str
+
+
+def do_create_staff_token(user: AbstractBaseUser, name: str) -> IssuedStaffToken:
+    """An operator token for /api/v1/admin/* and the system-wide reads; only staff get one."""
+    if not getattr(user, "is_staff", False):
+        raise NotStaff("Only operators (staff users) can create operator API tokens.")
+    raw = STAFF_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with system_scope():
+        token = StaffToken.objects.create(
+            user=user,  # type: ignore[misc]
+            name=name,
+            prefix=raw[:10],
+            token_hash=hash_token(raw),
+        )
+        record_audit(
+            "staff_token_created", actor=user, target=token, payload={"name": name, "prefix": token.prefix}
+        )
+    return IssuedStaffToken(token=token, raw=raw)
+
+
+def do_revoke_staff_token(token: StaffToken, *, actor: AbstractBaseUser) -> None:
+    with system_scope():
+        if token.revoked_at is not None:
+            return
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        record_audit(
+            "staff_token_revoked",
+            actor=actor,
+            target=token,
+            payload={"name": token.name, "prefix": token.prefix, "owner_id": token.user_id},
         )

@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "conduit",
     "integrations",
@@ -401,6 +402,31 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["conduit.api_auth.HasWorkspace"],
     "EXCEPTION_HANDLER": "conduit.api_errors.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conduit API",
+    "DESCRIPTION": (
+        "Customer endpoints take a workspace API token (Authorization: Bearer cdt_...); operator "
+        "endpoints (/api/v1/admin/*, /api/v1/health, /api/v1/sync/logs, /api/v1/system-metrics/*) take "
+        'an operator token (Bearer cds_...). Every error is JSON: {"code": ..., "message": ...}.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CrmEnum": "integrations.models.CRM_CHOICES",
+        "SyncLogStatusEnum": "integrations.models.SyncLog.Status",
+        "WebhookEventStatusEnum": "integrations.models.WebhookEvent.Status",
+        "SyncCursorObjectEnum": "integrations.models.SyncCursor.Object",
+        "HealthVerdictEnum": ["ok", "degraded", "down"],
+    },
 }
 
 # --- Security: production passes `manage.py check --deploy --fail-level WARNING` ---

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from conduit.context import current_workspace_id
-from conduit.models import ApiToken, Membership, Workspace, hash_token
+from conduit.models import STAFF_TOKEN_PREFIX, ApiToken, Membership, StaffToken, Workspace, hash_token
 
 WORKSPACE_GUC = "conduit.workspace_id"
 SYSTEM_GUC = "conduit.system"
@@ -101,6 +101,7 @@ class ScopedRequest(HttpRequest):
     membership: Membership | None
     memberships: list[Membership]
     api_token: ApiToken | None
+    staff_token: StaffToken | None
 
 
 def workspace_of(request: HttpRequest) -> Workspace:
@@ -136,6 +137,24 @@ def resolve_token(raw: str) -> ApiToken | None:
     return token
 
 
+def resolve_staff_token(raw: str) -> StaffToken | None:
+    """A live operator token whose user is still active staff (system scope: no workspace)."""
+    with system_scope():
+        token = (
+            StaffToken.objects.select_related("user")
+            .filter(
+                token_hash=hash_token(raw), revoked_at__isnull=True, user__is_staff=True, user__is_active=True
+            )
+            .first()
+        )
+        if token is not None:
+            now = timezone.now()
+            StaffToken.objects.filter(pk=token.pk).filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+            ).update(last_used_at=now)
+    return token
+
+
 def memberships_of(user_id: int) -> list[Membership]:
     with system_scope():
         return list(
@@ -154,9 +173,10 @@ def choose_membership(memberships: list[Membership], wanted: object) -> Membersh
 class WorkspaceScopeMiddleware:
     """Customer requests run inside their workspace's scope; admin runs in system scope.
 
-    Sets request.workspace, request.membership and request.api_token. Pages are scoped by the
-    signed-in user's membership only; an API token counts only under /api/, so a token can
-    never open the HTML pages of its workspace. A request that ends in a 5xx is rolled back.
+    Sets request.workspace, request.membership, request.api_token and request.staff_token.
+    Pages are scoped by the signed-in user's membership only; an API token counts only under
+    /api/, so a token can never open the HTML pages of its workspace. A request that ends in a
+    5xx is rolled back.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -165,11 +185,15 @@ class WorkspaceScopeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         scoped = cast(ScopedRequest, request)
         scoped.workspace, scoped.membership, scoped.api_token = None, None, None
+        scoped.staff_token = None
         scoped.memberships = []
         if request.path_info.startswith("/admin/"):
             return self._respond(request, system_scope())
         if request.path_info.startswith(API_PREFIX) and (raw := bearer_token(request)):
-            if (token := resolve_token(raw)) is not None:
+            if raw.startswith(STAFF_TOKEN_PREFIX):
+                # an operator token acts for no workspace: operator views open system scope themselves
+                scoped.staff_token = resolve_staff_token(raw)
+            elif (token := resolve_token(raw)) is not None:
                 scoped.api_token, scoped.workspace = token, token.workspace
         elif request.user.is_authenticated:
             scoped.memberships = memberships_of(request.user.pk)

@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from conduit import api, health, views
+from conduit import api, api_schema, health, views
 from integrations import api as integration_api
+from integrations import api_admin, api_status
 from integrations import views as integration_views
 from integrations.metrics import metrics_view
+
+assert api_schema  # registers the token schemes with the schema generator
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -17,6 +21,10 @@ urlpatterns = [
     path("settings/", views.settings_home, name="settings-home"),
     path("settings/tokens/", views.create_api_token, name="api-token-create"),
     path("settings/tokens/<int:token_id>/revoke/", views.revoke_api_token, name="api-token-revoke"),
+    path("settings/operator-tokens/", views.create_staff_token, name="staff-token-create"),
+    path(
+        "settings/operator-tokens/<int:token_id>/revoke/", views.revoke_staff_token, name="staff-token-revoke"
+    ),
     path("settings/workspace/", views.switch_workspace, name="switch-workspace"),
     path("settings/integrations/", integration_views.integrations_page, name="integrations"),
     path("settings/integrations/<str:crm>/connect/", integration_views.connect, name="integrations-connect"),
@@ -55,6 +63,50 @@ urlpatterns = [
         name="api-integration-disconnect",
     ),
     path("api/v1/admin/pause-sync", integration_api.PauseSyncView.as_view(), name="api-pause-sync"),
+    path(
+        "api/v1/integrations/status",
+        api_status.IntegrationsStatusView.as_view(),
+        name="api-integrations-status",
+    ),
+    path(
+        "api/v1/integrations/<str:provider>/status",
+        api_status.IntegrationStatusView.as_view(),
+        name="api-integration-status",
+    ),
+    path(
+        "api/v1/integrations/<str:provider>/sync-logs",
+        api_status.SyncLogListView.as_view(),
+        name="api-integration-sync-logs",
+    ),
+    path(
+        "api/v1/integrations/<str:provider>/sync-logs/<int:pk>",
+        api_status.SyncLogDetailView.as_view(),
+        name="api-integration-sync-log",
+    ),
+    path(
+        "api/v1/integrations/<str:provider>/failures",
+        api_status.FailuresView.as_view(),
+        name="api-integration-failures",
+    ),
+    path(
+        "api/v1/integrations/<str:provider>/retry-failed",
+        api_status.RetryFailedView.as_view(),
+        name="api-integration-retry-failed",
+    ),
+    path(
+        "api/v1/admin/tenants/<str:tenant_id>/integrations/<str:provider>",
+        api_admin.TenantIntegrationView.as_view(),
+        name="api-admin-tenant-integration",
+    ),
+    path("api/v1/admin/sync-status", api_admin.SyncStatusView.as_view(), name="api-admin-sync-status"),
+    path(
+        "api/v1/admin/replay-webhook", api_admin.ReplayWebhookView.as_view(), name="api-admin-replay-webhook"
+    ),
+    path("api/v1/health", api_admin.HealthMatrixView.as_view(), name="api-health"),
+    path("api/v1/sync/logs", api_admin.SystemSyncLogsView.as_view(), name="api-sync-logs"),
+    path("api/v1/system-metrics/queues", api_admin.QueueMetricsView.as_view(), name="api-queue-metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/", include("integrations.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]

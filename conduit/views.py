@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from conduit import services
 from conduit.crypto import decrypt, encrypt
 from conduit.forms import ApiTokenForm, SignUpForm
-from conduit.models import ApiToken, Attachment, Membership, Message
+from conduit.models import ApiToken, Attachment, Membership, Message, StaffToken
 from conduit.paths import safe_relative_path
 from conduit.tenancy import SESSION_WORKSPACE_KEY, workspace_of
 from retention.cards import policy_card
@@ -90,6 +90,11 @@ def settings_home(request: HttpRequest) -> HttpResponse:
         "message_count": Message.objects.filter(workspace=workspace).count(),
         "new_token": decrypt(sealed) if (sealed := request.session.pop("new_api_token", None)) else None,
         "memberships": getattr(request, "memberships", []),
+        "is_operator": request.user.is_staff,
+        "staff_tokens": StaffToken.objects.filter(user=request.user) if request.user.is_staff else [],
+        "new_staff_token": decrypt(sealed)
+        if (sealed := request.session.pop("new_staff_token", None))
+        else None,
     }
     return render(request, "conduit/settings_home.html", context)
 
@@ -126,6 +131,37 @@ def revoke_api_token(request: HttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=token_id, workspace=workspace_of(request))
     services.do_revoke_api_token(token, actor=signed_in_user(request))
     messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("settings-home")
+
+
+def _require_staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise Http404("only operators (staff users) have operator tokens")
+
+
+@require_POST
+@workspace_required
+def create_staff_token(request: HttpRequest) -> HttpResponse:
+    _require_staff(request)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give the operator token a name (up to 100 characters).")
+        return redirect("settings-home")
+    issued = services.do_create_staff_token(signed_in_user(request), form.cleaned_data["name"])
+    request.session["new_staff_token"] = encrypt(issued.raw)
+    messages.success(
+        request, f"Operator token “{issued.token.name}” created. Copy it now: it is shown only once."
+    )
+    return redirect("settings-home")
+
+
+@require_POST
+@workspace_required
+def revoke_staff_token(request: HttpRequest, token_id: int) -> HttpResponse:
+    _require_staff(request)
+    token = get_object_or_404(StaffToken, pk=token_id, user=request.user)
+    services.do_revoke_staff_token(token, actor=signed_in_user(request))
+    messages.success(request, f"Operator token “{token.name}” revoked.")
     return redirect("settings-home")
 
 

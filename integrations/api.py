@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conduit.api_auth import StaffTokenAuthentication
 from conduit.api_errors import ApiError
 from conduit.models import Workspace
 from conduit.services import ConduitError
@@ -21,7 +23,19 @@ from integrations.connections import do_disconnect, live_connection
 from integrations.models import CRM_CHOICES, CrmConnection
 from integrations.pauses import PauseTarget, do_pause_sync, do_resume_sync, target_for
 from integrations.providers.errors import ProviderError
+from integrations.serializers import (
+    ClaimRequestSerializer,
+    ClaimResultSerializer,
+    ConnectionSerializer,
+    DisconnectResultSerializer,
+    ErrorSerializer,
+    PauseQuerySerializer,
+    PauseResultSerializer,
+)
 from integrations.tokens import refresh_connection
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
+PROVIDER = OpenApiParameter("provider", str, OpenApiParameter.PATH, enum=[name for name, _ in CRM_CHOICES])
 
 
 def check_provider(provider: str) -> str:
@@ -64,6 +78,12 @@ def workspace_connection(request: Request, provider: str) -> CrmConnection:
 class RefreshTokenView(APIView):
     """POST /api/v1/integrations/{provider}/refresh: refresh the access token now."""
 
+    @extend_schema(
+        operation_id="integration_refresh",
+        parameters=[PROVIDER],
+        request=None,
+        responses={200: ConnectionSerializer, 502: ErrorSerializer, **ERRORS},
+    )
     def post(self, request: Request, provider: str) -> Response:
         require_admin(request)
         conn = workspace_connection(request, provider)
@@ -89,6 +109,12 @@ class RefreshTokenView(APIView):
 class DisconnectView(APIView):
     """POST /api/v1/integrations/{provider}/disconnect: revoke, clear tokens, disconnected."""
 
+    @extend_schema(
+        operation_id="integration_disconnect",
+        parameters=[PROVIDER],
+        request=None,
+        responses={200: DisconnectResultSerializer, **ERRORS},
+    )
     def post(self, request: Request, provider: str) -> Response:
         actor = require_admin(request)
         conn = workspace_connection(request, provider)
@@ -113,6 +139,11 @@ class ClaimInstallView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [SignedIn]
 
+    @extend_schema(
+        operation_id="claim_install",
+        request=ClaimRequestSerializer,
+        responses={200: ClaimResultSerializer, **ERRORS},
+    )
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else {}
         crm, install_id = str(data.get("crm", "")), str(data.get("install_id", ""))
@@ -151,9 +182,15 @@ class PauseSyncView(APIView):
     """POST /api/v1/admin/pause-sync?provider=hubspot&pause=true (or workspace_id=, connection_id=,
     all=true; reason=): the kill switch. Paused writes stay queued and burn no attempts."""
 
-    authentication_classes = [SessionAuthentication]
+    authentication_classes = [StaffTokenAuthentication, SessionAuthentication]
     permission_classes = [StaffOnly]
 
+    @extend_schema(
+        operation_id="admin_pause_sync",
+        parameters=[PauseQuerySerializer],
+        request=None,
+        responses={200: PauseResultSerializer, **ERRORS},
+    )
     def post(self, request: Request) -> Response:
         params = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
         pause = str(params.get("pause", "")).lower()

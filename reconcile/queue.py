@@ -206,3 +206,40 @@ def reconcile_crm_writes(
             dispatch(write_id, token)
     log.info("reconcile: %s", result.line(), extra={"category": "reconcile"})
     return result
+
+
+def queue_stats(*, now: datetime) -> dict[str, Any]:
+    """The write queue at a glance (runbook 001 §3 "Check queue depth"): due now, the whole
+    backlog (queued or retrying, live or parked), how old the oldest due write is, writes in
+    flight, expired leases and permanent failures."""
+    where, params = due_filter(active_pauses(), None, now)
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(
+            f"SELECT count(*), min(w.next_retry_at) FROM crm_write_log w "  # noqa: S608
+            f"JOIN crm_connections c ON c.id = w.connection_id WHERE {where}",
+            params,
+        )
+        due, oldest = cur.fetchone()
+        cur.execute(
+            """SELECT
+                 count(*) FILTER (WHERE status IN ('failed', 'planned') AND NOT permanent_failure),
+                 count(*) FILTER (WHERE status IN ('failed', 'planned') AND NOT permanent_failure
+                                  AND next_retry_at IS NULL),
+                 count(*) FILTER (WHERE status = 'sending'),
+                 count(*) FILTER (WHERE status = 'sending' AND lease_expires_at < %s),
+                 count(*) FILTER (WHERE status = 'failed' AND permanent_failure)
+               FROM crm_write_log WHERE status IN ('failed', 'planned', 'sending')""",
+            [now],
+        )
+        backlog, parked, sending, expired, permanent = cur.fetchone()
+    if isinstance(oldest, str):  # SQLite returns the text it stored
+        oldest = datetime.fromisoformat(oldest)
+    return {
+        "due": int(due),
+        "backlog": int(backlog),
+        "parked": int(parked),
+        "sending": int(sending),
+        "expired_leases": int(expired),
+        "permanent_failures": int(permanent),
+        "oldest_due_age_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
+    }
