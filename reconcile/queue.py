@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -232,8 +232,8 @@ def queue_stats(*, now: datetime) -> dict[str, Any]:
             [now],
         )
         backlog, parked, sending, expired, permanent = cur.fetchone()
-    if isinstance(oldest, str):  # SQLite returns the text it stored
-        oldest = datetime.fromisoformat(oldest)
+    if isinstance(oldest, str):  # SQLite returns the UTC text it stored
+        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
     return {
         "due": int(due),
         "backlog": int(backlog),

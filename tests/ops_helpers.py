@@ -43,7 +43,9 @@ def send(method: str, path: str, token: str | None, body: Any = None, **params: 
     query = "&".join(f"{k}={v}" for k, v in params.items())
     url = f"{path}?{query}" if query else path
     call = getattr(Client(), method)
-    return call(url, data=body if body is not None else {}, content_type="application/json", **bearer(token or ""))
+    return call(
+        url, data=body if body is not None else {}, content_type="application/json", **bearer(token or "")
+    )
 
 
 def make_connection(workspace: Workspace, crm: str = "hubspot", **fields: Any) -> CrmConnection:

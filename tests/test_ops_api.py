@@ -110,13 +110,17 @@ def test_sync_logs_are_paginated(alice: Tenant, token: str) -> None:
         ({"offset": "-1"}, "offset must be at least 0"),
     ],
 )
-def test_sync_logs_bad_filters_are_refused(alice: Tenant, token: str, params: dict[str, str], text: str) -> None:
+def test_sync_logs_bad_filters_are_refused(
+    alice: Tenant, token: str, params: dict[str, str], text: str
+) -> None:
     response = get("/api/v1/integrations/hubspot/sync-logs", token, **params)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid" and text in response.json()["message"]
 
 
-def test_sync_log_detail_only_for_its_own_workspace_and_provider(alice: Tenant, bob: Tenant, token: str) -> None:
+def test_sync_log_detail_only_for_its_own_workspace_and_provider(
+    alice: Tenant, bob: Tenant, token: str
+) -> None:
     mine = make_log(alice.workspace, ok=False, code="validation_failed", summary="Property email is invalid")
     theirs = make_log(bob.workspace, ok=False, code="validation_failed")
     detail = get(f"/api/v1/integrations/hubspot/sync-logs/{mine.pk}", token)
@@ -158,25 +162,35 @@ def test_failure_summary_groups_by_error_code(alice: Tenant, bob: Tenant, token:
 def test_retry_failed_requeues_by_error_code_and_audits(alice: Tenant, bob: Tenant, token: str) -> None:
     conn = make_connection(alice.workspace)
     permanent = make_write(conn, "failed", "validation_failed", permanent_failure=True, retry_count=8)
-    retrying = make_write(conn, "failed", "validation_failed", next_retry_at=timezone.now() + timedelta(hours=5))
+    retrying = make_write(
+        conn, "failed", "validation_failed", next_retry_at=timezone.now() + timedelta(hours=5)
+    )
     other = make_write(conn, "failed", "transient_error")
     done = make_write(conn, "succeeded")
     bobs = make_write(make_connection(bob.workspace), "failed", "validation_failed", permanent_failure=True)
 
-    response = send("post", "/api/v1/integrations/hubspot/retry-failed", token, {"error_code": "validation_failed"})
+    response = send(
+        "post", "/api/v1/integrations/hubspot/retry-failed", token, {"error_code": "validation_failed"}
+    )
 
     assert response.status_code == 200, response.content
     assert response.json() == {"provider": "hubspot", "requeued": 2, "error_codes": ["validation_failed"]}
     with system_scope():
         rows = {w.pk: w for w in CrmWriteLog.objects.all()}
-        audits = list(AuditEvent.objects.filter(event__startswith="crm_write").values_list("event", flat=True))
+        audits = list(
+            AuditEvent.objects.filter(event__startswith="crm_write").values_list("event", flat=True)
+        )
     for write in (permanent, retrying):
         row = rows[write.pk]
         assert row.status == "failed" and not row.permanent_failure and row.retry_count == 0
         assert row.next_retry_at is not None and row.next_retry_at <= timezone.now()
     assert rows[other.pk].retry_count == 3 and rows[done.pk].status == "succeeded"
     assert rows[bobs.pk].permanent_failure is True
-    assert sorted(audits) == ["crm_write_retry_requested", "crm_write_retry_requested", "crm_writes_retry_failed"]
+    assert sorted(audits) == [
+        "crm_write_retry_requested",
+        "crm_write_retry_requested",
+        "crm_writes_retry_failed",
+    ]
 
     everything = send("post", "/api/v1/integrations/hubspot/retry-failed", token)
     assert everything.json()["requeued"] == 3
