@@ -18,9 +18,10 @@ from conduit.models import (
     Membership,
     Message,
     Profile,
+    StaffToken,
     Workspace,
 )
-from conduit.services import do_revoke_api_token
+from conduit.services import do_revoke_api_token, do_revoke_staff_token
 
 
 def _workspace_of(obj: Any) -> Workspace | None:
@@ -223,6 +224,29 @@ class ApiTokenAdmin(admin.ModelAdmin):
         live = [t for t in queryset.select_related("workspace") if t.revoked_at is None]
         for token in live:
             do_revoke_api_token(token, actor=cast(User, request.user))
+        self.message_user(request, f"Revoked {len(live)} token(s).")
+
+
+@admin.register(StaffToken)
+class StaffTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    search_fields = ["name", "prefix", "user__email"]
+    list_filter = ["revoked_at"]
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # operators issue their own tokens in settings, where the value is shown once
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke (audited) instead
+
+    @admin.action(description="Revoke selected operator tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
+        live = [t for t in queryset if t.revoked_at is None]
+        for token in live:
+            do_revoke_staff_token(token, actor=cast(User, request.user))
         self.message_user(request, f"Revoked {len(live)} token(s).")
 
 

@@ -40,6 +40,20 @@ CONNECTION_STATUS = Gauge(
     ["provider", "workspace_id"],
     multiprocess_mode="mostrecent",
 )
+WEBHOOK_LATENCY = Histogram(
+    "crm_webhook_latency_seconds",
+    "Time from a webhook's receipt to the end of its processing",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+WEBHOOK_REJECTED = Counter(
+    "crm_webhook_rejected_total",
+    "Webhook deliveries refused before storage (bad or stale signature, oversized, malformed)",
+    ["provider", "reason"],
+)
+WEBHOOK_EVENTS = Counter(
+    "crm_webhook_events_total", "Webhook events processed, by outcome", ["provider", "outcome"]
+)
 
 
 def set_connection_status(provider: str, workspace_id: int | None, ok: bool) -> None:

@@ -1,5 +1,7 @@
 """Routes under /webhooks/."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from integrations.webhooks import views
+
+urlpatterns = [path("hubspot", views.hubspot, name="webhook-hubspot")]

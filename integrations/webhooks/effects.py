@@ -1,0 +1,116 @@
+"""What a HubSpot event changes in Conduit: the contact -> deal mappings that CRM writes use.
+
+Changes mark the cached lookups that name the record stale (looked up again before the next
+write); deletions drop them; a new contact or deal can answer a lookup that found nothing, so
+those empty lookups go stale too. Every effect is idempotent, so replaying an event is safe.
+Unknown event types are stored and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Q
+
+from conduit.tenancy import system_scope
+from integrations.models import CrmConnection, WebhookEvent
+from reconcile import mapping
+from reconcile.models import DealMapping
+
+# HubSpot's generic object events name the type: 0-1 contacts, 0-3 deals.
+OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
+
+
+def _ids(*values: Any) -> list[str]:
+    found: list[str] = []
+    for value in values:
+        if isinstance(value, list):
+            found.extend(str(v) for v in value if v is not None)
+        elif value not in (None, ""):
+            found.append(str(value))
+    return found
+
+
+def _expire_empty(conn: CrmConnection, *, field: str) -> int:
+    with system_scope():
+        rows = DealMapping.objects.filter(connection=conn, source=DealMapping.Source.PROVIDER)
+        return rows.filter(Q(**{field: ""})).update(refreshed_at=mapping.STALE)
+
+
+def contact_created(conn: CrmConnection, event: dict[str, Any]) -> int:
+    return _expire_empty(conn, field="contact_id") + mapping.expire(
+        conn, contact_ids=_ids(event.get("objectId"))
+    )
+
+
+def contact_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
+    new_email = event.get("propertyValue") if event.get("propertyName") == "email" else None
+    emails = [str(new_email)] if new_email else []
+    return mapping.expire(conn, contact_ids=_ids(event.get("objectId")), emails=emails)
+
+
+def contact_deleted(conn: CrmConnection, event: dict[str, Any]) -> int:
+    return mapping.forget(conn, contact_ids=_ids(event.get("objectId")))
+
+
+def contacts_merged(conn: CrmConnection, event: dict[str, Any]) -> int:
+    gone = [i for i in _ids(event.get("mergedObjectIds")) if i != str(event.get("primaryObjectId"))]
+    return mapping.forget(conn, contact_ids=gone) + mapping.expire(
+        conn, contact_ids=_ids(event.get("primaryObjectId"), event.get("objectId"))
+    )
+
+
+def deal_created(conn: CrmConnection, event: dict[str, Any]) -> int:
+    return _expire_empty(conn, field="deal_id")
+
+
+def deal_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
+    return mapping.expire(conn, deal_ids=_ids(event.get("objectId")))
+
+
+def deal_deleted(conn: CrmConnection, event: dict[str, Any]) -> int:
+    return mapping.forget(conn, deal_ids=_ids(event.get("objectId")))
+
+
+def association_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
+    """A contact gained or lost a deal: both ends are looked up again."""
+    ends = _ids(event.get("fromObjectId"), event.get("toObjectId"))
+    return mapping.expire(conn, contact_ids=ends, deal_ids=ends)
+
+
+Effect = Callable[[CrmConnection, dict[str, Any]], int]
+EFFECTS: dict[tuple[str, str], Effect] = {
+    ("contact", "creation"): contact_created,
+    ("contact", "restore"): contact_created,
+    ("contact", "propertyChange"): contact_changed,
+    ("contact", "deletion"): contact_deleted,
+    ("contact", "privacyDeletion"): contact_deleted,
+    ("contact", "merge"): contacts_merged,
+    ("contact", "associationChange"): association_changed,
+    ("deal", "creation"): deal_created,
+    ("deal", "restore"): deal_created,
+    ("deal", "propertyChange"): deal_changed,
+    ("deal", "deletion"): deal_deleted,
+    ("deal", "merge"): deal_changed,
+    ("deal", "associationChange"): association_changed,
+}
+
+
+def effect_of(event: WebhookEvent) -> Effect | None:
+    """contact.propertyChange -> contact_changed; object.creation with objectTypeId 0-3 -> deal_created."""
+    kind, _, action = event.event_type.partition(".")
+    if kind == "object":
+        kind = OBJECT_TYPES.get(str(event.payload.get("objectTypeId", "")), "")
+    return EFFECTS.get((kind, action))
+
+
+def connections_for(event: WebhookEvent) -> list[CrmConnection]:
+    if not event.external_account_key:
+        return []
+    with system_scope():
+        return list(
+            CrmConnection.objects.filter(
+                crm=event.provider, external_account_key=event.external_account_key, workspace__isnull=False
+            )
+        )

@@ -1,0 +1,66 @@
+"""What a HubSpot webhook delivery holds: a JSON array of events, each parsed into the fields
+webhook_events keeps. A delivery that is not that shape is refused whole."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+class MalformedDelivery(ValueError):
+    """The body is not a JSON array of HubSpot events; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    event_type: str
+    account_key: str
+    object_id: str
+    occurred_at: datetime | None
+    payload: dict[str, Any]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _occurred_at(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+def parse_event(index: int, item: Any) -> ParsedEvent:
+    if not isinstance(item, dict):
+        raise MalformedDelivery(f"event {index} is not a JSON object")
+    event_id = _text(item.get("eventId")).strip()
+    if not event_id or len(event_id) > 100:
+        raise MalformedDelivery(f"event {index} has no eventId (or one longer than 100 characters)")
+    event_type = _text(item.get("subscriptionType")).strip()
+    if not event_type or len(event_type) > 100:
+        raise MalformedDelivery(f"event {index} has no subscriptionType")
+    return ParsedEvent(
+        event_id=event_id,
+        event_type=event_type,
+        account_key=_text(item.get("portalId"))[:100],
+        object_id=_text(item.get("objectId"))[:100],
+        occurred_at=_occurred_at(item.get("occurredAt")),
+        payload=item,
+    )
+
+
+def parse_delivery(body: bytes) -> list[ParsedEvent]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise MalformedDelivery("the body is not JSON") from None
+    if not isinstance(data, list):
+        raise MalformedDelivery("the body must be a JSON array of events")
+    first: dict[str, ParsedEvent] = {}
+    for index, item in enumerate(data):
+        event = parse_event(index, item)
+        first.setdefault(event.event_id, event)  # an event named twice in one delivery counts once
+    return list(first.values())
