@@ -16,14 +16,18 @@ from integrations.health import run_checks
 from integrations.models import (
     ConnectionHealth,
     CrmConnection,
+    IntegrationSetting,
     OAuthState,
     PendingInstall,
+    SyncCursor,
     SyncLog,
     SyncPause,
+    WebhookEvent,
 )
 from integrations.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.providers.errors import ProviderError
 from integrations.tokens import refresh_connection
+from integrations.webhooks.processing import do_replay_webhooks
 
 
 @admin.register(CrmConnection)
@@ -189,3 +193,61 @@ class SyncPauseAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for pause in queryset:
             do_resume_sync(target_of(pause), actor=f"user:{request.user.pk}")
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "received_at",
+        "provider",
+        "event_id",
+        "event_type",
+        "status",
+        "attempts",
+        "deliveries",
+        "workspace",
+        "processed_at",
+    )
+    list_filter = ("status", "provider", "event_type")
+    search_fields = ("event_id", "object_id", "external_account_key", "workspace__slug")
+    date_hierarchy = "received_at"
+    list_select_related = ("workspace",)
+    actions = ["replay_events"]
+
+    @admin.action(description="Replay selected events (idempotent; audited)")
+    def replay_events(self, request: HttpRequest, queryset: Any) -> None:
+        statuses: dict[str, int] = {}
+        for event in queryset:
+            result = do_replay_webhooks(
+                event.provider, event_id=event.event_id, actor=f"user:{request.user.pk}"
+            )
+            for status, count in result.statuses.items():
+                statuses[status] = statuses.get(status, 0) + count
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "nothing processed"
+        self.message_user(request, f"Replayed {queryset.count()} event(s): {summary}.")
+
+
+@admin.register(SyncCursor)
+class SyncCursorAdmin(ReadOnlyAdmin):
+    list_display = (
+        "workspace",
+        "provider",
+        "object",
+        "since_ts",
+        "last_run_at",
+        "last_status",
+        "records_seen",
+    )
+    list_filter = ("provider", "object", "last_status")
+    search_fields = ("workspace__slug", "last_error")
+    list_select_related = ("workspace",)
+
+
+@admin.register(IntegrationSetting)
+class IntegrationSettingAdmin(ReadOnlyAdmin):
+    """Read-only: switching goes through the audited API or `manage.py set_integration_enabled`."""
+
+    list_display = ("workspace", "provider", "enabled", "reason", "changed_by", "changed_at")
+    list_filter = ("enabled", "provider")
+    search_fields = ("workspace__slug", "reason")
+    list_select_related = ("workspace",)

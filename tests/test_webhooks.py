@@ -420,3 +420,58 @@ def test_replay_needs_an_operator(alice: Tenant) -> None:
     assert send("post", REPLAY, None, provider="hubspot", event_id="1").status_code == 401
     member = alice.client().post(f"{REPLAY}?provider=hubspot&event_id=1")
     assert member.status_code == 403
+
+
+# --- over real sockets: the sandbox signs and sends, Conduit's live server verifies ---
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sandbox_sends_signed_webhooks_that_conduit_verifies_and_processes(
+    live_server: Any, crm_env: dict[str, str], settings: Any, monkeypatch: pytest.MonkeyPatch, alice: Tenant
+) -> None:
+    import requests
+
+    from integrations.webhooks import tasks
+
+    settings.CONDUIT_PUBLIC_URL = live_server.url
+    settings.HUBSPOT_CLIENT_SECRET = SECRET
+    monkeypatch.setattr(tasks.process_webhook_events, "delay", tasks.process_webhook_events)
+    hub = make_connection(alice.workspace, "hubspot", external_account_key=str(HUB_ID))
+    maya = mapping(hub, "maya@acme.example", "101", "201")
+    url = f"{live_server.url}/webhooks/hubspot"
+
+    def sandbox_sends(**options: Any) -> dict[str, Any]:
+        reply = requests.post(
+            f"{crm_env['hubspot']}/_sandbox/webhooks", json={"url": url, **options}, timeout=20
+        )
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    sent = sandbox_sends(events=[{"subscriptionType": "deal.deletion", "objectId": 201}], times=2)
+    assert [r["status"] for r in sent["replies"]] == [200, 200]
+    assert '"redelivered": 1' in sent["replies"][1]["body"]
+    row = stored()[0]
+    assert row.event_id == str(sent["events"][0]["eventId"]) and row.status == Status.PROCESSED
+    assert row.deliveries == 2 and row.attempts == 1
+    assert fresh(maya).deal_id == "" and fresh(maya).refreshed_at == STALE
+
+    for options, reason in (({"tamper": True}, "bad_signature"), ({"age_seconds": 301}, "stale")):
+        refused = sandbox_sends(events=[{"subscriptionType": "contact.creation", "objectId": 9}], **options)
+        assert refused["replies"][0]["status"] == 401 and reason in refused["replies"][0]["body"]
+    assert len(stored()) == 1
+
+
+def test_the_sandbox_refuses_a_bad_send_request(crm_env: dict[str, str]) -> None:
+    import requests
+
+    base = f"{crm_env['hubspot']}/_sandbox/webhooks"
+    for body in (
+        {},
+        {"url": "ftp://x", "events": [{}]},
+        {"url": URL, "events": []},
+        {"url": URL, "events": [{}], "times": 9},
+    ):
+        reply = requests.post(base, json=body, timeout=5)
+        assert reply.status_code == 400 and reply.json()["error"], body
+    unreachable = requests.post(base, json={"url": "http://127.0.0.1:9/", "events": [{"a": 1}]}, timeout=20)
+    assert unreachable.status_code == 502
