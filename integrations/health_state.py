@@ -109,6 +109,8 @@ def record(
             },
         )
     metrics.set_connection_status(conn.crm, conn.workspace_id, ok=row.status == Status.OK)
+    if row.status != Status.OK:
+        metrics.CONNECTION_FAILURES.labels(provider=conn.crm, status=row.status).inc()
     return row
 
 

@@ -40,6 +40,11 @@ CONNECTION_STATUS = Gauge(
     ["provider", "workspace_id"],
     multiprocess_mode="mostrecent",
 )
+CONNECTION_FAILURES = Counter(
+    "crm_connection_failures_total",
+    "Connection checks whose verdict was not ok (runbook 003: connection_failures > 3 in 10m)",
+    ["provider", "status"],
+)
 WEBHOOK_LATENCY = Histogram(
     "crm_webhook_latency_seconds",
     "Time from a webhook's receipt to the end of its processing",

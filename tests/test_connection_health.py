@@ -21,6 +21,7 @@ from integrations.health import check_connection, do_check_now, run_checks, wave
 from integrations.models import ConnectionHealth, CrmConnection, SyncLog
 from integrations.providers import get_provider
 from tests.conftest import Tenant
+from tests.provider_helpers import metric_value
 from tests.reconcile_helpers import connect_crm, sandbox_fault
 from tests.test_tokens import connected
 
@@ -93,8 +94,10 @@ def test_a_passing_check_is_ok_with_details_and_no_secret(crm_env: Any, alice: T
 @pytest.mark.django_db
 def test_rate_limit_and_unreachable_are_warnings_and_recover(crm_env: Any, alice: Tenant) -> None:
     conn = healthy(alice, "hubspot", crm_env["hubspot"])
+    failures = metric_value("crm_connection_failures_total", provider="hubspot", status="warning")
     sandbox_fault(crm_env["hubspot"], kind="rate_limit", retry_after=7, path_contains=HEALTH_PATH["hubspot"])
     assert check_connection(conn.pk).status == "warning"
+    assert metric_value("crm_connection_failures_total", provider="hubspot", status="warning") == failures + 1
     assert (row(conn).reason, row(conn).details_json["retry_after_seconds"]) == ("rate_limited", 7.0)
     sandbox_fault(crm_env["hubspot"], kind="server_error", count=5, path_contains=HEALTH_PATH["hubspot"])
     assert check_connection(conn.pk).reason == "unreachable"
