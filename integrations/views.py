@@ -22,7 +22,7 @@ from conduit.views import signed_in_user, workspace_required
 from integrations import claims, oauth
 from integrations.connections import do_disconnect, live_connection
 from integrations.health import do_check_now
-from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, OAuthState
+from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
 from integrations.pauses import pause_for
 from integrations.providers import get_provider
 from reconcile.services import counts_for, do_enable_dry_run, do_go_live, preview_writes
@@ -145,6 +145,9 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
     }
     cards = [card_for(crm, label, live.get(crm)) for crm, label in CRM_CHOICES]
     health = {row.crm: row for row in ConnectionHealth.objects.filter(workspace=workspace)}
+    switched_off = {
+        row.provider: row for row in IntegrationSetting.objects.filter(workspace=workspace, enabled=False)
+    }
     for card in cards:
         if conn := live.get(card["crm"]):
             card["health"] = health_for(health.get(conn.crm), card["label"])
@@ -154,6 +157,7 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
             card["previews"] = preview_writes(conn) if conn.dry_run else []
             pause = pause_for(conn)
             card["paused"] = pause.reason if pause else ""
+            card["switched_off"] = switched_off.get(conn.crm)
     return render(
         request,
         "integrations/integrations.html",

@@ -153,7 +153,9 @@ def test_settings_page_creates_shows_once_and_revokes_operator_tokens(alice: Ten
 def test_a_disabled_integration_sends_no_writes_and_gets_no_health_checks(alice: Tenant, ops: str) -> None:
     conn = make_connection(alice.workspace)
     write = make_write(conn, "planned", next_retry_at=timezone.now() - timedelta(minutes=1))
-    switch(alice.workspace.pk, "hubspot", ops, {"enabled": False})
+    switch(alice.workspace.pk, "hubspot", ops, {"enabled": False, "reason": "retry storm INC-7"})
+    card = alice.client().get("/settings/integrations/").content.decode()
+    assert "data-switched-off" in card and "retry storm INC-7" in card
 
     dispatched: list[int] = []
     result = reconcile_crm_writes(dispatch=lambda pk, token: dispatched.append(pk))
@@ -166,6 +168,7 @@ def test_a_disabled_integration_sends_no_writes_and_gets_no_health_checks(alice:
     assert status["connections"][0]["sync_enabled"] is False
 
     switch(alice.workspace.pk, "hubspot", ops, {"enabled": True})
+    assert "data-switched-off" not in alice.client().get("/settings/integrations/").content.decode()
     assert connections_to_check() == [conn.pk]
     result = reconcile_crm_writes(dispatch=lambda pk, token: dispatched.append(pk))
     assert dispatched == [write.pk]
