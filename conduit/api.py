@@ -71,7 +71,7 @@ class MessageIngestView(APIView):
 
     def _parse(self, request: Request) -> ParsedMessage:
         # Refuse on the declared length before reading a body we would not keep.
-        check_size(int(request.META.get("CONTENT_LENGTH") or 0))
+        check_size(declared_length(request))
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         body: bytes = request.data if isinstance(request.data, bytes) else b""
         if content_type == "application/json":
@@ -87,3 +87,11 @@ class MessageIngestView(APIView):
             code="unsupported_media_type",
             status=415,
         )
+
+
+def declared_length(request: Request) -> int:
+    """The Content-Length header; a malformed one counts as 0, as Django itself reads it."""
+    try:
+        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0

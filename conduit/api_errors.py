@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -52,3 +53,12 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         body["fields"] = response.data
     response.data = body
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: a URL under /api/ that matches no route (e.g. a negative id) answers JSON too."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "not_found", "message": f"no API endpoint at {request.path}"}, status=404
+        )
+    return defaults.page_not_found(request, exception)

@@ -11,6 +11,8 @@ from integrations.metrics import metrics_view
 
 assert api_schema  # registers the token schemes with the schema generator
 
+handler404 = "conduit.api_errors.not_found"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),

@@ -7,8 +7,9 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions
+from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,6 +37,10 @@ from integrations.tokens import refresh_connection
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
 PROVIDER = OpenApiParameter("provider", str, OpenApiParameter.PATH, enum=[name for name, _ in CRM_CHOICES])
+# the schema names the accepted values of the free-text provider filters
+PROVIDER_QUERY = OpenApiParameter(
+    "provider", str, OpenApiParameter.QUERY, enum=[name for name, _ in CRM_CHOICES]
+)
 
 
 def check_provider(provider: str) -> str:
@@ -44,6 +49,12 @@ def check_provider(provider: str) -> str:
             f"unknown provider {provider!r}; use hubspot or salesforce", code="unknown_provider", status=404
         )
     return provider
+
+
+def valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 def require_admin(request: Request) -> Any:
@@ -138,17 +149,19 @@ class ClaimInstallView(APIView):
     # a person claims, not a workspace API token (a token must not reach its creator's other workspaces)
     authentication_classes = [SessionAuthentication]
     permission_classes = [SignedIn]
+    parser_classes = [JSONParser]  # workspace_id must be a JSON integer, which a form cannot send
 
     @extend_schema(
         operation_id="claim_install",
         request=ClaimRequestSerializer,
-        responses={200: ClaimResultSerializer, **ERRORS},
+        responses={200: ClaimResultSerializer, 415: ErrorSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else {}
         crm, install_id = str(data.get("crm", "")), str(data.get("install_id", ""))
         workspace_id = data.get("workspace_id")
-        if not crm or not install_id or not isinstance(workspace_id, int):
+        well_formed = ClaimRequestSerializer(data=data).is_valid()  # e.g. no NUL in install_id
+        if not crm or not install_id or not isinstance(workspace_id, int) or not well_formed:
             raise ApiError("send crm, install_id and workspace_id (an integer)", code="invalid", status=400)
         try:
             conn = claims.do_claim_install(
@@ -187,7 +200,7 @@ class PauseSyncView(APIView):
 
     @extend_schema(
         operation_id="admin_pause_sync",
-        parameters=[PauseQuerySerializer],
+        parameters=[PauseQuerySerializer, PROVIDER_QUERY],
         request=None,
         responses={200: PauseResultSerializer, **ERRORS},
     )
@@ -196,6 +209,7 @@ class PauseSyncView(APIView):
         pause = str(params.get("pause", "")).lower()
         if pause not in TRUE + FALSE:
             raise ApiError("send pause=true or pause=false", code="invalid", status=400)
+        valid(PauseQuerySerializer, {**params, "pause": pause})  # e.g. no NUL in reason
         target = self.target(params)
         actor = f"user:{request.user.pk}"
         if pause in FALSE:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,11 +23,12 @@ from conduit.health import broker_queue_length
 from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.api import check_provider
-from integrations.api_status import ERRORS, PROVIDER_PATH, Pages, valid
+from integrations.api import PROVIDER_QUERY, check_provider, valid
+from integrations.api_status import ERRORS, PROVIDER_PATH, STATUS_QUERY, Pages
 from integrations.enablement import do_set_integration_enabled
 from integrations.models import SyncCursor, SyncLog, WebhookEvent
 from integrations.serializers import (
+    ErrorSerializer,
     HealthMatrixSerializer,
     IntegrationSwitchResultSerializer,
     IntegrationSwitchSerializer,
@@ -61,8 +63,11 @@ def find_workspace(raw: Any, name: str = "workspace_id") -> Workspace:
     text = str(raw or "").strip()
     if not text:
         raise ApiError(f"send {name} (a workspace id or slug)", code="invalid", status=400)
+    if "\x00" in text:
+        raise ApiError(f"{name} must not contain NUL characters", code="invalid", status=400)
     with system_scope():
-        query = Q(pk=int(text)) if text.isdigit() else Q(slug=text)
+        # isdigit() alone admits "²", which int() refuses
+        query = Q(pk=int(text)) if text.isascii() and text.isdigit() else Q(slug=text)
         workspace = Workspace.objects.filter(query).first()
     if workspace is None:
         raise ApiError(f"no workspace {text!r}", code="not_found", status=404)
@@ -76,6 +81,8 @@ def actor_of(request: Request) -> str:
 class TenantIntegrationView(OperatorView):
     """PATCH /api/v1/admin/tenants/{tenant_id}/integrations/{provider} {"enabled": false}."""
 
+    parser_classes = [JSONParser]  # "enabled" must be a JSON boolean, which a form cannot send
+
     @extend_schema(
         operation_id="admin_tenant_integration_update",
         parameters=[
@@ -83,7 +90,7 @@ class TenantIntegrationView(OperatorView):
             PROVIDER_PATH,
         ],
         request=IntegrationSwitchSerializer,
-        responses={200: IntegrationSwitchResultSerializer, **ERRORS},
+        responses={200: IntegrationSwitchResultSerializer, 415: ErrorSerializer, **ERRORS},
     )
     def patch(self, request: Request, tenant_id: str, provider: str) -> Response:
         workspace = find_workspace(tenant_id, "tenant_id")
@@ -128,7 +135,7 @@ class HealthMatrixView(OperatorView):
 
     @extend_schema(
         operation_id="health_matrix",
-        parameters=[ProviderQuerySerializer],
+        parameters=[ProviderQuerySerializer, PROVIDER_QUERY],
         responses={200: HealthMatrixSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
@@ -158,7 +165,7 @@ class SystemSyncLogsView(OperatorView, generics.ListAPIView):
 
     @extend_schema(
         operation_id="sync_logs",
-        parameters=[SyncLogsQuerySerializer],
+        parameters=[SyncLogsQuerySerializer, PROVIDER_QUERY, STATUS_QUERY],
         responses={200: SyncLogSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -202,7 +209,10 @@ class ReplayWebhookView(OperatorView):
 
     @extend_schema(
         operation_id="admin_replay_webhook",
-        parameters=[ReplayQuerySerializer],
+        parameters=[
+            ReplayQuerySerializer,
+            OpenApiParameter("provider", str, OpenApiParameter.QUERY, required=True, enum=PROVIDER_PATH.enum),
+        ],
         request=None,
         responses={200: ReplayResultSerializer, **ERRORS},
     )

@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers
+from rest_framework import generics
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError
 from conduit.tenancy import system_scope, workspace_of
-from integrations.api import check_provider, require_admin
+from integrations.api import check_provider, require_admin, valid
 from integrations.models import CrmConnection, SyncLog
 from integrations.serializers import (
     ErrorSerializer,
@@ -37,6 +37,10 @@ from reconcile.services import WriteCounts, counts_for
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404)}
 PROVIDER_PATH = OpenApiParameter("provider", str, OpenApiParameter.PATH, enum=PROVIDERS)
+# the schema names the accepted values of this free-text filter (the serializer also takes any case)
+STATUS_QUERY = OpenApiParameter(
+    "status", str, OpenApiParameter.QUERY, enum=SyncLog.Status.values, description="SUCCESS or FAILED"
+)
 
 
 class Pages(LimitOffsetPagination):
@@ -63,11 +67,12 @@ class Pages(LimitOffsetPagination):
     def get_offset(self, request: Request) -> int:
         return self._param(request, self.offset_query_param, 0, 0)
 
-
-def valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        lowest = {self.limit_query_param: 1, self.offset_query_param: 0}
+        params = super().get_schema_operation_parameters(view)
+        for param in params:
+            param["schema"]["minimum"] = lowest[param["name"]]
+        return params
 
 
 def status_with_writes(request: Request, provider: str) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class SyncLogListView(generics.ListAPIView):
 
     @extend_schema(
         operation_id="integration_sync_logs",
-        parameters=[PROVIDER_PATH, SyncLogQuerySerializer],
+        parameters=[PROVIDER_PATH, SyncLogQuerySerializer, STATUS_QUERY],
         responses={200: SyncLogSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

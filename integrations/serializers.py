@@ -306,7 +306,9 @@ class ClaimResultSerializer(ConnectionSerializer):
 
 
 class PauseQuerySerializer(serializers.Serializer):
-    pause = serializers.CharField(help_text="true or false")
+    pause = serializers.ChoiceField(
+        choices=["true", "false", "1", "0", "yes", "no", "on", "off"], help_text="true or false (any case)"
+    )
     provider = serializers.CharField(required=False)
     workspace_id = serializers.CharField(required=False)
     connection_id = serializers.CharField(required=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Literal, cast
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -93,6 +93,13 @@ def expire(
         match |= Q(email__in=emails)
     with system_scope():
         return _provider_rows(conn).filter(match).update(refreshed_at=STALE)
+
+
+def expire_empty(conn: CrmConnection, *, field: Literal["contact_id", "deal_id"]) -> int:
+    """A contact or deal was created at the CRM: every cached lookup that found none (blank
+    `field`) may now find it, so it is looked up again. Operator overrides stay. One UPDATE."""
+    with system_scope():
+        return _provider_rows(conn).filter(**{field: ""}).update(refreshed_at=STALE)
 
 
 def forget(conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: Iterable[str] = ()) -> int:

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from conduit.secrets_scan import redact_text
 from integrations import metrics
+from integrations.providers.changes import ChangedPage
 from integrations.providers.errors import (
     Permanent,
     ProviderError,
@@ -250,6 +251,13 @@ class Provider:
 
     def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
         """Hook for `find_write`: look the record up by `activity.marker` (already validated)."""
+        raise NotImplementedError
+
+    def changed_since(
+        self, account: Account, object: str, since: datetime, after: str | None, limit: int
+    ) -> ChangedPage:
+        """Up to `limit` contacts or deals (`object`: "contact" or "deal") changed at or after
+        `since`, oldest first; pass the page's `next` as `after` for the following page."""
         raise NotImplementedError
 
     def missing_scopes(self, granted: tuple[str, ...] | list[str]) -> list[str]:

@@ -6,7 +6,7 @@ and listed in docs/connectors.md.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,14 @@ from integrations.providers.base import (
     last_call_ms,
     short,
     with_marker,
+)
+from integrations.providers.changes import (
+    Changed,
+    ChangedPage,
+    check_object,
+    join_token,
+    parse_time,
+    split_token,
 )
 from integrations.providers.errors import (
     AuthRevoked,
@@ -56,6 +64,10 @@ MARKED_WRITES = {
 # [verify] CONTAINS_TOKEN is assumed to split the body at the brackets, so the bare marker is a
 # token; if it does not, "*{marker}*" (wildcards are documented for CONTAINS_TOKEN) is the fix.
 MARKER_SEARCH_VALUE = "{marker}"
+# The search object and its last-modified property for each object a sync cursor follows.
+CHANGED_SEARCH = {"contact": ("contacts", "lastmodifieddate"), "deal": ("deals", "hs_lastmodifieddate")}
+# Search pages no further than this many results (after + limit); paging past it answers 400.
+SEARCH_WINDOW = 10000
 
 
 def api_bucket() -> Bucket:
@@ -81,6 +93,7 @@ class HubSpotProvider(Provider):
         "crm.objects.deals.read",
     )
     supports_pkce = False  # HubSpot's documented flow has no PKCE parameters
+    search_window = SEARCH_WINDOW
 
     @property
     def api(self) -> str:
@@ -228,6 +241,47 @@ class HubSpotProvider(Provider):
             "limit": 1,
         }
         return self._search_one(account, "find_open_deal", "deals", body)
+
+    def changed_since(
+        self, account: Account, object: str, since: datetime, after: str | None, limit: int
+    ) -> ChangedPage:
+        object_type, modified = CHANGED_SEARCH[check_object(object)]
+        since_ms, offset = split_token(after) if after else (epoch_ms(since), "")
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": [{"propertyName": modified, "operator": "GTE", "value": since_ms}]}],
+            "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
+            "properties": ["email", modified] if object == "contact" else [modified],
+            "limit": limit,
+        }
+        if offset:
+            body["after"] = offset
+        path = f"/crm/v3/objects/{object_type}/search"
+        result = self._api_call(account, f"pull_{object}s", "POST", path, json=body) or {}
+        records = [self.changed_record(r, modified) for r in result.get("results") or []]
+        following = ((result.get("paging") or {}).get("next") or {}).get("after")
+        return ChangedPage(records, self.next_search(since_ms, str(following or ""), records, limit))
+
+    def changed_record(self, result: dict[str, Any], modified: str) -> Changed:
+        try:
+            properties = result["properties"]
+            return Changed(
+                str(result["id"]), parse_time(properties[modified]), str(properties.get("email") or "")
+            )
+        except (KeyError, TypeError, ValueError):
+            raise Permanent(
+                self.name, "invalid_search_response", f"a result lacks id or {modified}"
+            ) from None
+
+    def next_search(self, since_ms: str, following: str, records: list[Changed], limit: int) -> str | None:
+        """The token of the next page: HubSpot's `after`, or, where that would page past the
+        search window, a new search from the newest time read (its records are read again)."""
+        if not following or not records:
+            return None
+        if following.isdigit() and int(following) + limit <= self.search_window:
+            return join_token(since_ms, following)
+        newest = epoch_ms(records[-1].modified_at)
+        # A window full of one millisecond cannot be paged: the rest of that millisecond is skipped.
+        return join_token(newest if int(newest) > int(since_ms) else str(int(since_ms) + 1), "")
 
     def associations(self, object_type: str, activity: Activity) -> list[dict[str, Any]]:
         targets = [("contact", activity.contact_id)]

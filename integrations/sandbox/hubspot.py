@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from integrations.sandbox import hubspot_crm as crm
+from integrations.sandbox import records
 from integrations.sandbox.common import (
     Reply,
     Request,
@@ -57,6 +58,7 @@ class HubSpotApp(SandboxApp):
     client_setting = "HUBSPOT_CLIENT_ID"
     decision_path = "/oauth/authorize/decision"
     deny_description = "The user denied the app access to the account"
+    sends_webhooks = True
     state: HubSpotState
 
     def __init__(self) -> None:
@@ -64,6 +66,24 @@ class HubSpotApp(SandboxApp):
 
     def is_api(self, path: str) -> bool:
         return not path.startswith("/oauth/")
+
+    def control(self, req: Request) -> Reply:
+        if (req.method, req.path.rstrip("/")) == ("POST", records.RECORDS_PATH):
+            try:
+                data = req.json()
+            except ValueError:
+                return json_reply(400, {"error": "body must be JSON"})
+            return records.upsert_hubspot(self.state, data)
+        return super().control(req)
+
+    def _parse_config(self, data: Any) -> dict[str, int]:
+        optional = self.state.OPTIONAL_CONFIG
+        if not isinstance(data, dict) or not set(optional) & set(data):
+            return super()._parse_config(data)
+        for key in set(optional) & set(data):
+            if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
+                raise ValueError(f"{key} must be a positive integer")
+        return {**super()._parse_config({k: v for k, v in data.items() if k not in optional}), **data}
 
     def is_create(self, req: Request) -> bool:
         return req.method == "POST" and bool(crm.OBJECTS.match(req.path))
@@ -287,7 +307,11 @@ class HubSpotApp(SandboxApp):
                 "Contacts",
                 ["Id", "Name", "Email"],
                 [
-                    [c.id, f"{c.properties['firstname']} {c.properties['lastname']}", c.properties["email"]]
+                    [
+                        c.id,
+                        f"{c.properties.get('firstname', '')} {c.properties.get('lastname', '')}".strip(),
+                        c.properties.get("email", ""),
+                    ]
                     for c in state.contacts.values()
                 ],
             ),
@@ -297,10 +321,10 @@ class HubSpotApp(SandboxApp):
                 [
                     [
                         d.id,
-                        d.properties["dealname"],
-                        d.properties["dealstage"],
-                        d.properties["hs_is_closed"],
-                        d.associations[0].to_id,
+                        d.properties.get("dealname", ""),
+                        d.properties.get("dealstage", ""),
+                        d.properties.get("hs_is_closed", ""),
+                        d.associations[0].to_id if d.associations else "",
                         d.properties["hs_lastmodifieddate"],
                     ]
                     for d in state.deals.values()

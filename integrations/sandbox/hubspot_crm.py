@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from integrations.sandbox.common import Reply, Request, SandboxState, iso, json_reply, new_uuid
@@ -49,7 +49,19 @@ TASK_ENUMS = {
     "hs_task_type": ("EMAIL", "CALL", "TODO"),
 }
 NOTE_BODY_MAX = 65536
-OPERATORS = ("EQ", "NEQ", "CONTAINS_TOKEN")
+# Search pages no further than this many results: after + limit past it answers 400.
+SEARCH_RESULT_WINDOW = 10000
+COMPARISONS = {
+    "GTE": lambda a, b: a >= b,
+    "GT": lambda a, b: a > b,
+    "LTE": lambda a, b: a <= b,
+    "LT": lambda a, b: a < b,
+}
+OPERATORS = ("EQ", "NEQ", "CONTAINS_TOKEN", *COMPARISONS)
+# Date properties: filters and sorts compare them as times (epoch ms or ISO 8601 alike).
+TIME_PROPERTIES = ("lastmodifieddate", "hs_lastmodifieddate", "createdate", "hs_createdate")
+# The object that carries each modification property (contacts have no hs_lastmodifieddate here).
+MODIFIED = {"contacts": "lastmodifieddate", "deals": "hs_lastmodifieddate"}
 
 
 class Invalid(Exception):
@@ -84,11 +96,40 @@ class Record:
         return {**self.public(), "associations": [asdict(a) for a in self.associations]}
 
     def value(self, name: str) -> list[str]:
-        """The values a filter or sort on `name` sees; associations.<type> is multi-valued."""
+        """The values a filter or sort on `name` sees; associations.<type> is multi-valued.
+        A seeded contact's lastmodifieddate is its updatedAt."""
         if name.startswith("associations."):
             to_type = name.removeprefix("associations.")
             return [a.to_id for a in self.associations if a.to_type == to_type]
+        if name == "lastmodifieddate":
+            return [self.properties.get(name) or self.updated_at]
         return [self.properties.get(name, "")]
+
+    def found(self, asked: Any) -> dict[str, Any]:
+        """The record as a search result: a date property that was asked for is always there."""
+        public = self.public()
+        for name in asked if isinstance(asked, list) else []:
+            if name in TIME_PROPERTIES and name not in public["properties"] and self.value(name)[0]:
+                public["properties"][name] = self.value(name)[0]
+        return public
+
+
+def as_time(value: Any) -> float:
+    """A date value as epoch seconds: epoch milliseconds or an ISO 8601 string."""
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text) / 1000
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{text!r} is not a date (epoch milliseconds or ISO 8601)") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def sort_key(record: Record, name: str) -> list[Any]:
+    if name in TIME_PROPERTIES:
+        return [as_time(v) if v else 0.0 for v in record.value(name)]
+    return record.value(name)
 
 
 def hs_error(status: int, category: str, message: str, **extra: Any) -> Reply:
@@ -121,6 +162,16 @@ def _matches(record: Record, flt: Any) -> bool:
         )
     if not isinstance(wanted, str | int | float | bool):
         raise Invalid(f"filter on {flt['propertyName']} needs a value")
+    if operator in COMPARISONS:
+        if isinstance(wanted, bool) or flt["propertyName"] not in TIME_PROPERTIES:
+            raise Invalid(
+                f"{operator} on {flt['propertyName']} is unsupported in the sandbox; it compares"
+                f" dates only ({', '.join(TIME_PROPERTIES)})"
+            )
+        return any(
+            v and COMPARISONS[operator](as_time(v), as_time(wanted))
+            for v in record.value(flt["propertyName"])
+        )
     wanted_text = str(wanted).lower()
     values = [v.lower() for v in record.value(flt["propertyName"])]
     if operator == "EQ":
@@ -130,7 +181,7 @@ def _matches(record: Record, flt: Any) -> bool:
     return any(wanted_text.strip("*") in v for v in values)
 
 
-def search_records(records: dict[str, Record], body: Any) -> Reply:
+def search_records(records: dict[str, Record], body: Any, window: int = SEARCH_RESULT_WINDOW) -> Reply:
     try:
         if not isinstance(body, dict):
             raise Invalid("search body must be a JSON object")
@@ -151,13 +202,15 @@ def search_records(records: dict[str, Record], body: Any) -> Reply:
             if not isinstance(sort, dict) or not isinstance(sort.get("propertyName"), str):
                 raise Invalid("each sort needs a propertyName")
             name: str = sort["propertyName"]
-            found.sort(key=lambda r: r.value(name), reverse=sort.get("direction") == "DESCENDING")
+            found.sort(key=lambda r: sort_key(r, name), reverse=sort.get("direction") == "DESCENDING")
+        if int(after) + limit > window:
+            raise Invalid(f"paging past the first {window} results is not supported; narrow the search")
     except Invalid as exc:
         return hs_error(400, "VALIDATION_ERROR", str(exc))
     start = int(after)
     page: dict[str, Any] = {
         "total": len(found),
-        "results": [r.public() for r in found[start : start + limit]],
+        "results": [r.found(body.get("properties")) for r in found[start : start + limit]],
     }
     if start + limit < len(found):
         page["paging"] = {"next": {"after": str(start + limit)}}
@@ -237,6 +290,11 @@ def parse_associations(obj_type: str, raw: Any, targets: dict[str, dict[str, Rec
 
 class HubSpotState(SandboxState):
     DEFAULT_CONFIG = {"ten_second_limit": 110, "search_per_second": 5, "access_token_ttl": 1800}
+    # Settable through /_sandbox/config but shown only once set (the defaults above are a contract).
+    OPTIONAL_CONFIG = {"search_result_window": SEARCH_RESULT_WINDOW}
+
+    def setting(self, key: str) -> int:
+        return self.config.get(key, self.OPTIONAL_CONFIG[key])
 
     def seed(self) -> None:
         self.contacts = {
@@ -308,7 +366,7 @@ def crm_call(state: HubSpotState, req: Request, search: re.Match[str] | None) ->
     except ValueError:
         return hs_error(400, "VALIDATION_ERROR", "Invalid input JSON: the body is not JSON")
     if method == "POST" and search:
-        return search_records(state.objects(search[1]), body)
+        return search_records(state.objects(search[1]), body, state.setting("search_result_window"))
     if method == "POST" and (m := OBJECTS.match(path)):
         return create(state, m[1], body)
     if method == "GET" and (m := OBJECT.match(path)) and m[2] in state.objects(m[1]):

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from typing import Any
 
+from integrations.sandbox import records
 from integrations.sandbox import salesforce_rest as sf
 from integrations.sandbox.common import Reply, Request, SandboxApp, empty_reply, json_reply, setting
 from integrations.sandbox.faults import Fault
@@ -51,6 +52,15 @@ class SalesforceApp(SandboxApp):
 
     def is_api(self, path: str) -> bool:
         return not path.startswith("/services/oauth2/") or path == "/services/oauth2/userinfo"
+
+    def control(self, req: Request) -> Reply:
+        if (req.method, req.path.rstrip("/")) == ("POST", records.RECORDS_PATH):
+            try:
+                data = req.json()
+            except ValueError:
+                return json_reply(400, {"error": "body must be JSON"})
+            return records.upsert_salesforce(self.state, data)
+        return super().control(req)
 
     def is_create(self, req: Request) -> bool:
         match = sf.VERSION_PATH.match(req.path)

@@ -4,7 +4,8 @@ queries, Task create/read and composite. Each resource returns (status, JSON bod
 from __future__ import annotations
 
 import re
-from datetime import date
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -64,6 +65,19 @@ MARKED_TASK_QUERY = re.compile(
     r"(?:\s+LIMIT\s+(\d+))?\s*$",
     re.I,
 )
+_STAMP = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
+CHANGED_QUERY = re.compile(
+    r"^\s*SELECT\s+Id\s*,\s*(Email\s*,\s*)?SystemModstamp\s+FROM\s+(Contact|Opportunity)\s+WHERE\s+(.+?)"
+    r"\s+ORDER\s+BY\s+SystemModstamp(?:\s+ASC)?(?:\s*,\s*Id(?:\s+ASC)?)?\s+LIMIT\s+(\d+)\s*$",
+    re.I | re.S,
+)
+SINCE_WHERE = re.compile(rf"^SystemModstamp\s*>=\s*{_STAMP}$", re.I)
+AFTER_WHERE = re.compile(
+    rf"^\(\s*SystemModstamp\s*>\s*{_STAMP}\s+OR\s+\(\s*SystemModstamp\s*=\s*{_STAMP}"
+    rf"\s+AND\s+Id\s*>\s*{_VALUE}\s*\)\s*\)$",
+    re.I,
+)
+SEEDED_STAMP = "2026-01-05T09:00:00.000+0000"
 LIKE_PART = re.compile(r"\\(.)|(.)", re.S)
 TASK_PATH = re.compile(r"^sobjects/Task/(\w+)$")
 REFERENCE = re.compile(r"@\{(\w+)((?:\.\w+|\[\d+\])+)\}")
@@ -84,7 +98,14 @@ class SalesforceState(SandboxState):
 
     def seed(self) -> None:
         self.contacts = {
-            cid: {"Id": cid, "FirstName": f, "LastName": la, "Name": f"{f} {la}", "Email": e}
+            cid: {
+                "Id": cid,
+                "FirstName": f,
+                "LastName": la,
+                "Name": f"{f} {la}",
+                "Email": e,
+                "SystemModstamp": SEEDED_STAMP,
+            }
             for cid, f, la, e in CONTACTS
         }
         self.opportunities: dict[str, dict[str, Any]] = {
@@ -94,6 +115,7 @@ class SalesforceState(SandboxState):
                 "StageName": s,
                 "IsClosed": c,
                 "LastModifiedDate": f"2026-{m}:00.000+0000",
+                "SystemModstamp": f"2026-{m}:00.000+0000",
             }
             for oid, n, s, c, _, _, m in OPPORTUNITIES
         }
@@ -103,10 +125,14 @@ class SalesforceState(SandboxState):
         ]
         self.tasks: dict[str, dict[str, Any]] = {}
         self.next_task = 1
+        self.next_record = 1
 
     def as_json(self) -> dict[str, Any]:
         opportunities = [
-            {**o, "ContactId": next(r["ContactId"] for r in self.roles if r["OpportunityId"] == o["Id"])}
+            {
+                **o,
+                "ContactId": next((r["ContactId"] for r in self.roles if r["OpportunityId"] == o["Id"]), ""),
+            }
             for o in self.opportunities.values()
         ]
         return {
@@ -163,6 +189,8 @@ def run_query(state: SalesforceState, version: str, soql: str) -> Result:
             _record("OpportunityContactRole", version, r["Id"], {"OpportunityId": r["OpportunityId"]})
             for r in roles[:limit]
         ]
+    elif m := CHANGED_QUERY.match(soql):
+        return changed_records(state, version, m)
     elif m := MARKED_TASK_QUERY.match(soql):
         who, subject, limit = _unquote(m[1]), like(m[2]), int(m[3] or 2000)
         records = [
@@ -172,6 +200,38 @@ def run_query(state: SalesforceState, version: str, soql: str) -> Result:
         ][:limit]
     else:
         return 400, sf_error("MALFORMED_QUERY", f"unsupported query in sandbox: {soql}")
+    return 200, {"totalSize": len(records), "done": True, "records": records}
+
+
+def stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def changed_filter(where: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The keyset filters the incremental pull sends: since a time, or past (time, Id)."""
+    if m := SINCE_WHERE.match(where):
+        since = stamp(m[1])
+        return lambda r: stamp(r["SystemModstamp"]) >= since
+    if m := AFTER_WHERE.match(where):
+        later, same, last_id = stamp(m[1]), stamp(m[2]), _unquote(m[3])
+        return lambda r: (
+            stamp(r["SystemModstamp"]) > later or (stamp(r["SystemModstamp"]) == same and r["Id"] > last_id)
+        )
+    return None
+
+
+def changed_records(state: SalesforceState, version: str, m: re.Match[str]) -> Result:
+    kind, with_email, keep = m[2].capitalize(), bool(m[1]), changed_filter(m[3].strip())
+    if keep is None:
+        return 400, sf_error("MALFORMED_QUERY", f"unsupported WHERE clause in sandbox: {m[3]}")
+    if kind == "Opportunity" and with_email:
+        return 400, sf_error("INVALID_FIELD", "No such column 'Email' on entity 'Opportunity'")
+    table = state.contacts if kind == "Contact" else state.opportunities
+    rows = sorted(table.values(), key=lambda r: (stamp(r["SystemModstamp"]), r["Id"]))
+    names = ["Id", "Email", "SystemModstamp"] if with_email else ["Id", "SystemModstamp"]
+    records = [_record(kind, version, r["Id"], {n: r[n] for n in names}) for r in rows if keep(r)][
+        : int(m[4])
+    ]
     return 200, {"totalSize": len(records), "done": True, "records": records}
 
 

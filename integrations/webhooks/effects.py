@@ -11,12 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import Q
-
 from conduit.tenancy import system_scope
 from integrations.models import CrmConnection, WebhookEvent
 from reconcile import mapping
-from reconcile.models import DealMapping
 
 # HubSpot's generic object events name the type: 0-1 contacts, 0-3 deals.
 OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
@@ -32,14 +29,8 @@ def _ids(*values: Any) -> list[str]:
     return found
 
 
-def _expire_empty(conn: CrmConnection, *, field: str) -> int:
-    with system_scope():
-        rows = DealMapping.objects.filter(connection=conn, source=DealMapping.Source.PROVIDER)
-        return rows.filter(Q(**{field: ""})).update(refreshed_at=mapping.STALE)
-
-
 def contact_created(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return _expire_empty(conn, field="contact_id") + mapping.expire(
+    return mapping.expire_empty(conn, field="contact_id") + mapping.expire(
         conn, contact_ids=_ids(event.get("objectId"))
     )
 
@@ -62,7 +53,7 @@ def contacts_merged(conn: CrmConnection, event: dict[str, Any]) -> int:
 
 
 def deal_created(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return _expire_empty(conn, field="deal_id")
+    return mapping.expire_empty(conn, field="deal_id")
 
 
 def deal_changed(conn: CrmConnection, event: dict[str, Any]) -> int:

@@ -1,0 +1,216 @@
+"""The incremental pull: for every connected, enabled connection, read the contacts and deals
+changed at the CRM since each sync cursor and mark the cached contact -> deal lookups that name
+them stale, so a missed webhook cannot leave a write using an old mapping.
+
+Rules:
+- A cursor row is locked (SELECT ... FOR UPDATE SKIP LOCKED) for the whole pull of it: a second
+  run at the same time skips it rather than waiting or reading it twice. Re-running is safe:
+  marking a lookup stale twice changes nothing.
+- since_ts moves to the newest modification time read, never backwards and never past now minus
+  INDEX_LAG; the next run asks again from that time (">="), so records sharing it are read again,
+  not missed.
+- At most CONDUIT_SYNC_PULL_MAX_PAGES pages per cursor per run ("partial": the next run goes on).
+- An integration switched off (enablement) is not pulled. A pause is not checked: it stops
+  writes, and a pull only reads the CRM and marks Conduit's own cache stale.
+- A provider error is recorded on its cursor (last_status "error", last_error its code only) and
+  the other cursors go on; what was read before the error is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from django.conf import settings
+from django.utils import timezone
+
+from conduit.services import ConduitError
+from conduit.tenancy import system_scope
+from integrations.cursors.apply import apply_changes
+from integrations.enablement import enabled_connections
+from integrations.models import CrmConnection, SyncCursor
+from integrations.providers import get_provider
+from integrations.providers.base import Account
+from integrations.providers.changes import ChangedPage
+from integrations.providers.errors import ProviderError
+from integrations.tokens import call_with_token
+
+log = logging.getLogger("conduit.integrations")
+Clock = Callable[[], datetime]
+OBJECTS = [SyncCursor.Object.CONTACT.value, SyncCursor.Object.DEAL.value]
+
+
+@dataclass
+class PullCounts:
+    connections: int = 0
+    cursors: int = 0
+    records: int = 0
+    errors: int = 0
+    skipped: int = 0  # locked by another run
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+    def add(self, run: CursorRun | None) -> None:
+        if run is None:
+            self.skipped += 1
+            return
+        self.cursors += 1
+        self.records += run.records
+        self.errors += run.status == "error"
+
+
+@dataclass(frozen=True)
+class CursorRun:
+    """How one pull of one cursor ended: ok / partial / error, and the records it read."""
+
+    status: str
+    records: int
+    error: str = ""
+
+
+@dataclass
+class Progress:
+    """What one pull of one cursor has read and applied so far."""
+
+    newest: datetime
+    records: int = 0
+    complete: bool = False
+
+
+def connections_to_pull() -> list[int]:
+    with system_scope():
+        return list(
+            CrmConnection.objects.filter(
+                enabled_connections(), status=CrmConnection.Status.CONNECTED, workspace__isnull=False
+            )
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+
+
+def ensure_cursor(conn: CrmConnection, object: str, now: datetime) -> int:
+    """The cursor's id; a new cursor starts CONDUIT_SYNC_PULL_INITIAL_HOURS back."""
+    since = now - timedelta(hours=settings.CONDUIT_SYNC_PULL_INITIAL_HOURS)
+    with system_scope():
+        cursor, _ = SyncCursor.objects.get_or_create(
+            connection=conn,
+            object=object,
+            defaults={"workspace_id": cast(int, conn.workspace_id), "provider": conn.crm, "since_ts": since},
+        )
+    return cursor.pk
+
+
+def read_page(
+    conn: CrmConnection, object: str, since: datetime, after: str | None, now: Clock
+) -> ChangedPage:
+    provider = get_provider(conn.crm)
+
+    def call(account: Account) -> ChangedPage:
+        return provider.changed_since(account, object, since, after, settings.CONDUIT_SYNC_PULL_PAGE_SIZE)
+
+    return call_with_token(conn.pk, call, now=now)
+
+
+def read_changes(conn: CrmConnection, cursor: SyncCursor, progress: Progress, now: Clock) -> None:
+    """Read and apply pages until the last one or the page limit, updating `progress` as it goes
+    (so an error part-way keeps what was applied)."""
+    after: str | None = None
+    for _ in range(settings.CONDUIT_SYNC_PULL_MAX_PAGES):
+        page = read_page(conn, cursor.object, cursor.since_ts, after, now)
+        apply_changes(conn, cursor.object, page.records)
+        progress.records += len(page.records)
+        progress.newest = max([progress.newest, *(r.modified_at for r in page.records)])
+        after = page.next
+        if after is None:
+            progress.complete = True
+            return
+
+
+def error_code(exc: ProviderError | ConduitError) -> str:
+    """What last_error keeps: the code, never the message (it may quote the CRM's reply)."""
+    return exc.code if isinstance(exc, ProviderError) else exc.error_code
+
+
+# CRM search indexes trail writes by seconds to minutes (HubSpot's search is eventually
+# consistent): the cursor stays this far behind now, so a record changed just before a run but
+# indexed after it is still found by the next run. Re-reading those minutes is harmless.
+INDEX_LAG = timedelta(minutes=5)
+
+
+def finish(cursor: SyncCursor, progress: Progress, status: str, error: str, now: datetime) -> None:
+    cursor.since_ts = max(cursor.since_ts, min(progress.newest, now - INDEX_LAG))
+    cursor.last_run_at, cursor.last_status, cursor.last_error = now, status, error[:200]
+    cursor.records_seen = progress.records
+    cursor.save(
+        update_fields=["since_ts", "last_run_at", "last_status", "last_error", "records_seen", "updated_at"]
+    )
+
+
+def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | None:
+    """Pull one cursor under its row lock; None when another run holds it."""
+    with system_scope():
+        cursor = (
+            SyncCursor.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("connection")
+            .filter(pk=cursor_id)
+            .first()
+        )
+        if cursor is None:
+            return None
+        progress = Progress(newest=cursor.since_ts)
+        error = ""
+        try:
+            read_changes(cursor.connection, cursor, progress, now)
+        except (ProviderError, ConduitError) as exc:
+            error = error_code(exc)
+            log.info(
+                "pull of %s %s cursor %s failed",
+                cursor.provider,
+                cursor.object,
+                cursor.pk,
+                extra={"category": "sync_pull", "error_code": error},
+            )
+        status = "error" if error else "ok" if progress.complete else "partial"
+        finish(cursor, progress, status, error, now())
+    return CursorRun(status, progress.records, error)
+
+
+def record_failure(cursor_id: int, now: datetime) -> CursorRun:
+    """Conduit's own bug stopped a pull: the cursor shows it and keeps its place."""
+    with system_scope():
+        SyncCursor.objects.filter(pk=cursor_id).update(
+            last_run_at=now, last_status="error", last_error="internal_error", records_seen=0
+        )
+    return CursorRun("error", 0, "internal_error")
+
+
+def safe_pull(cursor_id: int, *, now: Clock) -> CursorRun | None:
+    """One cursor's pull that never stops the others (Conduit's own bugs are logged)."""
+    try:
+        return pull_cursor(cursor_id, now=now)
+    except Exception:  # the per-cursor boundary: record the failure and go on
+        log.exception(
+            "pull of sync cursor %s failed",
+            cursor_id,
+            extra={"category": "sync_pull", "error_code": "internal_error"},
+        )
+        return record_failure(cursor_id, now())
+
+
+def pull_sync_cursors(*, now: Clock = timezone.now) -> PullCounts:
+    """The 15-minute entry point (beat task and command): pull every cursor that is due."""
+    counts = PullCounts()
+    for connection_id in connections_to_pull():
+        with system_scope():
+            conn = CrmConnection.objects.filter(pk=connection_id).first()
+        if conn is None:  # deleted since the list was read
+            continue
+        counts.connections += 1
+        for object in OBJECTS:
+            counts.add(safe_pull(ensure_cursor(conn, object, now()), now=now))
+    log.info("pulled sync cursors", extra={"category": "sync_pull", **counts.as_dict()})
+    return counts
