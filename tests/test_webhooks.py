@@ -475,3 +475,26 @@ def test_the_sandbox_refuses_a_bad_send_request(crm_env: dict[str, str]) -> None
         assert reply.status_code == 400 and reply.json()["error"], body
     unreachable = requests.post(base, json={"url": "http://127.0.0.1:9/", "events": [{"a": 1}]}, timeout=20)
     assert unreachable.status_code == 502
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_event_another_worker_holds_is_skipped_not_waited_for_or_processed_twice(
+    alice: Tenant, settings: Any
+) -> None:
+    from tests.test_retention_purge import rows_held
+
+    settings.CONDUIT_PUBLIC_URL = "http://testserver"
+    settings.HUBSPOT_CLIENT_SECRET = SECRET
+    make_connection(alice.workspace, "hubspot", external_account_key=str(HUB_ID))
+    deliver([event("contact.creation", 11), event("contact.creation", 12)])
+    held, free = stored()
+    started = time.monotonic()
+    with rows_held("SELECT id FROM webhook_events WHERE id = %s FOR UPDATE", [held.pk]):
+        assert dict(processing.process_events([held.pk, free.pk]).statuses) == {Status.PROCESSED: 1}
+    assert time.monotonic() - started < 5
+    assert [(e.pk, e.status, e.attempts) for e in stored()] == [
+        (held.pk, Status.RECEIVED, 0),
+        (free.pk, Status.PROCESSED, 1),
+    ]
+    assert dict(processing.process_events([held.pk, free.pk]).statuses) == {Status.PROCESSED: 1}
