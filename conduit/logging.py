@@ -4,6 +4,7 @@ redaction filter that every handler carries."""
 from __future__ import annotations
 
 import logging
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,15 @@ class RedactSecrets(logging.Filter):
             if getattr(record, name, None) is None:
                 setattr(record, name, current_workspace_id.get() if name == "workspace_id" else None)
         return True
+
+
+def log_failure(logger: logging.Logger, message: str, *args: Any, exc: BaseException, **extra: Any) -> None:
+    """Log an unexpected exception at a per-item boundary (one cursor, one check, one write): its
+    type and the frames it was raised through, never its text. Code there holds decrypted tokens
+    and rows, and an exception's text can quote either; redaction only knows patterns."""
+    frames = traceback.extract_tb(exc.__traceback__)[-6:]
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    logger.error(f"{message}: %s at %s", *args, type(exc).__name__, where or "?", extra=extra)
 
 
 def _redact_lines(text: str | list[str]) -> str | list[str]:

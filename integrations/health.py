@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conduit.audit import actor_label
+from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations import health_state
@@ -188,11 +189,14 @@ def safe_check(connection_id: int, *, actor: AbstractBaseUser | str = ACTOR) -> 
     """One check that never takes the rest of its wave down (Conduit's own bugs are logged)."""
     try:
         return check_connection(connection_id, actor=actor)
-    except Exception:
-        log.exception(
+    except Exception as exc:
+        log_failure(
+            log,
             "health check of connection %s failed",
             connection_id,
-            extra={"category": "health", "error_code": "internal_error"},
+            exc=exc,
+            category="health",
+            error_code="internal_error",
         )
         return CheckResult(connection_id, None, "", "", "failed", "", "internal_error")
 

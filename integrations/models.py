@@ -351,6 +351,11 @@ class WebhookEvent(models.Model):
         indexes = [
             models.Index(fields=["workspace", "received_at"], name="webhook_ws_received"),
             models.Index(fields=["status", "received_at"], name="webhook_status_received"),
+            # the duplicate check (integrations/webhooks/processing.py is_duplicate) per event
+            models.Index(
+                fields=["provider", "external_account_key", "object_id", "occurred_at"],
+                name="webhook_same_change",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
 
@@ -23,10 +23,13 @@ SUMMARY_MAX = 300
 
 @dataclass(frozen=True)
 class CallContext:
-    """Whose call this is, for the sync log (never credentials)."""
+    """Whose call this is, for the sync log. `secrets` are the connection's own tokens, which an
+    error message is scrubbed of even when the call did not send them (a CRM may quote the
+    refresh token in a data call's error); they are never shown, compared or stored."""
 
     workspace_id: int | None = None
     connection_id: int | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 NO_CONTEXT = CallContext()

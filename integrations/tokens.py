@@ -35,7 +35,8 @@ class NotConnected(ConduitError):
 
 
 def context_of(conn: CrmConnection) -> CallContext:
-    return CallContext(workspace_id=conn.workspace_id, connection_id=conn.pk)
+    secrets = tuple(t for t in (conn.access_token, conn.refresh_token) if t)
+    return CallContext(workspace_id=conn.workspace_id, connection_id=conn.pk, secrets=secrets)
 
 
 def account_for(conn: CrmConnection) -> Account:

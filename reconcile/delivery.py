@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conduit.audit import record_audit
+from conduit.logging import log_failure
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
 from integrations.enablement import is_enabled
@@ -160,10 +161,13 @@ def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone
     try:
         return _deliver(row, now)
     except Exception as exc:  # the delivery boundary: a bug must cost an attempt, not loop forever
-        log.exception(
+        log_failure(
+            log,
             "write %s: delivery failed unexpectedly",
             row.pk,
-            extra={"category": "reconcile", "error_code": "internal_error"},
+            exc=exc,
+            category="reconcile",
+            error_code="internal_error",
         )
         error = Transient(row.provider, "internal_error", type(exc).__name__)
         return schedule_retry(row, error, now(), sent=True)  # it may have gone out: look before resending

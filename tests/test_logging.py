@@ -146,3 +146,21 @@ def test_celery_task_loggers_go_through_the_redaction_filter() -> None:
         logger = logger.parent if logger.propagate else None
     assert handlers
     assert all(any(isinstance(f, RedactSecrets) for f in h.filters) for h in handlers)
+
+
+def test_a_boundary_failure_logs_its_type_and_frames_never_its_text(capture_json_logs: Logs) -> None:
+    from conduit.logging import log_failure
+
+    def fetch(raw_token: str) -> None:
+        raise RuntimeError(f"could not use {raw_token}")
+
+    try:
+        fetch("plain-token-nobody-registered-0123")
+    except RuntimeError as exc:
+        log_failure(
+            logging.getLogger("conduit.test"), "item %s failed", 7, exc=exc, error_code="internal_error"
+        )
+    [line] = [entry for entry in capture_json_logs() if entry["logger"] == "conduit.test"]
+    assert line["level"] == "ERROR" and line["error_code"] == "internal_error"
+    assert line["message"].startswith("item 7 failed: RuntimeError at test_logging.py:")
+    assert "fetch" in line["message"] and "plain-token" not in str(line)

@@ -27,6 +27,7 @@ from typing import cast
 from django.conf import settings
 from django.utils import timezone
 
+from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.cursors.apply import apply_changes
@@ -192,11 +193,14 @@ def safe_pull(cursor_id: int, *, now: Clock) -> CursorRun | None:
     """One cursor's pull that never stops the others (Conduit's own bugs are logged)."""
     try:
         return pull_cursor(cursor_id, now=now)
-    except Exception:  # the per-cursor boundary: record the failure and go on
-        log.exception(
+    except Exception as exc:  # the per-cursor boundary: record the failure and go on
+        log_failure(
+            log,
             "pull of sync cursor %s failed",
             cursor_id,
-            extra={"category": "sync_pull", "error_code": "internal_error"},
+            exc=exc,
+            category="sync_pull",
+            error_code="internal_error",
         )
         return record_failure(cursor_id, now())
 

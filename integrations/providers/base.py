@@ -314,7 +314,7 @@ class Provider:
                 raise self._classify(resp, operation)
             return json_or_none(resp) if resp.content else None
         except ProviderError as exc:
-            exc.scrub([*secrets, *self._sent_secrets(token, kwargs)])
+            exc.scrub([*secrets, *context.secrets, *self._sent_secrets(token, kwargs)])
             error = exc
             if isinstance(exc, RateLimited) and http_status is not None:
                 metrics.RATE_LIMIT_HITS.labels(provider=self.name).inc()

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conduit.audit import record_audit
+from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.metrics import WEBHOOK_EVENTS, WEBHOOK_LATENCY
@@ -86,13 +87,14 @@ def process_one(event: WebhookEvent, *, now: datetime) -> str:
         with transaction.atomic():
             status, note = apply(event)
     except Exception as exc:  # any failure is the event's, not the batch's: record it, retry later
-        # the type only: an exception's text may quote a row, and a row may hold a token
-        log.warning(
-            "webhook event %s of %s failed: %s",
+        log_failure(
+            log,
+            "webhook event %s of %s failed",
             event.event_id,
             event.provider,
-            type(exc).__name__,
-            extra={"category": "webhook", "error_code": "processing_failed"},
+            exc=exc,
+            category="webhook",
+            error_code="processing_failed",
         )
         status, note = Status.FAILED, f"{type(exc).__name__}: processing failed"
     event.status, event.error, event.processed_at = status, note, now
