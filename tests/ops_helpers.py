@@ -14,7 +14,7 @@ from conduit.models import Workspace
 from conduit.services import do_create_api_token, do_create_staff_token
 from conduit.tenancy import system_scope
 from integrations.models import ConnectionHealth, CrmConnection, SyncLog
-from reconcile.models import CrmWriteLog
+from reconcile.models import CrmWriteLog, DealMapping
 from tests.conftest import Tenant
 
 
@@ -111,4 +111,20 @@ def make_log(
             duration_ms=12,
             summary=summary or ("ok" if ok else f"{code}: rejected"),
             created_at=at or timezone.now(),
+        )
+
+
+def make_mapping(
+    conn: CrmConnection, email: str, contact_id: str, deal_id: str = "", **fields: Any
+) -> DealMapping:
+    """A cached contact -> deal lookup of the connection, fresh unless `refreshed_at` says otherwise."""
+    with system_scope():
+        return DealMapping.objects.create(
+            workspace_id=conn.workspace_id,
+            connection=conn,
+            email=email,
+            contact_id=contact_id,
+            deal_id=deal_id,
+            refreshed_at=fields.pop("refreshed_at", timezone.now()),
+            **fields,
         )

@@ -29,6 +29,7 @@ from integrations.providers.errors import Permanent
 from reconcile import mapping
 from reconcile.models import DealMapping
 from tests.conftest import Tenant
+from tests.ops_helpers import make_mapping
 from tests.reconcile_helpers import sandbox_fault
 from tests.test_tokens import connected
 
@@ -429,17 +430,7 @@ def test_sandbox_salesforce_refuses_other_changed_queries(
 # --- the pull, end to end against the sandboxes ---------------------------------------------------
 
 
-def cached(conn: CrmConnection, email: str, contact_id: str, deal_id: str, **fields: Any) -> DealMapping:
-    with system_scope():
-        return DealMapping.objects.create(
-            workspace_id=conn.workspace_id,
-            connection=conn,
-            email=email,
-            contact_id=contact_id,
-            deal_id=deal_id,
-            refreshed_at=fields.pop("refreshed_at", timezone.now()),
-            **fields,
-        )
+cached = make_mapping
 
 
 def reload(obj: Any) -> Any:

@@ -20,7 +20,7 @@ from integrations.webhooks.signature import SignatureRejected, SignedRequest, si
 from reconcile.mapping import STALE
 from reconcile.models import DealMapping
 from tests.conftest import Tenant
-from tests.ops_helpers import make_connection, send, staff_token
+from tests.ops_helpers import make_connection, make_mapping, send, staff_token
 from tests.provider_helpers import metric_value
 
 SECRET = "sandbox-hubspot-client-secret"
@@ -52,17 +52,7 @@ def hub(alice: Tenant, settings: Any) -> CrmConnection:
     return make_connection(alice.workspace, "hubspot", external_account_key=str(HUB_ID))
 
 
-def mapping(conn: CrmConnection, email: str, contact: str, deal: str = "", **fields: Any) -> DealMapping:
-    with system_scope():
-        return DealMapping.objects.create(
-            workspace_id=conn.workspace_id,
-            connection=conn,
-            email=email,
-            contact_id=contact,
-            deal_id=deal,
-            refreshed_at=timezone.now(),
-            **fields,
-        )
+mapping = make_mapping
 
 
 def fresh(row: DealMapping) -> DealMapping:

@@ -196,10 +196,16 @@ class SandboxApp:
             ("POST", "/_sandbox/faults"),
             ("POST", "/_sandbox/config"),
             ("POST", "/_sandbox/tokens"),
+            ("POST", "/_sandbox/records"),
         }:
             return json_reply(404, {"error": f"no sandbox control endpoint {req.method} {req.path}"})
         try:
             data = req.json()
+        except ValueError:
+            return json_reply(400, {"error": "body must be JSON"})
+        try:
+            if action[1] == "/_sandbox/records":
+                return self.upsert_record(data)
             if action[1] == "/_sandbox/faults":
                 state.faults.add(parse_fault(data))
                 return json_reply(201, {"ok": True})
@@ -306,6 +312,10 @@ class SandboxApp:
         raise NotImplementedError
 
     def mint_tokens(self, scopes: list[str] | None, ttl: int | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def upsert_record(self, data: Any) -> Reply:
+        """POST /_sandbox/records: create or change a CRM record now (integrations/sandbox/records.py)."""
         raise NotImplementedError
 
     def index_sections(self) -> tuple[list[tuple[str, str]], list[pages.Section]]:

@@ -67,14 +67,8 @@ class HubSpotApp(SandboxApp):
     def is_api(self, path: str) -> bool:
         return not path.startswith("/oauth/")
 
-    def control(self, req: Request) -> Reply:
-        if (req.method, req.path.rstrip("/")) == ("POST", records.RECORDS_PATH):
-            try:
-                data = req.json()
-            except ValueError:
-                return json_reply(400, {"error": "body must be JSON"})
-            return records.upsert_hubspot(self.state, data)
-        return super().control(req)
+    def upsert_record(self, data: Any) -> Reply:
+        return records.upsert_hubspot(self.state, data)
 
     def _parse_config(self, data: Any) -> dict[str, int]:
         optional = self.state.OPTIONAL_CONFIG

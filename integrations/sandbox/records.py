@@ -13,7 +13,6 @@ from integrations.sandbox.common import Reply, iso, json_reply
 from integrations.sandbox.hubspot_crm import MODIFIED, Association, HubSpotState, Record
 from integrations.sandbox.salesforce_rest import SalesforceState
 
-RECORDS_PATH = "/_sandbox/records"
 SALESFORCE_PREFIXES = {"contact": "0035g00000", "deal": "0065g00000"}
 
 

@@ -53,14 +53,8 @@ class SalesforceApp(SandboxApp):
     def is_api(self, path: str) -> bool:
         return not path.startswith("/services/oauth2/") or path == "/services/oauth2/userinfo"
 
-    def control(self, req: Request) -> Reply:
-        if (req.method, req.path.rstrip("/")) == ("POST", records.RECORDS_PATH):
-            try:
-                data = req.json()
-            except ValueError:
-                return json_reply(400, {"error": "body must be JSON"})
-            return records.upsert_salesforce(self.state, data)
-        return super().control(req)
+    def upsert_record(self, data: Any) -> Reply:
+        return records.upsert_salesforce(self.state, data)
 
     def is_create(self, req: Request) -> bool:
         match = sf.VERSION_PATH.match(req.path)
