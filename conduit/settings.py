@@ -363,10 +363,9 @@ CONDUIT_HEALTH_CHECK_NOW_COOLDOWN_SECONDS = _int_in("CONDUIT_HEALTH_CHECK_NOW_CO
 # --- Webhook inbox (integrations/webhooks/) ---
 # A signed delivery older (or further in the future) than this is refused (HubSpot v3: 5 minutes).
 CONDUIT_WEBHOOK_MAX_AGE_SECONDS = _int_in("CONDUIT_WEBHOOK_MAX_AGE_SECONDS", 300, 30, 3600)
-# Largest webhook body accepted; a bigger one is refused with 413 before it is read.
-CONDUIT_WEBHOOK_MAX_BODY_BYTES = _int_in(
-    "CONDUIT_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024
-)
+# Largest webhook body accepted; a bigger one is refused with 413 before it is read. At most
+# Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB), above which Django itself refuses to read a body.
+CONDUIT_WEBHOOK_MAX_BODY_BYTES = _int_in("CONDUIT_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, 1024, 2621440)
 # Processing attempts of one stored event before it stays failed (replay resets the count).
 CONDUIT_WEBHOOK_MAX_ATTEMPTS = _int_in("CONDUIT_WEBHOOK_MAX_ATTEMPTS", 5, 1, 50)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -488,3 +489,47 @@ def test_an_event_another_worker_holds_is_skipped_not_waited_for_or_processed_tw
         (free.pk, Status.PROCESSED, 1),
     ]
     assert dict(processing.process_events([held.pk, free.pk]).statuses) == {Status.PROCESSED: 1}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_deliveries_of_one_new_event_at_once_store_it_once_and_count_both() -> None:
+    import threading
+
+    from django.db import connections, transaction
+
+    from integrations.webhooks.events import parse_delivery
+    from integrations.webhooks.inbox import Stored, store_events
+
+    parsed = parse_delivery(json.dumps([event("contact.creation", 21)]).encode())
+    first_stored, release = threading.Event(), threading.Event()
+    results: dict[str, Stored] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # holds its insert uncommitted while the second one arrives
+                results["first"] = store_events("hubspot", parsed, now=timezone.now())
+                first_stored.set()
+                release.wait(timeout=10)
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            results["second"] = store_events("hubspot", parsed, now=timezone.now())
+        finally:
+            connections.close_all()
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_stored.wait(timeout=10)
+    two = threading.Thread(target=second)
+    two.start()
+    time.sleep(0.5)  # the second waits on the first's uncommitted row
+    release.set()
+    one.join(timeout=10)
+    two.join(timeout=10)
+    assert len(results["first"].new_ids) == 1 and results["first"].redelivered == 0
+    assert results["second"].new_ids == [] and results["second"].redelivered == 1
+    [row] = stored()
+    assert row.deliveries == 2 and row.status == Status.RECEIVED

@@ -59,16 +59,18 @@ def store_events(provider: str, events: list[ParsedEvent], *, now: datetime) -> 
             ],
             ignore_conflicts=True,  # a concurrent redelivery of the same event is stored once
         )
-        if known:
-            WebhookEvent.objects.filter(provider=provider, event_id__in=known).update(
-                deliveries=F("deliveries") + 1
-            )
-        new_ids = list(
+        inserted = dict(
             WebhookEvent.objects.filter(
                 provider=provider,
                 event_id__in=[event.event_id for event in fresh],
                 received_at=now,
                 status=WebhookEvent.Status.RECEIVED,
-            ).values_list("pk", flat=True)
+            ).values_list("event_id", "pk")
         )
-    return Stored(new_ids=new_ids, redelivered=len(known))
+        # known before, or stored meanwhile by a concurrent delivery of the same event
+        again = known | {event.event_id for event in fresh if event.event_id not in inserted}
+        if again:
+            WebhookEvent.objects.filter(provider=provider, event_id__in=again).update(
+                deliveries=F("deliveries") + 1
+            )
+    return Stored(new_ids=list(inserted.values()), redelivered=len(again))
