@@ -39,6 +39,20 @@ class EmailTaken(ConduitError):
     error_code = "email_taken"
 
 
+def workspace_by_ref(ref: str) -> Workspace | None:
+    """A workspace by its id (ASCII digits) or its slug; None when there is none. How operators
+    name a workspace in the API and the commands."""
+    ref = ref.strip()
+    if not ref or "\x00" in ref:
+        return None
+    with system_scope():
+        if ref.isascii() and ref.isdigit():  # isdigit() alone admits "²", which int() refuses
+            found = Workspace.objects.filter(pk=int(ref)).first()
+            if found is not None:
+                return found
+        return Workspace.objects.filter(slug=ref).first()
+
+
 def unique_slug(name: str) -> str:
     base = slugify(name)[:50] or "workspace"
     slug, n = base, 1

@@ -21,7 +21,7 @@ from conduit.api_auth import IsStaff, StaffTokenAuthentication
 from conduit.api_errors import ApiError
 from conduit.health import broker_queue_length
 from conduit.models import Workspace
-from conduit.services import ConduitError
+from conduit.services import ConduitError, workspace_by_ref
 from conduit.tenancy import system_scope
 from integrations.api import PROVIDER_QUERY, check_provider, valid
 from integrations.api_status import ERRORS, PROVIDER_PATH, STATUS_QUERY, Pages
@@ -65,10 +65,7 @@ def find_workspace(raw: Any, name: str = "workspace_id") -> Workspace:
         raise ApiError(f"send {name} (a workspace id or slug)", code="invalid", status=400)
     if "\x00" in text:
         raise ApiError(f"{name} must not contain NUL characters", code="invalid", status=400)
-    with system_scope():
-        # isdigit() alone admits "²", which int() refuses
-        query = Q(pk=int(text)) if text.isascii() and text.isdigit() else Q(slug=text)
-        workspace = Workspace.objects.filter(query).first()
+    workspace = workspace_by_ref(text)
     if workspace is None:
         raise ApiError(f"no workspace {text!r}", code="not_found", status=404)
     return workspace

@@ -136,13 +136,65 @@ def test_hubspot_never_pages_past_the_search_window_and_restarts_from_the_newest
 
 @pytest.mark.django_db
 @responses.activate
-def test_hubspot_pages_up_to_exactly_the_window() -> None:
+def test_hubspot_pages_within_one_millisecond_up_to_exactly_the_window() -> None:
     responses.post(
         hs_search_url("contacts"),
-        json={"results": [hs_contact("1", "2026-12-01T11:00:00Z")], "paging": {"next": {"after": "9900"}}},
+        json={"results": [hs_contact("1", SINCE_MS)], "paging": {"next": {"after": "9900"}}},
     )
     page = get_provider("hubspot").changed_since(HS_ACCOUNT, "contact", SINCE, None, 100)
-    assert page.next is not None and page.next.endswith("|9900")  # 9900 + 100 = 10000: allowed
+    assert page.next == f"{SINCE_MS}|9900"  # 9900 + 100 = 10000: allowed
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_hubspot_next_page_is_a_new_search_from_the_newest_time_read() -> None:
+    responses.post(
+        hs_search_url("contacts"),
+        json={"results": [hs_contact("1", "2026-12-01T11:00:00Z")], "paging": {"next": {"after": "1"}}},
+    )
+    page = get_provider("hubspot").changed_since(HS_ACCOUNT, "contact", SINCE, None, 1)
+    newest = int(datetime(2026, 12, 1, 11, 0, tzinfo=UTC).timestamp() * 1000)
+    assert page.next == f"{newest}|"
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_record_edited_during_the_pull_does_not_make_another_one_skipped(
+    alice: Tenant, settings: Any
+) -> None:
+    """Offset paging over a list sorted by modification time would skip C here: A is edited between
+    page 1 and page 2, moves to the end, and C shifts back to the offset already read."""
+    from tests.ops_helpers import make_connection
+
+    settings.CONDUIT_SYNC_PULL_PAGE_SIZE = 2
+    make_connection(alice.workspace, "hubspot")
+    now = timezone.now()
+    base = int((now - timedelta(hours=3)).timestamp() * 1000)
+    server = {"A": base + 1000, "B": base + 2000, "C": base + 3000, "D": base + 4000}
+    seen: list[str] = []
+
+    def search(request: Any) -> tuple[int, dict[str, str], str]:
+        body = json.loads(request.body)
+        if seen:  # a user edits A after the first page was read
+            server["A"] = base + 9000
+        since = int(body["filterGroups"][0]["filters"][0]["value"])
+        rows = sorted((ms, key) for key, ms in server.items() if ms >= since)
+        start = int(body.get("after") or 0)
+        page = rows[start : start + body["limit"]]
+        seen.extend(key for _, key in page)
+        out: dict[str, Any] = {"results": [hs_contact(key, iso_ms(ms)) for ms, key in page]}
+        if start + body["limit"] < len(rows):
+            out["paging"] = {"next": {"after": str(start + body["limit"])}}
+        return 200, {}, json.dumps(out)
+
+    responses.add_callback(responses.POST, hs_search_url("contacts"), callback=search)
+    responses.post(hs_search_url("deals"), json={"results": []})
+    pull_sync_cursors(now=lambda: now)
+    assert {"A", "B", "C", "D"} <= set(seen)
 
 
 @pytest.mark.django_db
@@ -571,23 +623,21 @@ def test_hubspot_pull_restarts_at_the_search_window_and_reads_everything(
 
 
 @pytest.mark.django_db
-def test_hubspot_pull_that_ignored_the_window_would_be_refused(
-    crm_env: dict[str, str], alice: Tenant, settings: Any
-) -> None:
-    """The sandbox enforces the window: this is what the restart avoids."""
+def test_the_sandbox_refuses_paging_past_its_search_window(crm_env: dict[str, str]) -> None:
+    """What HubSpot does past 10,000 results, and what the pull's restart avoids."""
     base = crm_env["hubspot"]
     requests.post(f"{base}/_sandbox/config", json={"search_result_window": 4}, timeout=5)
-    fast_hubspot(base)
-    settings.CONDUIT_SYNC_PULL_PAGE_SIZE = 3
-    conn = connected(alice.workspace, "hubspot", base)
-    pull_sync_cursors()
+    token = requests.post(f"{base}/_sandbox/tokens", json={}, timeout=5).json()["access_token"]
     for n in range(5):
         change(crm_env, "hubspot", "contact", email=f"c{n}@bulk.example")
-    pull_sync_cursors()
-    assert (cursor(conn, "contact").last_status, cursor(conn, "contact").last_error) == (
-        "error",
-        "validation_error",
+    body = {"filterGroups": [], "limit": 3, "after": "3"}
+    answer = requests.post(
+        f"{base}/crm/v3/objects/contacts/search",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
     )
+    assert answer.status_code == 400 and answer.json()["category"] == "VALIDATION_ERROR"
 
 
 @pytest.mark.django_db
@@ -759,3 +809,64 @@ def test_a_cursor_locked_by_another_run_is_skipped_not_waited_on(
         thread.join(10)
     assert reload(held).last_run_at == held.last_run_at
     assert cursor(conn, "deal").last_run_at != held.last_run_at
+
+
+@pytest.mark.django_db
+def test_a_cursor_another_run_is_pulling_is_skipped_until_its_claim_goes_stale(
+    crm_env: dict[str, str], alice: Tenant
+) -> None:
+    conn = connected(alice.workspace, "hubspot", crm_env["hubspot"])
+    pull_sync_cursors()
+    contact = cursor(conn, "contact")
+    with system_scope():
+        SyncCursor.objects.filter(pk=contact.pk).update(last_status="running", last_run_at=timezone.now())
+    assert pull_cursor(contact.pk) is None
+    with system_scope():
+        SyncCursor.objects.filter(pk=contact.pk).update(
+            last_run_at=timezone.now() - pull.CLAIM_TTL - timedelta(seconds=1)
+        )
+    run = pull_cursor(contact.pk)
+    assert run is not None and run.status == "ok" and reload(contact).last_status == "ok"
+
+
+@pytest.mark.django_db
+def test_a_reset_made_while_a_pull_runs_wins_over_its_advance(
+    crm_env: dict[str, str], alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrations.cursors.reset import do_reset_sync_cursors
+
+    conn = connected(alice.workspace, "hubspot", crm_env["hubspot"])
+    pull_sync_cursors()
+    change(crm_env, "hubspot", "contact", CONTACT_IDS["hubspot"], firstname="M.")
+    real_read = pull.read_page
+
+    def read_then_reset(*args: Any) -> Any:
+        page = real_read(*args)
+        do_reset_sync_cursors("hubspot", "contact", 48, actor="system:test")
+        return page
+
+    monkeypatch.setattr(pull, "read_page", read_then_reset)
+    contact = cursor(conn, "contact")
+    before = timezone.now()
+    assert pull_cursor(contact.pk, now=past_the_index_lag) is not None
+    after = reload(contact)
+    assert after.since_ts <= before - timedelta(hours=47) and after.last_status == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_provider_calls_of_a_pull_run_outside_any_transaction(
+    crm_env: dict[str, str], alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection as db
+
+    conn = connected(alice.workspace, "hubspot", crm_env["hubspot"])
+    real_read = pull.read_page
+    inside: list[bool] = []
+
+    def watched(*args: Any) -> Any:
+        inside.append(db.in_atomic_block)
+        return real_read(*args)
+
+    monkeypatch.setattr(pull, "read_page", watched)
+    assert pull_sync_cursors().errors == 0
+    assert inside == [False, False] and cursor(conn, "contact").last_status == "ok"

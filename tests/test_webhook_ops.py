@@ -60,6 +60,7 @@ def test_replay_command_replays_one_event_or_a_range(alice: Tenant) -> None:
         ([], "give event_id, or since"),
         (["--since", "last tuesday"], "--since must be an ISO 8601 time"),
         (["--since", "2026-12-01T00:00:00"], "--since must be an ISO 8601 time with a zone"),
+        (["--since", "2026-02-30T00:00:00Z"], "--since must be an ISO 8601 time"),
         (["--since", "2026-12-02T00:00:00Z", "--until", "2026-12-01T00:00:00Z"], "until must be later"),
     ],
 )
@@ -85,10 +86,26 @@ def test_switch_command_turns_an_integration_off_and_on(alice: Tenant) -> None:
     assert sorted(events.values_list("event", flat=True)) == ["integration_disabled", "integration_enabled"]
 
 
-def test_switch_command_refuses_an_unknown_workspace(alice: Tenant) -> None:
-    with pytest.raises(CommandError, match="no workspace 'nope'"):
-        run("set_integration_enabled", "--workspace", "nope", "--provider", "hubspot", "--off")
+@pytest.mark.parametrize("workspace", ["nope", "²", "999999"])
+def test_switch_command_refuses_an_unknown_workspace(alice: Tenant, workspace: str) -> None:
+    with pytest.raises(CommandError, match=f"no workspace '{workspace}'"):
+        run("set_integration_enabled", "--workspace", workspace, "--provider", "hubspot", "--off")
     assert not IntegrationSetting.objects.exists()
+
+
+def test_reset_command_refuses_a_workspace_of_non_ascii_digits(alice: Tenant) -> None:
+    with pytest.raises(CommandError, match="No workspace with id or slug '²'"):
+        run(
+            "reset_sync_cursor",
+            "--provider",
+            "hubspot",
+            "--object",
+            "contact",
+            "--hours",
+            "2",
+            "--workspace",
+            "²",
+        )
 
 
 @pytest.fixture

@@ -533,3 +533,30 @@ def test_two_deliveries_of_one_new_event_at_once_store_it_once_and_count_both() 
     assert results["second"].new_ids == [] and results["second"].redelivered == 1
     [row] = stored()
     assert row.deliveries == 2 and row.status == Status.RECEIVED
+
+
+def test_a_timestamp_of_non_ascii_digits_is_refused_not_a_500(hub: CrmConnection) -> None:
+    response = deliver([event("contact.creation")], **{"X-HubSpot-Request-Timestamp": "²"})
+    assert response.status_code == 401 and response.json()["code"] == "bad_timestamp"
+    assert stored() == []
+
+
+def test_nul_characters_are_dropped_from_values_and_refused_in_ids(hub: CrmConnection) -> None:
+    kept = deliver([event("contact.propertyChange", propertyName="firstname", propertyValue="a\x00b")])
+    assert kept.status_code == 200 and stored()[0].payload["propertyValue"] == "ab"
+    refused = deliver([{**event("contact.creation"), "eventId": "12\x003"}])
+    assert refused.status_code == 400 and "NUL" in refused.json()["message"]
+    assert len(stored()) == 1
+
+
+def test_the_same_deletion_under_two_event_ids_is_a_duplicate(hub: CrmConnection) -> None:
+    first = event("contact.deletion", 31, occurredAt=1_790_000_000_000)
+    deliver([first])
+    process_all()
+    deliver(
+        [
+            {**first, "eventId": f"{first['eventId']}-again"},
+            event("contact.deletion", 32, occurredAt=1_790_000_000_000),
+        ]
+    )
+    assert process_all() == {Status.DUPLICATE: 1, Status.PROCESSED: 1}

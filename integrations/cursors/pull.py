@@ -3,9 +3,10 @@ changed at the CRM since each sync cursor and mark the cached contact -> deal lo
 them stale, so a missed webhook cannot leave a write using an old mapping.
 
 Rules:
-- A cursor row is locked (SELECT ... FOR UPDATE SKIP LOCKED) for the whole pull of it: a second
-  run at the same time skips it rather than waiting or reading it twice. Re-running is safe:
-  marking a lookup stale twice changes nothing.
+- A run claims a cursor in a short transaction (FOR UPDATE SKIP LOCKED, then last_status
+  "running"): a second run at the same time skips it rather than waiting or reading it twice. The
+  provider calls run outside any transaction. Re-running is safe: marking a lookup stale twice
+  changes nothing. A reset made during a run wins over the run's advance.
 - since_ts moves to the newest modification time read, never backwards and never past now minus
   INDEX_LAG; the next run asks again from that time (">="), so records sharing it are read again,
   not missed.
@@ -142,17 +143,15 @@ def error_code(exc: ProviderError | ConduitError) -> str:
 INDEX_LAG = timedelta(minutes=5)
 
 
-def finish(cursor: SyncCursor, progress: Progress, status: str, error: str, now: datetime) -> None:
-    cursor.since_ts = max(cursor.since_ts, min(progress.newest, now - INDEX_LAG))
-    cursor.last_run_at, cursor.last_status, cursor.last_error = now, status, error[:200]
-    cursor.records_seen = progress.records
-    cursor.save(
-        update_fields=["since_ts", "last_run_at", "last_status", "last_error", "records_seen", "updated_at"]
-    )
+# A run that died mid-pull (a killed worker) leaves its cursor "running"; after this long another
+# run takes it over.
+CLAIM_TTL = timedelta(minutes=30)
+RUNNING = "running"
 
 
-def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | None:
-    """Pull one cursor under its row lock; None when another run holds it."""
+def claim(cursor_id: int, now: datetime) -> SyncCursor | None:
+    """Mark the cursor running, in a short transaction; None when another run has it (its row
+    locked right now, or running and not yet stale)."""
     with system_scope():
         cursor = (
             SyncCursor.objects.select_for_update(skip_locked=True, of=("self",))
@@ -160,23 +159,59 @@ def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | Non
             .filter(pk=cursor_id)
             .first()
         )
-        if cursor is None:
+        if cursor is None or (
+            cursor.last_status == RUNNING and cursor.last_run_at and cursor.last_run_at > now - CLAIM_TTL
+        ):
             return None
-        progress = Progress(newest=cursor.since_ts)
-        error = ""
-        try:
-            read_changes(cursor.connection, cursor, progress, now)
-        except (ProviderError, ConduitError) as exc:
-            error = error_code(exc)
-            log.info(
-                "pull of %s %s cursor %s failed",
-                cursor.provider,
-                cursor.object,
-                cursor.pk,
-                extra={"category": "sync_pull", "error_code": error},
-            )
-        status = "error" if error else "ok" if progress.complete else "partial"
-        finish(cursor, progress, status, error, now())
+        cursor.last_status, cursor.last_run_at = RUNNING, now
+        cursor.save(update_fields=["last_status", "last_run_at", "updated_at"])
+    return cursor
+
+
+def finish(cursor: SyncCursor, progress: Progress, status: str, error: str, now: datetime) -> None:
+    """Record the run. A reset made while it ran wins: since_ts moves only if it is still where
+    this run started from."""
+    with system_scope():
+        current = SyncCursor.objects.select_for_update().filter(pk=cursor.pk).first()
+        if current is None:  # the connection was deleted meanwhile
+            return
+        if current.since_ts == cursor.since_ts:
+            current.since_ts = max(current.since_ts, min(progress.newest, now - INDEX_LAG))
+        current.last_run_at, current.last_status, current.last_error = now, status, error[:200]
+        current.records_seen = progress.records
+        current.save(
+            update_fields=[
+                "since_ts",
+                "last_run_at",
+                "last_status",
+                "last_error",
+                "records_seen",
+                "updated_at",
+            ]
+        )
+
+
+def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | None:
+    """Pull one cursor; None when another run has it. The provider calls run outside any
+    transaction, so a token refresh commits at once and no row stays locked while the CRM answers."""
+    cursor = claim(cursor_id, now())
+    if cursor is None:
+        return None
+    progress = Progress(newest=cursor.since_ts)
+    error = ""
+    try:
+        read_changes(cursor.connection, cursor, progress, now)
+    except (ProviderError, ConduitError) as exc:
+        error = error_code(exc)
+        log.info(
+            "pull of %s %s cursor %s failed",
+            cursor.provider,
+            cursor.object,
+            cursor.pk,
+            extra={"category": "sync_pull", "error_code": error},
+        )
+    status = "error" if error else "ok" if progress.complete else "partial"
+    finish(cursor, progress, status, error, now())
     return CursorRun(status, progress.records, error)
 
 

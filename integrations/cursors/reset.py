@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from conduit.audit import record_audit
 from conduit.models import Workspace
-from conduit.services import ConduitError
+from conduit.services import ConduitError, workspace_by_ref
 from conduit.tenancy import system_scope
 from integrations.models import SyncCursor
 from integrations.providers import PROVIDERS
@@ -42,9 +42,7 @@ def check_target(provider: str, object: str) -> None:
 
 def find_workspace(ref: str) -> Workspace:
     """A workspace by id or slug."""
-    with system_scope():
-        found = Workspace.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-        found = found or Workspace.objects.filter(slug=ref).first()
+    found = workspace_by_ref(ref)
     if found is None:
         raise InvalidReset(f"No workspace with id or slug {ref!r}.")
     return found

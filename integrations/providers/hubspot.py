@@ -273,15 +273,19 @@ class HubSpotProvider(Provider):
             ) from None
 
     def next_search(self, since_ms: str, following: str, records: list[Changed], limit: int) -> str | None:
-        """The token of the next page: HubSpot's `after`, or, where that would page past the
-        search window, a new search from the newest time read (its records are read again)."""
+        """The token of the next page. Normally a new search from the newest time read (its
+        records are read again): paging by offset would skip a record whenever one already read is
+        edited meanwhile, since it moves to the end and every later record shifts back. Only a page
+        that is all one millisecond pages on with HubSpot's `after`, within the search window."""
         if not following or not records:
             return None
+        newest = epoch_ms(records[-1].modified_at)
+        if int(newest) > int(since_ms):
+            return join_token(newest, "")
         if following.isdigit() and int(following) + limit <= self.search_window:
             return join_token(since_ms, following)
-        newest = epoch_ms(records[-1].modified_at)
         # A window full of one millisecond cannot be paged: the rest of that millisecond is skipped.
-        return join_token(newest if int(newest) > int(since_ms) else str(int(since_ms) + 1), "")
+        return join_token(str(int(since_ms) + 1), "")
 
     def associations(self, object_type: str, activity: Activity) -> list[dict[str, Any]]:
         targets = [("contact", activity.contact_id)]

@@ -27,6 +27,18 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def without_nul(value: Any) -> Any:
+    """The value with NUL characters removed from every string: Postgres stores none in text or
+    jsonb, and refusing the delivery would lose the event (HubSpot retries it unchanged)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
+
+
 def _occurred_at(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -36,6 +48,9 @@ def _occurred_at(value: Any) -> datetime | None:
 def parse_event(index: int, item: Any) -> ParsedEvent:
     if not isinstance(item, dict):
         raise MalformedDelivery(f"event {index} is not a JSON object")
+    if any("\x00" in _text(item.get(key)) for key in ("eventId", "subscriptionType")):
+        raise MalformedDelivery(f"event {index} has a NUL character in its eventId or subscriptionType")
+    item = without_nul(item)
     event_id = _text(item.get("eventId")).strip()
     if not event_id or len(event_id) > 100:
         raise MalformedDelivery(f"event {index} has no eventId (or one longer than 100 characters)")

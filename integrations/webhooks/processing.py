@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from conduit.audit import record_audit
@@ -51,14 +52,19 @@ def is_duplicate(event: WebhookEvent) -> bool:
     and moment (HubSpot can send one change under two subscriptions)."""
     if event.occurred_at is None or not event.object_id:
         return False
+    same_property = (
+        Q(payload__propertyName=event.payload["propertyName"])
+        if "propertyName" in event.payload
+        else ~Q(payload__has_key="propertyName")
+    )
     return (
         WebhookEvent.objects.filter(
+            same_property,
             provider=event.provider,
             external_account_key=event.external_account_key,
             object_id=event.object_id,
             event_type=event.event_type,
             occurred_at=event.occurred_at,
-            payload__propertyName=event.payload.get("propertyName"),
             status=Status.PROCESSED,
         )
         .exclude(pk=event.pk)

@@ -67,7 +67,7 @@ def verify_v3(request: SignedRequest, secret: str, *, now_ms: int, max_age_secon
         raise SignatureRejected(
             "missing_signature", f"{SIGNATURE_HEADER} and {TIMESTAMP_HEADER} are required"
         )
-    if not request.timestamp.isdigit():
+    if not (request.timestamp.isascii() and request.timestamp.isdigit()):
         raise SignatureRejected("bad_timestamp", f"{TIMESTAMP_HEADER} must be milliseconds since the epoch")
     if abs(now_ms - int(request.timestamp)) > max_age_seconds * 1000:
         raise SignatureRejected("stale", f"the request timestamp is more than {max_age_seconds} s from now")

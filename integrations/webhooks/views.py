@@ -60,7 +60,10 @@ def dispatch(ids: list[int]) -> None:
 @require_POST
 def hubspot(request: HttpRequest) -> JsonResponse:
     declared = request.META.get("CONTENT_LENGTH") or "0"
-    if not declared.isdigit() or int(declared) > settings.CONDUIT_WEBHOOK_MAX_BODY_BYTES:
+    if (
+        not (declared.isascii() and declared.isdigit())
+        or int(declared) > settings.CONDUIT_WEBHOOK_MAX_BODY_BYTES
+    ):
         return refuse(413, "too_large", f"the body is over {settings.CONDUIT_WEBHOOK_MAX_BODY_BYTES} bytes")
     secret = settings.HUBSPOT_CLIENT_SECRET
     if not secret:

@@ -17,7 +17,10 @@ from integrations.webhooks.processing import do_replay_webhooks
 def moment(value: str | None, name: str) -> datetime | None:
     if not value:
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well-formed but not a date, e.g. 2026-02-30
+        parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise CommandError(f"--{name} must be an ISO 8601 time with a zone, e.g. 2026-12-01T09:00:00Z")
     return parsed

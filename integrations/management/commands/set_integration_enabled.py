@@ -6,10 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q
 
-from conduit.models import Workspace
-from conduit.tenancy import system_scope
+from conduit.services import workspace_by_ref
 from integrations.enablement import do_set_integration_enabled
 from integrations.models import CRM_CHOICES
 
@@ -27,10 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         key = options["workspace"].strip()
-        with system_scope():
-            workspace = Workspace.objects.filter(
-                Q(slug=key) | Q(pk=int(key) if key.isdigit() else None)
-            ).first()
+        workspace = workspace_by_ref(key)
         if workspace is None:
             raise CommandError(f"no workspace {key!r}")
         row, changed = do_set_integration_enabled(
