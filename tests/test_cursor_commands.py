@@ -77,7 +77,7 @@ def hubspot_pulled(crm_env: dict[str, str], alice: Tenant) -> tuple[CrmConnectio
 def test_pull_command_prints_the_counts(crm_env: dict[str, str], alice: Tenant) -> None:
     connected(alice.workspace, "salesforce", crm_env["salesforce"])
     assert run("pull_sync_cursors") == (
-        "pulled 2 cursor(s) of 1 connection(s): 0 record(s), 0 error(s), 0 skipped (locked)"
+        "pulled 2 cursor(s) of 1 connection(s): 0 record(s), 0 error(s), 0 skipped (busy)"
     )
 
 

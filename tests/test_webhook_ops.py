@@ -147,3 +147,17 @@ def test_admin_lists_webhook_events_cursors_and_switches_and_replays(staff: Clie
     assert b"Replayed 1 event(s): 1 processed." in response.content
     event.refresh_from_db()
     assert event.status == "processed" and event.attempts == 1
+
+
+def test_backlog_command_processes_what_the_tasks_left(alice: Tenant) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    conn = make_connection(alice.workspace, "hubspot")
+    make_event(conn, "ev-lost", status="received", received_at=timezone.now() - timedelta(minutes=5))
+    make_event(conn, "ev-failed", attempts=1)
+    assert run("process_webhook_backlog") == "processed 2 webhook event(s): 2 processed\n"
+    assert run("process_webhook_backlog") == "processed 0 webhook event(s): nothing to do\n"
+    with pytest.raises(CommandError, match="--limit must be between 1 and 100000"):
+        run("process_webhook_backlog", "--limit", "0")

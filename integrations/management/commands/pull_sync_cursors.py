@@ -16,5 +16,5 @@ class Command(BaseCommand):
         counts = pull_sync_cursors()
         self.stdout.write(
             f"pulled {counts.cursors} cursor(s) of {counts.connections} connection(s): "
-            f"{counts.records} record(s), {counts.errors} error(s), {counts.skipped} skipped (locked)"
+            f"{counts.records} record(s), {counts.errors} error(s), {counts.skipped} skipped (busy)"
         )
