@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -42,12 +43,26 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
+def _short(filename: str) -> str:
+    """A library's path from its package (django/db/...), else a path relative to the project."""
+    if "site-packages/" in filename:
+        return filename.rsplit("site-packages/", 1)[-1]
+    return filename.removeprefix(PROJECT_ROOT)
+
+
 def log_failure(logger: logging.Logger, message: str, *args: Any, exc: BaseException, **extra: Any) -> None:
     """Log an unexpected exception at a per-item boundary (one cursor, one check, one write): its
     type and the frames it was raised through, never its text. Code there holds decrypted tokens
     and rows, and an exception's text can quote either; redaction only knows patterns."""
-    frames = traceback.extract_tb(exc.__traceback__)[-6:]
-    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f.filename.startswith(PROJECT_ROOT) and "site-packages" not in f.filename]
+    # Conduit's own frames say where it broke; the innermost frame says what raised (a library's)
+    innermost = frames[-1:] if not own or own[-1] is not frames[-1] else []
+    shown = own[-5:] + innermost
+    where = " <- ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(shown))
     logger.error(f"{message}: %s at %s", *args, type(exc).__name__, where or "?", extra=extra)
 
 

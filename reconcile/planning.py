@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from conduit.logging import log_failure
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
 from integrations.models import CrmConnection
@@ -39,12 +40,15 @@ def plan_and_dispatch(workspace_id: int, message_ids: list[int]) -> None:
             workspace = Workspace.objects.get(pk=workspace_id)
         result = plan_messages(workspace, message_ids)
         dispatch_planned(result)
-    except Exception:  # the boundary: ingest has committed; record, and let plan_crm_writes recover
-        log.exception(
+    except Exception as exc:  # the boundary: ingest has committed; record, and let plan_crm_writes recover
+        log_failure(
+            log,
             "planning CRM writes failed for %d message(s) of workspace %s; run plan_crm_writes",
             len(message_ids),
             workspace_id,
-            extra={"category": "reconcile", "error_code": "planning_failed"},
+            exc=exc,
+            category="reconcile",
+            error_code="planning_failed",
         )
 
 

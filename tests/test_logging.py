@@ -162,5 +162,23 @@ def test_a_boundary_failure_logs_its_type_and_frames_never_its_text(capture_json
         )
     [line] = [entry for entry in capture_json_logs() if entry["logger"] == "conduit.test"]
     assert line["level"] == "ERROR" and line["error_code"] == "internal_error"
-    assert line["message"].startswith("item 7 failed: RuntimeError at test_logging.py:")
+    assert line["message"].startswith("item 7 failed: RuntimeError at tests/test_logging.py:")
     assert "fetch" in line["message"] and "plain-token" not in str(line)
+
+
+def test_a_boundary_failure_names_conduits_own_frames_and_what_raised(capture_json_logs: Logs) -> None:
+    import json as stdlib_json
+
+    from conduit.logging import log_failure
+
+    def parse(body: str) -> None:
+        stdlib_json.loads(body)
+
+    try:
+        parse("{secret-body")
+    except ValueError as exc:
+        log_failure(logging.getLogger("conduit.test"), "parse failed", exc=exc)
+    [line] = [entry for entry in capture_json_logs() if entry["logger"] == "conduit.test"]
+    message = line["message"]
+    assert message.startswith("parse failed: JSONDecodeError at ") and "json/decoder.py" in message
+    assert "tests/test_logging.py" in message and " parse" in message and "secret-body" not in message

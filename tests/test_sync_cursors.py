@@ -870,3 +870,63 @@ def test_provider_calls_of_a_pull_run_outside_any_transaction(
     monkeypatch.setattr(pull, "read_page", watched)
     assert pull_sync_cursors().errors == 0
     assert inside == [False, False] and cursor(conn, "contact").last_status == "ok"
+
+
+@pytest.mark.django_db
+def test_a_run_that_was_taken_over_records_nothing(
+    crm_env: dict[str, str], alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = connected(alice.workspace, "hubspot", crm_env["hubspot"])
+    pull_sync_cursors()
+    contact = cursor(conn, "contact")
+    real_read = pull.read_page
+
+    def slow_then_taken_over(*args: Any) -> Any:
+        page = real_read(*args)
+        later = timezone.now() + pull.CLAIM_TTL + timedelta(minutes=1)
+        assert pull.claim(contact.pk, later) is not None  # another run takes the stale claim
+        return page
+
+    monkeypatch.setattr(pull, "read_page", slow_then_taken_over)
+    pull_cursor(contact.pk)
+    after = reload(contact)
+    assert after.last_status == "running" and after.last_run_at > timezone.now()
+
+
+@pytest.mark.django_db
+def test_a_soft_time_limit_is_recorded_then_stops_the_run(
+    crm_env: dict[str, str], alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    conn = connected(alice.workspace, "hubspot", crm_env["hubspot"])
+
+    def out_of_time(*args: Any) -> Any:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(pull, "read_page", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        pull_sync_cursors()
+    with system_scope():
+        assert list(SyncCursor.objects.filter(connection=conn).values_list("object", "last_status")) == [
+            ("contact", "error")
+        ]
+
+
+@pytest.mark.django_db
+def test_a_failed_claim_is_logged_and_the_run_goes_on(
+    crm_env: dict[str, str], alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connected(alice.workspace, "hubspot", crm_env["hubspot"])
+    real_claim = pull.claim
+    calls: list[int] = []
+
+    def flaky(cursor_id: int, now: datetime) -> Any:
+        calls.append(cursor_id)
+        if len(calls) == 1:
+            raise RuntimeError("database hiccup")
+        return real_claim(cursor_id, now)
+
+    monkeypatch.setattr(pull, "claim", flaky)
+    counts = pull_sync_cursors()
+    assert (counts.cursors, counts.errors) == (2, 1)

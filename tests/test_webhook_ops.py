@@ -161,3 +161,8 @@ def test_backlog_command_processes_what_the_tasks_left(alice: Tenant) -> None:
     assert run("process_webhook_backlog") == "processed 0 webhook event(s): nothing to do\n"
     with pytest.raises(CommandError, match="--limit must be between 1 and 100000"):
         run("process_webhook_backlog", "--limit", "0")
+
+
+def test_purge_command_names_workspaces_like_the_other_commands(alice: Tenant) -> None:
+    with pytest.raises(CommandError, match="no workspace with slug or id '²'"):
+        run("purge_retention", "--workspace", "²", "--dry-run")

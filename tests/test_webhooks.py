@@ -560,3 +560,29 @@ def test_the_same_deletion_under_two_event_ids_is_a_duplicate(hub: CrmConnection
         ]
     )
     assert process_all() == {Status.DUPLICATE: 1, Status.PROCESSED: 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b'[{"eventId": 1, "subscriptionType": "contact.creation", "occurredAt": NaN}]', 400),
+        (b'[{"eventId": 1, "subscriptionType": "contact.creation", "propertyValue": Infinity}]', 400),
+        (b'[{"eventId": 1, "subscriptionType": "contact.creation", "occurredAt": 1e20}]', 200),
+        (b'[{"eventId": 1, "subscriptionType": "contact.creation", "propertyValue": "a\\ud800b"}]', 200),
+        (b'[{"eventId": 1, "subscriptionType": "contact.creation", "objectId": "1\\ud800"}]', 200),
+    ],
+)
+def test_odd_json_in_a_signed_delivery_is_a_4xx_or_stored_never_a_500(
+    hub: CrmConnection, raw: bytes, status: int
+) -> None:
+    timestamp = str(now_ms())
+    signature = signature_v3(SECRET, "POST", URL, raw, timestamp)
+    response = Client().post(
+        "/webhooks/hubspot",
+        data=raw,
+        content_type="application/json",
+        HTTP_X_HUBSPOT_SIGNATURE_V3=signature,
+        HTTP_X_HUBSPOT_REQUEST_TIMESTAMP=timestamp,
+    )
+    assert response.status_code == status, response.content
+    assert len(stored()) == (1 if status == 200 else 0)

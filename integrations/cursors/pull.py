@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
@@ -169,11 +170,12 @@ def claim(cursor_id: int, now: datetime) -> SyncCursor | None:
 
 
 def finish(cursor: SyncCursor, progress: Progress, status: str, error: str, now: datetime) -> None:
-    """Record the run. A reset made while it ran wins: since_ts moves only if it is still where
-    this run started from."""
+    """Record the run, if its claim still stands (`claim` left its start in last_run_at; a run
+    that outlived CLAIM_TTL was taken over and records nothing). A reset made while it ran wins:
+    since_ts moves only if it is still where this run started from."""
     with system_scope():
         current = SyncCursor.objects.select_for_update().filter(pk=cursor.pk).first()
-        if current is None:  # the connection was deleted meanwhile
+        if current is None or current.last_run_at != cursor.last_run_at:  # deleted, or taken over
             return
         if current.since_ts == cursor.since_ts:
             current.since_ts = max(current.since_ts, min(progress.newest, now - INDEX_LAG))
@@ -193,10 +195,30 @@ def finish(cursor: SyncCursor, progress: Progress, status: str, error: str, now:
 
 def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | None:
     """Pull one cursor; None when another run has it. The provider calls run outside any
-    transaction, so a token refresh commits at once and no row stays locked while the CRM answers."""
+    transaction, so a token refresh commits at once and no row stays locked while the CRM answers.
+    Conduit's own bug is recorded on the cursor; Celery's soft time limit is recorded, then
+    raised: the task must stop, not start the next cursor."""
     cursor = claim(cursor_id, now())
     if cursor is None:
         return None
+    try:
+        return run_claimed(cursor, now)
+    except Exception as exc:  # the per-cursor boundary
+        log_failure(
+            log,
+            "pull of sync cursor %s failed",
+            cursor_id,
+            exc=exc,
+            category="sync_pull",
+            error_code="internal_error",
+        )
+        record_failure(cursor, now())
+        if isinstance(exc, SoftTimeLimitExceeded):
+            raise
+        return CursorRun("error", 0, "internal_error")
+
+
+def run_claimed(cursor: SyncCursor, now: Clock) -> CursorRun:
     progress = Progress(newest=cursor.since_ts)
     error = ""
     try:
@@ -215,29 +237,30 @@ def pull_cursor(cursor_id: int, *, now: Clock = timezone.now) -> CursorRun | Non
     return CursorRun(status, progress.records, error)
 
 
-def record_failure(cursor_id: int, now: datetime) -> CursorRun:
-    """Conduit's own bug stopped a pull: the cursor shows it and keeps its place."""
+def record_failure(cursor: SyncCursor, now: datetime) -> None:
+    """The cursor shows the failure and keeps its place, unless another run has taken it over."""
     with system_scope():
-        SyncCursor.objects.filter(pk=cursor_id).update(
+        SyncCursor.objects.filter(pk=cursor.pk, last_run_at=cursor.last_run_at, last_status=RUNNING).update(
             last_run_at=now, last_status="error", last_error="internal_error", records_seen=0
         )
-    return CursorRun("error", 0, "internal_error")
 
 
 def safe_pull(cursor_id: int, *, now: Clock) -> CursorRun | None:
-    """One cursor's pull that never stops the others (Conduit's own bugs are logged)."""
+    """One cursor's pull that never stops the others: a failure to even claim it is logged."""
     try:
         return pull_cursor(cursor_id, now=now)
-    except Exception as exc:  # the per-cursor boundary: record the failure and go on
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as exc:  # the claim itself failed (the database, most likely)
         log_failure(
             log,
-            "pull of sync cursor %s failed",
+            "claiming sync cursor %s failed",
             cursor_id,
             exc=exc,
             category="sync_pull",
             error_code="internal_error",
         )
-        return record_failure(cursor_id, now())
+        return CursorRun("error", 0, "internal_error")
 
 
 def pull_sync_cursors(*, now: Clock = timezone.now) -> PullCounts:

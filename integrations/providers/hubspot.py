@@ -282,7 +282,7 @@ class HubSpotProvider(Provider):
         newest = epoch_ms(records[-1].modified_at)
         if int(newest) > int(since_ms):
             return join_token(newest, "")
-        if following.isdigit() and int(following) + limit <= self.search_window:
+        if following.isascii() and following.isdigit() and int(following) + limit <= self.search_window:
             return join_token(since_ms, following)
         # A window full of one millisecond cannot be paged: the rest of that millisecond is skipped.
         return join_token(str(int(since_ms) + 1), "")
@@ -376,7 +376,7 @@ class HubSpotProvider(Provider):
         if policy == "DAILY":
             return float(settings.CONDUIT_RETRY_AFTER_MAX_SECONDS)
         interval = resp.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")
-        return int(interval) / 1000 if interval.isdigit() else 10.0
+        return int(interval) / 1000 if interval.isascii() and interval.isdigit() else 10.0
 
     def classify_client_error(self, resp: requests.Response, operation: str) -> ProviderError:
         status = resp.status_code

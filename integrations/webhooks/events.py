@@ -28,10 +28,11 @@ def _text(value: Any) -> str:
 
 
 def without_nul(value: Any) -> Any:
-    """The value with NUL characters removed from every string: Postgres stores none in text or
-    jsonb, and refusing the delivery would lose the event (HubSpot retries it unchanged)."""
+    """The value with what Postgres cannot store taken out of every string (NUL characters; lone
+    UTF-16 surrogates become "?"): refusing the delivery would lose the event, since HubSpot
+    retries it unchanged."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, list):
         return [without_nul(v) for v in value]
     if isinstance(value, dict):
@@ -42,7 +43,14 @@ def without_nul(value: Any) -> Any:
 def _occurred_at(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # out of range for a date
+        return None
+
+
+def _no_constants(name: str) -> Any:
+    raise MalformedDelivery(f"the body has {name}, which is not JSON")
 
 
 def parse_event(index: int, item: Any) -> ParsedEvent:
@@ -69,7 +77,7 @@ def parse_event(index: int, item: Any) -> ParsedEvent:
 
 def parse_delivery(body: bytes) -> list[ParsedEvent]:
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise MalformedDelivery("the body is not JSON") from None
     if not isinstance(data, list):

@@ -38,7 +38,8 @@ def store_events(provider: str, events: list[ParsedEvent], *, now: datetime) -> 
                 "event_id", flat=True
             )
         )
-        fresh = [event for event in events if event.event_id not in known]
+        # in event-id order, so two deliveries of the same events in another order cannot deadlock
+        fresh = sorted((event for event in events if event.event_id not in known), key=lambda e: e.event_id)
         workspaces = workspaces_by_account(
             provider, {event.account_key for event in fresh if event.account_key}
         )

@@ -7,16 +7,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conduit.models import Workspace
-from conduit.tenancy import system_scope
+from conduit.services import workspace_by_ref
 from retention.policy import PolicyValues
 from retention.purge import PurgeDisabled, purge_retention
 
 
 def find_workspace(value: str) -> Workspace:
-    with system_scope():
-        workspace = Workspace.objects.filter(slug=value).first()
-        if workspace is None and value.isdigit():
-            workspace = Workspace.objects.filter(pk=int(value)).first()
+    workspace = workspace_by_ref(value)
     if workspace is None:
         raise CommandError(f"no workspace with slug or id {value!r}")
     return workspace
