@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from conduit.logging import log_failure
 from integrations.metrics import WEBHOOK_REJECTED
 from integrations.webhooks.events import MalformedDelivery, parse_delivery
 from integrations.webhooks.inbox import store_events
@@ -52,8 +53,8 @@ def dispatch(ids: list[int]) -> None:
 
     try:
         process_webhook_events.delay(ids)
-    except Exception:  # the broker is down: the backlog sweep processes these events later
-        log.exception("could not queue webhook processing", extra={"category": "webhook"})
+    except Exception as exc:  # the broker is down: the backlog sweep processes these events later
+        log_failure(log, "could not queue webhook processing", exc=exc, category="webhook")
 
 
 @csrf_exempt
