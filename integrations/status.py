@@ -163,10 +163,11 @@ def sync_status(workspace: Workspace, *, webhook_limit: int = 50) -> dict[str, A
                 "status": c.status,
                 "dry_run": c.dry_run,
                 "sync_enabled": (workspace.pk, c.crm) not in disabled,
-                "kill_switch": kill_switch(pauses, c, workspace, c.crm) is not None,
-                "kill_switch_reason": (kill_switch(pauses, c, workspace, c.crm) or {}).get("reason", ""),
+                "kill_switch": switch is not None,
+                "kill_switch_reason": (switch or {}).get("reason", ""),
             }
             for c in conns
+            for switch in [kill_switch(pauses, c, workspace, c.crm)]
         ],
         "webhook_events": events,
     }

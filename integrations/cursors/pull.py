@@ -52,7 +52,7 @@ class PullCounts:
     cursors: int = 0
     records: int = 0
     errors: int = 0
-    skipped: int = 0  # locked by another run
+    skipped: int = 0  # another run has the cursor
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
