@@ -46,7 +46,7 @@ from bench.common import percentile, verdict  # noqa: E402
 
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-LIMITER_KEYS = "conduit-rl*"  # RedisStore's key_prefix (integrations/ratelimit.py)
+LIMITER_KEYS = "conduit-rl*"  # RedisStore's key_prefix (integrations/providers/ratelimit.py)
 RATE_LIMIT_CODES = ("rate_limited", "local_rate_limit", "request_limit_exceeded", "daily_budget_paused")
 OPEN_LIMIT = 1_000_000_000
 HUB_ID_BASE = 50_000_000
@@ -170,7 +170,7 @@ def seed(args: argparse.Namespace, running: dict[str, Any], http: Any) -> list[i
 
     from conduit.models import Workspace
     from conduit.tenancy import system_scope
-    from integrations.health import connections_to_check
+    from integrations.health.checks import connections_to_check
     from integrations.models import CrmConnection
     from integrations.providers import get_provider
 
@@ -270,7 +270,7 @@ def run_waves(ids: list[int]) -> tuple[list[Any], list[float], float]:
     """Every wave of the hourly plan, back to back: (results, wave seconds, total seconds)."""
     from django.conf import settings
 
-    from integrations.health import run_checks, wave_plan
+    from integrations.health.checks import run_checks, wave_plan
 
     waves, spread = settings.CONDUIT_HEALTH_WAVES, settings.CONDUIT_HEALTH_SPREAD_SECONDS
     concurrency = settings.CONDUIT_HEALTH_CONCURRENCY
@@ -318,7 +318,7 @@ def profile_checks(running: dict[str, Any], http: Any) -> None:
 
     from conduit.models import Workspace
     from conduit.tenancy import system_scope
-    from integrations.health import check_connection
+    from integrations.health.checks import check_connection
     from integrations.models import CrmConnection, SyncLog
     from integrations.providers import get_provider
 

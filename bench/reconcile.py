@@ -225,7 +225,7 @@ def claim_select() -> tuple[str, list[Any]]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from integrations.pauses import active_pauses
+    from integrations.connections.pauses import active_pauses
     from reconcile.queue import claim_due
 
     seen: list[tuple[str, list[Any]]] = []
@@ -274,7 +274,7 @@ def timed(select: str, params: list[Any], samples: int, off: tuple[str, ...]) ->
 def part_selection(args: argparse.Namespace) -> bool:
     from django.utils import timezone
 
-    from integrations.pauses import active_pauses
+    from integrations.connections.pauses import active_pauses
     from reconcile.queue import count_due
 
     select, params = claim_select()
@@ -318,7 +318,7 @@ def claimer(barrier: Any, out: Any, batch: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from integrations.pauses import active_pauses
+    from integrations.connections.pauses import active_pauses
     from reconcile.queue import claim_due
 
     connection.ensure_connection()
@@ -338,7 +338,7 @@ def part_claimers(args: argparse.Namespace) -> bool:
     from django.db import connection
     from django.utils import timezone
 
-    from integrations.pauses import active_pauses
+    from integrations.connections.pauses import active_pauses
     from reconcile.queue import due_filter
 
     now = timezone.now()

@@ -300,7 +300,7 @@ CONDUIT_PROVIDER_TIMEOUT = (
     env.float("CONDUIT_PROVIDER_CONNECT_TIMEOUT", default=5.0),
     env.float("CONDUIT_PROVIDER_READ_TIMEOUT", default=20.0),
 )
-# Shared rate limiter (integrations/ratelimit.py): share of the provider's limit Conduit spends.
+# Shared rate limiter (integrations/providers/ratelimit.py): share of the provider's limit Conduit spends.
 CONDUIT_RATE_BUDGET = env.float("CONDUIT_RATE_BUDGET", default=0.92)
 if not 0.1 <= CONDUIT_RATE_BUDGET <= 1.0:
     raise ImproperlyConfigured("CONDUIT_RATE_BUDGET must be between 0.1 and 1.0")
@@ -347,7 +347,7 @@ CONDUIT_DEAL_MAPPING_TTL_HOURS = _int_in("CONDUIT_DEAL_MAPPING_TTL_HOURS", 24, 1
 # At most this many external participants of one message get a write (a mass mail is not activity).
 CONDUIT_MAX_WRITES_PER_MESSAGE = _int_in("CONDUIT_MAX_WRITES_PER_MESSAGE", 10, 1, 100)
 
-# --- Connection health (integrations/health.py) ---
+# --- Connection health (integrations/health/checks.py) ---
 # Checks run at most this many at once per worker process (each waits on the provider).
 CONDUIT_HEALTH_CONCURRENCY = _int_in("CONDUIT_HEALTH_CONCURRENCY", 8, 1, 64)
 # The hourly run spreads its checks over this many seconds, in CONDUIT_HEALTH_WAVES waves.

@@ -4,10 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from conduit import api, api_schema, health, views
-from integrations import api as integration_api
-from integrations import api_admin, api_status
-from integrations import views as integration_views
-from integrations.metrics import metrics_view
+from integrations.api import connections as integration_api
+from integrations.api import operators as api_admin
+from integrations.api import status as api_status
+from integrations.pages import views as integration_views
+from integrations.providers.metrics import metrics_view
 
 assert api_schema  # registers the token schemes with the schema generator
 

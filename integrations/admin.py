@@ -12,7 +12,9 @@ from django.http import HttpRequest
 
 from conduit.admin import ReadOnlyAdmin
 from conduit.services import ConduitError
-from integrations.health import run_checks
+from integrations.connections.pauses import do_pause_sync, do_resume_sync, target_for, target_of
+from integrations.connections.tokens import refresh_connection
+from integrations.health.checks import run_checks
 from integrations.models import (
     ConnectionHealth,
     CrmConnection,
@@ -24,9 +26,7 @@ from integrations.models import (
     SyncPause,
     WebhookEvent,
 )
-from integrations.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.providers.errors import ProviderError
-from integrations.tokens import refresh_connection
 from integrations.webhooks.processing import do_replay_webhooks
 
 

@@ -247,7 +247,7 @@ class SyncPause(models.Model):
 class ConnectionHealth(models.Model):
     """The latest verdict on one workspace's CRM connection (one row per workspace + CRM).
 
-    Written by the hourly check (integrations/health.py) and by every change that decides
+    Written by the hourly check (integrations/health/checks.py) and by every change that decides
     the verdict on its own: connect / reconnect (ok), a revoked grant (error)."""
 
     class Status(models.TextChoices):

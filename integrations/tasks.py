@@ -6,7 +6,7 @@ from importlib import import_module
 
 from celery import shared_task
 
-from integrations import claims
+from integrations.connections import claims
 
 
 @shared_task(name="integrations.expire_pending_installs", acks_late=True)
@@ -17,7 +17,7 @@ def expire_pending_installs() -> int:
 @shared_task(name="integrations.reconcile_connections", acks_late=True)
 def reconcile_connections() -> int:
     """Hourly (beat): queue every connected connection's check, spread over the hour."""
-    from integrations.health import schedule_checks
+    from integrations.health.checks import schedule_checks
 
     return schedule_checks()
 
@@ -25,7 +25,7 @@ def reconcile_connections() -> int:
 # A wave waits on the providers; its own limits, so a slow CRM cannot trip the global ones.
 @shared_task(name="integrations.check_connections", acks_late=True, soft_time_limit=900, time_limit=960)
 def check_connections(connection_ids: list[int]) -> dict[str, int]:
-    from integrations.health import run_checks
+    from integrations.health.checks import run_checks
 
     results = run_checks(connection_ids)
     counts: dict[str, int] = {}

@@ -26,9 +26,10 @@ from conduit.audit import record_audit
 from conduit.logging import log_failure
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
-from integrations.enablement import is_enabled
+from integrations.connections.pauses import pause_for
+from integrations.connections.tenant_switch import is_enabled
+from integrations.connections.tokens import NotConnected, call_with_token, mark_scope_missing
 from integrations.models import CrmConnection
-from integrations.pauses import pause_for
 from integrations.providers import get_provider
 from integrations.providers.base import Account, Activity
 from integrations.providers.errors import (
@@ -40,7 +41,6 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
-from integrations.tokens import NotConnected, call_with_token, mark_scope_missing
 from reconcile import backoff
 from reconcile.curation import is_dry_run
 from reconcile.mapping import resolve

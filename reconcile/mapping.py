@@ -12,10 +12,10 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
+from integrations.connections.tokens import call_with_token
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import Account
-from integrations.tokens import call_with_token
 from reconcile.models import DealMapping
 
 

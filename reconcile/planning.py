@@ -15,9 +15,9 @@ from django.db import transaction
 from conduit.logging import log_failure
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
+from integrations.connections.tokens import NotConnected
 from integrations.models import CrmConnection
 from integrations.providers.errors import ProviderError
-from integrations.tokens import NotConnected
 from reconcile.curation import PlanResult, plan_messages
 from reconcile.mapping import resolve
 from reconcile.models import CrmWriteLog

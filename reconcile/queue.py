@@ -18,8 +18,8 @@ from django.db import connection
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.enablement import DISABLED_SQL
-from integrations.pauses import ActivePauses, active_pauses
+from integrations.connections.pauses import ActivePauses, active_pauses
+from integrations.connections.tenant_switch import DISABLED_SQL
 from reconcile.delivery import new_lease_token
 
 log = logging.getLogger("conduit.reconcile")

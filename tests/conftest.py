@@ -146,7 +146,7 @@ def capture_json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits(settings: Any, tmp_path: Path) -> Iterator[None]:
     """Each test starts with empty rate-limit windows and no blocks (Redis or the file store)."""
-    from integrations import ratelimit
+    from integrations.providers import ratelimit
 
     settings.CONDUIT_RATE_LIMIT_DIR = tmp_path / "ratelimit"
     ratelimit._limiter_for.cache_clear()

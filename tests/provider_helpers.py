@@ -7,9 +7,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from integrations.metrics import render_metrics
 from integrations.providers.base import Account, Activity
-from integrations.synclog import CallContext
+from integrations.providers.metrics import render_metrics
+from integrations.providers.synclog import CallContext
 
 HS_TOKEN = "hs-access-token-0123456789abcdef"
 SF_TOKEN = "00Dsf!AQ4AQFakeSessionToken0123456789"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from integrations import metrics
+from integrations.providers import metrics
 from tests.conftest import CI_MODE
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "ops" / "prometheus"

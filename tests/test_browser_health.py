@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.health import check_connection
+from integrations.health.checks import check_connection
 from integrations.models import ConnectionHealth
 from tests.conftest import Tenant, shot
 from tests.reconcile_helpers import connect_crm, sandbox_fault

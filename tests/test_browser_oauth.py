@@ -101,7 +101,7 @@ def test_connect_revoked_refresh_token_reconnect_and_disconnect(
     make_workspace: Callable[..., Tenant],
     tmp_path: Path,
 ) -> None:
-    from integrations.tokens import refresh_connection
+    from integrations.connections.tokens import refresh_connection
 
     alice = make_workspace("alice")
     url = live_server.url

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from integrations import metrics
+from integrations.providers import metrics
 from tests.provider_helpers import metric_value
 
 TOKEN = "metrics-token-0123456789abcdef"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
-from integrations import claims
+from integrations.connections import claims
 from integrations.models import CrmConnection, OAuthState, PendingInstall
 from tests.conftest import Tenant
 from tests.sandbox_helpers import answer_consent
@@ -308,7 +308,7 @@ def test_disconnect_revokes_clears_tokens_and_audits(crm: str, crm_env: Any, ali
 
 
 def test_reconnect_after_a_revoked_refresh_token_reuses_the_connection(crm_env: Any, alice: Tenant) -> None:
-    from integrations.tokens import refresh_connection
+    from integrations.connections.tokens import refresh_connection
 
     client = alice.client()
     connect(client, "hubspot")

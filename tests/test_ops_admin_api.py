@@ -14,9 +14,9 @@ from django.utils import timezone
 from conduit.models import AuditEvent, StaffToken
 from conduit.services import NotStaff, do_create_staff_token, do_revoke_staff_token
 from conduit.tenancy import system_scope
-from integrations.health import connections_to_check
+from integrations.connections.pauses import do_pause_sync, target_for
+from integrations.health.checks import connections_to_check
 from integrations.models import IntegrationSetting, WebhookEvent
-from integrations.pauses import do_pause_sync, target_for
 from reconcile.delivery import claim, deliver_write
 from reconcile.queue import reconcile_crm_writes
 from tests.conftest import Tenant

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
-from integrations.pauses import do_pause_sync, target_for
+from integrations.connections.pauses import do_pause_sync, target_for
 from reconcile.models import CrmWriteLog
 from tests.conftest import Tenant
 from tests.ops_helpers import get, make_connection, make_health, make_log, make_write, send, workspace_token

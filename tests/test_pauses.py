@@ -11,8 +11,7 @@ from django.test import Client
 
 from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
-from integrations.models import CrmConnection, SyncPause
-from integrations.pauses import (
+from integrations.connections.pauses import (
     InvalidPause,
     active_pauses,
     do_pause_sync,
@@ -20,6 +19,7 @@ from integrations.pauses import (
     pause_for,
     target_for,
 )
+from integrations.models import CrmConnection, SyncPause
 from reconcile.curation import plan_messages
 from reconcile.delivery import deliver_write
 from reconcile.models import CrmWriteLog

@@ -552,7 +552,7 @@ def test_find_write_searches_the_body_for_the_marker_token(
 def test_find_write_is_logged_as_its_own_operation_in_the_search_bucket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from integrations.ratelimit import Bucket, get_limiter
+    from integrations.providers.ratelimit import Bucket, get_limiter
 
     buckets: list[str] = []
     limiter = get_limiter()

@@ -20,8 +20,8 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
+from integrations.providers.ratelimit import get_limiter
 from integrations.providers.salesforce import soql_quote, validate_instance_url
-from integrations.ratelimit import get_limiter
 from tests.provider_helpers import MARKER, SF_TOKEN, activity, salesforce_account
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from integrations.providers.errors import RateLimited
-from integrations.ratelimit import Bucket, FileStore, RateLimiter, RedisStore, Store, get_limiter
+from integrations.providers.ratelimit import Bucket, FileStore, RateLimiter, RedisStore, Store, get_limiter
 
 
 class FakeClock:
@@ -123,7 +123,7 @@ def test_file_store_forgets_daily_usage_after_a_day(tmp_path: Path, monkeypatch:
 
 
 def test_get_limiter_uses_redis_when_configured(settings) -> None:  # type: ignore[no-untyped-def]
-    from integrations import ratelimit
+    from integrations.providers import ratelimit
 
     settings.REDIS_URL = ""
     ratelimit._limiter_for.cache_clear()

@@ -128,7 +128,7 @@ def test_page_shows_counts_last_error_and_pause(crm_env: Any, alice: Tenant) -> 
     assert deliver_write(row.pk).code == "permanent_failure"
     with system_scope():
         conn = CrmConnection.objects.get(workspace=alice.workspace)
-    from integrations.pauses import do_pause_sync, target_for
+    from integrations.connections.pauses import do_pause_sync, target_for
 
     do_pause_sync(target_for(connection=conn), reason="investigating duplicates", actor="ops")
     page = alice.client().get("/settings/integrations/").content.decode()

@@ -17,11 +17,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
+from integrations.connections.pauses import do_pause_sync, target_for
+from integrations.connections.tenant_switch import do_set_integration_enabled
 from integrations.cursors import pull
 from integrations.cursors.pull import pull_cursor, pull_sync_cursors
-from integrations.enablement import do_set_integration_enabled
 from integrations.models import CrmConnection, SyncCursor, SyncLog
-from integrations.pauses import do_pause_sync, target_for
 from integrations.providers import get_provider
 from integrations.providers.base import Account
 from integrations.providers.changes import check_object, parse_time

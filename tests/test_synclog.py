@@ -12,7 +12,7 @@ from integrations.models import SyncLog
 from integrations.providers import get_provider
 from integrations.providers.base import TokenSet
 from integrations.providers.errors import Transient
-from integrations.synclog import CallContext, clean_summary, record_sync
+from integrations.providers.synclog import CallContext, clean_summary, record_sync
 from tests.provider_helpers import HS_TOKEN, activity, hubspot_account
 
 API = settings.HUBSPOT_API_BASE_URL

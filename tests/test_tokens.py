@@ -19,11 +19,11 @@ from django.utils import timezone
 from conduit.models import AuditEvent
 from conduit.services import do_create_api_token
 from conduit.tenancy import system_scope
+from integrations.connections.tokens import NotConnected, call_with_token, refresh_connection, valid_account
 from integrations.models import CrmConnection, SyncLog
 from integrations.providers import get_provider
 from integrations.providers.base import Account
 from integrations.providers.errors import AuthRevoked, TokenExpired
-from integrations.tokens import NotConnected, call_with_token, refresh_connection, valid_account
 from tests.conftest import Tenant
 
 KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}

@@ -32,14 +32,14 @@ from django.utils import timezone
 from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
+from integrations.connections.tenant_switch import enabled_connections
+from integrations.connections.tokens import call_with_token
 from integrations.cursors.apply import apply_changes
-from integrations.enablement import enabled_connections
 from integrations.models import CrmConnection, SyncCursor
 from integrations.providers import get_provider
 from integrations.providers.base import Account
 from integrations.providers.changes import ChangedPage
 from integrations.providers.errors import ProviderError
-from integrations.tokens import call_with_token
 
 log = logging.getLogger("conduit.integrations")
 Clock = Callable[[], datetime]

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from conduit.secrets_scan import redact_text
-from integrations import metrics
+from integrations.providers import metrics
 from integrations.providers.changes import ChangedPage
 from integrations.providers.errors import (
     Permanent,
@@ -32,8 +32,8 @@ from integrations.providers.errors import (
     RateLimited,
     Transient,
 )
-from integrations.ratelimit import Bucket, get_limiter
-from integrations.synclog import NO_CONTEXT, CallContext, record_sync
+from integrations.providers.ratelimit import Bucket, get_limiter
+from integrations.providers.synclog import NO_CONTEXT, CallContext, record_sync
 
 log = logging.getLogger("conduit.integrations")
 

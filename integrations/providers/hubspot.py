@@ -42,8 +42,8 @@ from integrations.providers.errors import (
     ProviderError,
     TokenExpired,
 )
-from integrations.ratelimit import Bucket
-from integrations.synclog import NO_CONTEXT, CallContext
+from integrations.providers.ratelimit import Bucket
+from integrations.providers.synclog import NO_CONTEXT, CallContext
 
 # [verify] OAuth v1 is deprecated on 2027-02-16; /oauth/v3/token takes the same form fields.
 TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a path, not a secret

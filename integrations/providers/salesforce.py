@@ -47,8 +47,8 @@ from integrations.providers.errors import (
     RateLimited,
     TokenExpired,
 )
-from integrations.ratelimit import Bucket, get_limiter
-from integrations.synclog import NO_CONTEXT, CallContext
+from integrations.providers.ratelimit import Bucket, get_limiter
+from integrations.providers.synclog import NO_CONTEXT, CallContext
 
 # [verify] .salesforce.mil (Government Cloud) per provider-facts.md.
 INSTANCE_SUFFIXES = (".salesforce.com", ".force.com", ".cloudforce.com", ".salesforce.mil")

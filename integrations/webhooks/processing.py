@@ -19,8 +19,8 @@ from conduit.audit import record_audit
 from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.metrics import WEBHOOK_EVENTS, WEBHOOK_LATENCY
 from integrations.models import WebhookEvent
+from integrations.providers.metrics import WEBHOOK_EVENTS, WEBHOOK_LATENCY
 from integrations.webhooks.effects import connections_for, effect_of
 
 log = logging.getLogger("conduit.webhooks")

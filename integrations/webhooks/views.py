@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from conduit.logging import log_failure
-from integrations.metrics import WEBHOOK_REJECTED
+from integrations.providers.metrics import WEBHOOK_REJECTED
 from integrations.webhooks.events import MalformedDelivery, parse_delivery
 from integrations.webhooks.inbox import store_events
 from integrations.webhooks.signature import (

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from integrations import claims
+from integrations.connections import claims
 
 
 class Command(BaseCommand):

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
+from integrations.connections.pauses import active_pauses, do_pause_sync, do_resume_sync, target_for
 from integrations.models import CRM_CHOICES, CrmConnection
-from integrations.pauses import active_pauses, do_pause_sync, do_resume_sync, target_for
 
 
 class Command(BaseCommand):

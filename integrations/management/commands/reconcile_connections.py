@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
-from integrations.health import CheckResult, connections_to_check, record_errored, run_checks
+from integrations.health.checks import CheckResult, connections_to_check, record_errored, run_checks
 from integrations.models import CRM_CHOICES
 
 COLUMNS = ("connection", "workspace", "crm", "account", "was", "now", "reason", "ms")

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
+from integrations.connections.tokens import refresh_connection
 from integrations.models import CRM_CHOICES, CrmConnection
 from integrations.providers.errors import ProviderError
-from integrations.tokens import refresh_connection
 
 
 class Command(BaseCommand):

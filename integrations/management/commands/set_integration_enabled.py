@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conduit.services import workspace_by_ref
-from integrations.enablement import do_set_integration_enabled
+from integrations.connections.tenant_switch import do_set_integration_enabled
 from integrations.models import CRM_CHOICES
 
 

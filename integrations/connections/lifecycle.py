@@ -14,13 +14,13 @@ from django.utils import timezone
 
 from conduit.audit import record_audit
 from conduit.models import Workspace
-from integrations import health_state
+from integrations.connections import health_rows as health_state
+from integrations.connections.tokens import clear_grant, context_of, store_tokens
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import ExternalAccount, TokenSet
 from integrations.providers.errors import ProviderError
-from integrations.synclog import NO_CONTEXT
-from integrations.tokens import clear_grant, context_of, store_tokens
+from integrations.providers.synclog import NO_CONTEXT
 
 log = logging.getLogger("conduit.integrations")
 Actor = AbstractBaseUser | str | None

@@ -13,9 +13,9 @@ from django.db.models import Count, Q, QuerySet
 
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
-from integrations.enablement import disabled_pairs
+from integrations.connections.pauses import ActivePauses, active_pauses
+from integrations.connections.tenant_switch import disabled_pairs
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, SyncLog, WebhookEvent
-from integrations.pauses import ActivePauses, active_pauses
 
 PROVIDERS = [name for name, _ in CRM_CHOICES]
 

@@ -18,12 +18,12 @@ from django.utils import timezone
 from conduit.audit import record_audit
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations import health_state
+from integrations.connections import health_rows as health_state
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import Account, TokenSet
 from integrations.providers.errors import AuthRevoked, TokenExpired
-from integrations.synclog import CallContext
+from integrations.providers.synclog import CallContext
 
 log = logging.getLogger("conduit.integrations")
 T = TypeVar("T")

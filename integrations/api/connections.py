@@ -19,12 +19,7 @@ from conduit.api_errors import ApiError
 from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
-from integrations import claims
-from integrations.connections import do_disconnect, live_connection
-from integrations.models import CRM_CHOICES, CrmConnection
-from integrations.pauses import PauseTarget, do_pause_sync, do_resume_sync, target_for
-from integrations.providers.errors import ProviderError
-from integrations.serializers import (
+from integrations.api.serializers import (
     ClaimRequestSerializer,
     ClaimResultSerializer,
     ConnectionSerializer,
@@ -33,7 +28,12 @@ from integrations.serializers import (
     PauseQuerySerializer,
     PauseResultSerializer,
 )
-from integrations.tokens import refresh_connection
+from integrations.connections import claims
+from integrations.connections.lifecycle import do_disconnect, live_connection
+from integrations.connections.pauses import PauseTarget, do_pause_sync, do_resume_sync, target_for
+from integrations.connections.tokens import refresh_connection
+from integrations.models import CRM_CHOICES, CrmConnection
+from integrations.providers.errors import ProviderError
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
 PROVIDER = OpenApiParameter("provider", str, OpenApiParameter.PATH, enum=[name for name, _ in CRM_CHOICES])

@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError
 from conduit.tenancy import system_scope, workspace_of
-from integrations.api import check_provider, require_admin, valid
-from integrations.models import CrmConnection, SyncLog
-from integrations.serializers import (
+from integrations.api.connections import check_provider, require_admin, valid
+from integrations.api.reads import PROVIDERS, SyncLogFilter, integration_status, sync_logs
+from integrations.api.serializers import (
     ErrorSerializer,
     FailureQuerySerializer,
     FailureSummarySerializer,
@@ -31,7 +31,7 @@ from integrations.serializers import (
     SyncLogQuerySerializer,
     SyncLogSerializer,
 )
-from integrations.status import PROVIDERS, SyncLogFilter, integration_status, sync_logs
+from integrations.models import CrmConnection, SyncLog
 from reconcile.failures import do_retry_failed, failure_summary
 from reconcile.services import WriteCounts, counts_for
 

@@ -34,9 +34,10 @@ from conduit.audit import actor_label
 from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations import health_state
-from integrations.enablement import enabled_connections
-from integrations.health_state import Status, Verdict
+from integrations.connections import health_rows as health_state
+from integrations.connections.health_rows import Status, Verdict
+from integrations.connections.tenant_switch import enabled_connections
+from integrations.connections.tokens import NotConnected, call_with_token, locked_connection, mark_revoked
 from integrations.models import ConnectionHealth, CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import HealthResult, Provider, last_call_ms
@@ -47,9 +48,8 @@ from integrations.providers.errors import (
     ProviderError,
     RateLimited,
 )
-from integrations.ratelimit import get_limiter
+from integrations.providers.ratelimit import get_limiter
 from integrations.tasks import check_connections
-from integrations.tokens import NotConnected, call_with_token, locked_connection, mark_revoked
 
 log = logging.getLogger("conduit.integrations")
 ACTOR = "system:reconcile_connections"

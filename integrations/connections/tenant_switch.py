@@ -4,7 +4,7 @@ Runbook 001 §1 turns a tenant's integration off while it causes cascading failu
 `PATCH /api/v1/admin/tenants/{tenant_id}/integrations/{provider} {"enabled": false}`. While it is
 off, that workspace's writes to that CRM stay queued (no attempt is counted), its connection is
 not health-checked and its sync cursors are not pulled. Turning it on resumes all three.
-This differs from a pause (integrations/pauses.py), which operators use as a kill switch; the
+This differs from a pause (integrations/connections/pauses.py), which operators use as a kill switch; the
 sync-status API shows the two as sync_enabled and kill_switch."""
 
 from __future__ import annotations

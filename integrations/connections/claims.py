@@ -20,10 +20,10 @@ from conduit.audit import record_audit
 from conduit.models import Membership, Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.connections import apply_grant, do_disconnect, live_connection, revoke_quietly
+from integrations.connections.lifecycle import apply_grant, do_disconnect, live_connection, revoke_quietly
+from integrations.connections.tokens import clear_grant
 from integrations.models import CrmConnection, OAuthState, PendingInstall
 from integrations.providers.base import ExternalAccount, TokenSet
-from integrations.tokens import clear_grant
 
 log = logging.getLogger("conduit.integrations")
 EXPIRE_BATCH = 100

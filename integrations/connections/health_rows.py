@@ -1,6 +1,6 @@
 """connection_health rows: the latest verdict per workspace + CRM, each change audited.
 
-Everything that decides a verdict writes it here: the hourly check (integrations/health.py),
+Everything that decides a verdict writes it here: the hourly check (integrations/health/checks.py),
 a connect or reconnect (the identify call just succeeded: ok), a revoked grant or a refused
 scope (error). Callers hold a transaction; the row is locked while it changes.
 """
@@ -16,8 +16,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 
 from conduit.audit import record_audit
-from integrations import metrics
 from integrations.models import ConnectionHealth, CrmConnection
+from integrations.providers import metrics
 
 Status = ConnectionHealth.Status
 

@@ -23,13 +23,18 @@ from conduit.models import Workspace
 from conduit.paths import safe_relative_path
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations import claims
-from integrations.connections import do_connect, do_record_missing_scopes, live_connection, revoke_quietly
+from integrations.connections import claims
+from integrations.connections.lifecycle import (
+    do_connect,
+    do_record_missing_scopes,
+    live_connection,
+    revoke_quietly,
+)
 from integrations.models import CRM_CHOICES, CrmConnection, OAuthState, PendingInstall
 from integrations.providers import PROVIDERS, get_provider
 from integrations.providers.base import ExternalAccount, TokenSet
 from integrations.providers.errors import InvalidInstanceUrl, Permanent, ProviderError, Transient
-from integrations.synclog import CallContext
+from integrations.providers.synclog import CallContext
 
 STATE_BYTES = 32
 ENVIRONMENTS = {"hubspot": ("login",), "salesforce": ("login", "test")}

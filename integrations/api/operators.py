@@ -23,11 +23,9 @@ from conduit.health import broker_queue_length
 from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
 from conduit.tenancy import system_scope
-from integrations.api import PROVIDER_QUERY, check_provider, valid
-from integrations.api_status import ERRORS, PROVIDER_PATH, STATUS_QUERY, Pages
-from integrations.enablement import do_set_integration_enabled
-from integrations.models import SyncCursor, SyncLog, WebhookEvent
-from integrations.serializers import (
+from integrations.api.connections import PROVIDER_QUERY, check_provider, valid
+from integrations.api.reads import SyncLogFilter, health_matrix, sync_logs, sync_status
+from integrations.api.serializers import (
     ErrorSerializer,
     HealthMatrixSerializer,
     IntegrationSwitchResultSerializer,
@@ -42,7 +40,9 @@ from integrations.serializers import (
     SyncStatusQuerySerializer,
     SyncStatusSerializer,
 )
-from integrations.status import SyncLogFilter, health_matrix, sync_logs, sync_status
+from integrations.api.status import ERRORS, PROVIDER_PATH, STATUS_QUERY, Pages
+from integrations.connections.tenant_switch import do_set_integration_enabled
+from integrations.models import SyncCursor, SyncLog, WebhookEvent
 from reconcile.queue import queue_stats
 
 

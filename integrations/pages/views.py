@@ -19,11 +19,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
 from conduit.views import signed_in_user, workspace_required
-from integrations import claims, oauth
-from integrations.connections import do_disconnect, live_connection
-from integrations.health import do_check_now
+from integrations.connections import claims, oauth
+from integrations.connections.lifecycle import do_disconnect, live_connection
+from integrations.connections.pauses import pause_for
+from integrations.health.checks import do_check_now
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
-from integrations.pauses import pause_for
 from integrations.providers import get_provider
 from reconcile.services import counts_for, do_enable_dry_run, do_go_live, preview_writes
 
