@@ -9,6 +9,9 @@ from integrations.api import operators as api_admin
 from integrations.api import status as api_status
 from integrations.pages import views as integration_views
 from integrations.providers.metrics import metrics_view
+from reconcile import api as reconcile_api
+from reconcile import views as reconcile_views
+from retention import views as retention_views
 
 assert api_schema  # registers the token schemes with the schema generator
 
@@ -37,10 +40,10 @@ urlpatterns = [
         name="integrations-disconnect",
     ),
     path("settings/integrations/<str:crm>/check/", integration_views.check_now, name="integrations-check"),
-    path("settings/integrations/<str:crm>/go-live/", integration_views.go_live, name="integrations-go-live"),
+    path("settings/integrations/<str:crm>/go-live/", reconcile_views.go_live, name="integrations-go-live"),
     path(
         "settings/integrations/<str:crm>/dry-run/",
-        integration_views.back_to_dry_run,
+        reconcile_views.back_to_dry_run,
         name="integrations-dry-run",
     ),
     path("integrations/install/<str:crm>/", integration_views.install, name="integrations-install"),
@@ -49,7 +52,7 @@ urlpatterns = [
         "integrations/oauth/confirm/<int:state_id>/", integration_views.confirm_replace, name="oauth-confirm"
     ),
     path("claim-install", integration_views.claim_install, name="claim-install"),
-    path("settings/retention/", views.retention_page, name="retention"),
+    path("settings/retention/", retention_views.retention_page, name="retention"),
     path("messages/", views.message_list, name="message-list"),
     path("messages/<int:pk>/", views.message_detail, name="message-detail"),
     path("attachments/<int:pk>/", views.attachment_download, name="attachment-download"),
@@ -88,12 +91,12 @@ urlpatterns = [
     ),
     path(
         "api/v1/integrations/<str:provider>/failures",
-        api_status.FailuresView.as_view(),
+        reconcile_api.FailuresView.as_view(),
         name="api-integration-failures",
     ),
     path(
         "api/v1/integrations/<str:provider>/retry-failed",
-        api_status.RetryFailedView.as_view(),
+        reconcile_api.RetryFailedView.as_view(),
         name="api-integration-retry-failed",
     ),
     path(

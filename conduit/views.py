@@ -14,7 +14,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST
 
 from conduit import services
 from conduit.crypto import decrypt, encrypt
@@ -22,9 +22,6 @@ from conduit.forms import ApiTokenForm, SignUpForm
 from conduit.models import ApiToken, Attachment, Membership, Message, StaffToken
 from conduit.paths import safe_relative_path
 from conduit.tenancy import SESSION_WORKSPACE_KEY, workspace_of
-from retention.cards import policy_card
-from retention.forms import RetentionPolicyForm
-from retention.policy import PolicyInvalid, do_update_policy, policy_for
 
 
 def workspace_required(view: Any) -> Any:
@@ -176,36 +173,6 @@ def switch_workspace(request: HttpRequest) -> HttpResponse:
         request.session[SESSION_WORKSPACE_KEY] = match[0].workspace_id
         messages.success(request, f"Switched to {match[0].workspace.name}.")
     return redirect("settings-home")
-
-
-@require_http_methods(["GET", "POST"])
-@workspace_required
-def retention_page(request: HttpRequest) -> HttpResponse:
-    """The retention settings card: owners and admins edit the policy, members read it."""
-    workspace = workspace_of(request)
-    membership: Membership | None = getattr(request, "membership", None)
-    can_admin = membership is not None and membership.administers
-    policy = policy_for(workspace)
-    if request.method == "POST":
-        if not can_admin:
-            raise Http404("only workspace owners and admins can change the retention policy")
-        form = RetentionPolicyForm(request.POST)
-        if form.is_valid():
-            try:
-                update = do_update_policy(workspace, form.cleaned_data, actor=signed_in_user(request))
-            except PolicyInvalid as exc:
-                for field, message in exc.errors.items():
-                    form.add_error(field, message)
-            else:
-                messages.success(request, "Retention policy saved." if update.changed else "Nothing changed.")
-                return redirect("retention")
-    else:
-        saved = {f: getattr(policy, f) for f in ("message_days", "attachment_days", "sync_log_days")}
-        form = RetentionPolicyForm(
-            initial={"purge_enabled": policy.purge_enabled, **(saved if policy.pk else {})}
-        )
-    context = {"form": form, "can_admin": can_admin, "card": policy_card(workspace, policy)}
-    return render(request, "conduit/retention.html", context, status=400 if form.errors else 200)
 
 
 @workspace_required

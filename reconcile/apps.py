@@ -6,7 +6,12 @@ class ReconcileConfig(AppConfig):
     name = "reconcile"
 
     def ready(self) -> None:
+        # Wiring at start (the models are loaded only now): reconcile listens to the core's
+        # ingest signal and serves integrations as its write ledger.
         from conduit.signals import messages_stored
+        from integrations import ledger
+        from reconcile.ledger import ReconcileLedger
         from reconcile.planning import on_messages_stored
 
         messages_stored.connect(on_messages_stored, dispatch_uid="reconcile.plan_on_ingest")
+        ledger.register(ReconcileLedger())

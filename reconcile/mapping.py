@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast
@@ -12,11 +13,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.connections.tokens import call_with_token
+from integrations.connections.tokens import NotConnected, call_with_token
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import Account
-from reconcile.models import DealMapping
+from integrations.providers.errors import ProviderError
+from reconcile.models import CrmWriteLog, DealMapping
+
+log = logging.getLogger("conduit.reconcile")
 
 
 def is_fresh(mapping: DealMapping, now: datetime) -> bool:
@@ -135,3 +139,31 @@ def store(conn: CrmConnection, email: str, contact_id: str, deal_id: str, *, now
                 "refreshed_at": now,
             },
         )
+
+
+def resolve_targets(write_ids: list[int]) -> int:
+    """Look up (reads only) the contacts of dry-run writes; returns how many were resolved.
+    A lookup that fails leaves the write showing its email until the next lookup."""
+    with system_scope():
+        rows = list(
+            CrmWriteLog.objects.select_related("connection").filter(
+                pk__in=write_ids, status=CrmWriteLog.Status.DRY_RUN
+            )
+        )
+    resolved = 0
+    for row in rows:
+        if row.connection.status != CrmConnection.Status.CONNECTED:
+            continue
+        try:
+            resolve(row.connection, row.target)
+        except (ProviderError, NotConnected) as exc:
+            log.info(
+                "contact lookup for a dry-run write failed",
+                extra={
+                    "category": "reconcile",
+                    "error_code": exc.code if isinstance(exc, ProviderError) else exc.error_code,
+                },
+            )
+            continue
+        resolved += 1
+    return resolved

@@ -15,19 +15,13 @@ from django.db import transaction
 from conduit.logging import log_failure
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
-from integrations.connections.tokens import NotConnected
-from integrations.models import CrmConnection
-from integrations.providers.errors import ProviderError
 from reconcile.curation import PlanResult, plan_messages
-from reconcile.mapping import resolve
-from reconcile.models import CrmWriteLog
+from reconcile.dispatch import deliver_crm_write, resolve_dry_run_targets
 
 log = logging.getLogger("conduit.reconcile")
 
 
 def dispatch_planned(result: PlanResult) -> None:
-    from reconcile.tasks import deliver_crm_write, resolve_dry_run_targets
-
     for write_id in result.planned_ids:
         deliver_crm_write.delay(write_id)
     if result.dry_run_ids:
@@ -54,31 +48,3 @@ def plan_and_dispatch(workspace_id: int, message_ids: list[int]) -> None:
 
 def on_messages_stored(sender: Any, *, workspace_id: int, message_ids: list[int], **kwargs: Any) -> None:
     transaction.on_commit(lambda: plan_and_dispatch(workspace_id, message_ids))
-
-
-def resolve_targets(write_ids: list[int]) -> int:
-    """Look up (reads only) the contacts of dry-run writes; returns how many were resolved.
-    A lookup that fails leaves the write showing its email until the next lookup."""
-    with system_scope():
-        rows = list(
-            CrmWriteLog.objects.select_related("connection").filter(
-                pk__in=write_ids, status=CrmWriteLog.Status.DRY_RUN
-            )
-        )
-    resolved = 0
-    for row in rows:
-        if row.connection.status != CrmConnection.Status.CONNECTED:
-            continue
-        try:
-            resolve(row.connection, row.target)
-        except (ProviderError, NotConnected) as exc:
-            log.info(
-                "contact lookup for a dry-run write failed",
-                extra={
-                    "category": "reconcile",
-                    "error_code": exc.code if isinstance(exc, ProviderError) else exc.error_code,
-                },
-            )
-            continue
-        resolved += 1
-    return resolved

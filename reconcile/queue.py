@@ -21,6 +21,7 @@ from conduit.tenancy import system_scope
 from integrations.connections.pauses import ActivePauses, active_pauses
 from integrations.connections.tenant_switch import DISABLED_SQL
 from reconcile.delivery import new_lease_token
+from reconcile.dispatch import deliver_crm_write
 
 log = logging.getLogger("conduit.reconcile")
 Dispatch = Callable[[int, str], Any]
@@ -158,8 +159,6 @@ class ReconcileResult:
 
 
 def enqueue_delivery(write_id: int, lease_token: str) -> None:
-    from reconcile.tasks import deliver_crm_write
-
     deliver_crm_write.delay(write_id, lease_token)
 
 

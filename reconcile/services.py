@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.utils import timezone
 from conduit.audit import record_audit
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
+from integrations.ledger import WriteCounts
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from reconcile.delivery import activity_for
@@ -153,18 +153,6 @@ def do_skip_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str =
         )
         _audit_each("crm_write_skipped", rows, actor, reason=reason)
     return len(rows)
-
-
-@dataclass(frozen=True)
-class WriteCounts:
-    dry_run: int = 0
-    planned: int = 0
-    failed: int = 0
-    permanent: int = 0
-    succeeded: int = 0
-    skipped: int = 0
-    last_error: str = ""
-    last_error_at: Any = None
 
 
 def counts_for(conn: CrmConnection) -> WriteCounts:

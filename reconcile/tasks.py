@@ -1,27 +1,16 @@
-"""Thin Celery tasks of the reconcile app; each calls one service (the commands call the same)."""
+"""The Celery tasks of reconcile, found here by Celery's autodiscovery: the ten-minute sweep, and
+the delivery tasks of dispatch.py (imported so that they register). Each task calls one
+service; the management commands call the same ones."""
 
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
-from reconcile import delivery, planning, queue
+from reconcile import dispatch, queue
 
-
-@shared_task(name="reconcile.deliver_crm_write", acks_late=True)
-def deliver_crm_write(write_id: int, lease_token: str = "") -> str:
-    outcome = delivery.deliver_write(write_id, lease_token)
-    if outcome.retry_in is not None and outcome.retry_in <= settings.CONDUIT_WRITE_REQUEUE_MAX_SECONDS:
-        # short waits come back by themselves; longer ones wait in next_retry_at for reconcile
-        deliver_crm_write.apply_async((write_id,), countdown=outcome.retry_in + 1)
-    return outcome.code
+DELIVERY_TASKS = (dispatch.deliver_crm_write, dispatch.resolve_dry_run_targets)
 
 
 @shared_task(name="reconcile.reconcile_crm_writes", acks_late=True)
 def reconcile_crm_writes() -> int:
     return queue.reconcile_crm_writes().claimed
-
-
-@shared_task(name="reconcile.resolve_dry_run_targets", acks_late=True)
-def resolve_dry_run_targets(write_ids: list[int]) -> int:
-    return planning.resolve_targets(write_ids)

@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
-from integrations import tasks
 from integrations.connections import health_rows as health_state
 from integrations.health import checks as health
+from integrations.health import tasks
 from integrations.health.checks import check_connection, do_check_now, run_checks, wave_plan
 from integrations.models import ConnectionHealth, CrmConnection, SyncLog
 from integrations.providers import get_provider

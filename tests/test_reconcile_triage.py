@@ -17,12 +17,11 @@ from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
 from integrations.models import CrmConnection
 from integrations.providers.errors import MissingScope, Transient
-from reconcile import tasks
+from reconcile import dispatch, tasks
 from reconcile.curation import plan_messages
 from reconcile.delivery import claim, deliver_write
-from reconcile.mapping import resolve
+from reconcile.mapping import resolve, resolve_targets
 from reconcile.models import CrmWriteLog, DealMapping
-from reconcile.planning import resolve_targets
 from reconcile.queue import reconcile_crm_writes
 from reconcile.services import CannotGoLive, do_go_live, do_retry_writes, do_skip_writes
 from tests.conftest import Tenant
@@ -190,7 +189,7 @@ def test_reconcile_command_hands_claims_to_celery(
 ) -> None:
     planned(alice, crm_env)
     sent: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(tasks.deliver_crm_write, "delay", lambda *a: sent.append(a))
+    monkeypatch.setattr(dispatch.deliver_crm_write, "delay", lambda *a: sent.append(a))
     call_command("reconcile_crm_writes", stdout=StringIO())
     [(write_id, token)] = sent
     assert deliver_write(write_id, token).code == "succeeded"
@@ -202,7 +201,7 @@ def test_plan_command_replans_since_a_time(
 ) -> None:
     connect_crm(alice, "hubspot", live=False)
     store_message(alice.workspace, "late@x")
-    monkeypatch.setattr(tasks.resolve_dry_run_targets, "delay", lambda ids: resolve_targets(ids))
+    monkeypatch.setattr(dispatch.resolve_dry_run_targets, "delay", lambda ids: resolve_targets(ids))
     out = StringIO()
     call_command("plan_crm_writes", "--workspace", "alice", "--since", "24h", stdout=out)
     assert "planned 0 live and 1 dry-run write(s)" in out.getvalue()
@@ -223,12 +222,12 @@ def test_deliver_task_requeues_short_waits_only(
     [row] = planned(alice, crm_env)
     requeued: list[Any] = []
     monkeypatch.setattr(
-        tasks.deliver_crm_write, "apply_async", lambda args, countdown: requeued.append((args, countdown))
+        dispatch.deliver_crm_write, "apply_async", lambda args, countdown: requeued.append((args, countdown))
     )
     sandbox_fault(
         crm_env["hubspot"], kind="rate_limit", count=1, retry_after=5, path_contains="/objects/notes"
     )
-    assert tasks.deliver_crm_write(row.pk) == "rate_limited"
+    assert dispatch.deliver_crm_write(row.pk) == "rate_limited"
     assert requeued == [((row.pk,), pytest.approx(6, abs=0.5))]
     settings.CONDUIT_WRITE_REQUEUE_MAX_SECONDS = 2
     with system_scope():
@@ -236,7 +235,7 @@ def test_deliver_task_requeues_short_waits_only(
     sandbox_fault(
         crm_env["hubspot"], kind="rate_limit", count=1, retry_after=30, path_contains="/objects/notes"
     )
-    assert tasks.deliver_crm_write(row.pk) == "rate_limited"
+    assert dispatch.deliver_crm_write(row.pk) == "rate_limited"
     assert len(requeued) == 1  # a long wait is left to reconcile
 
 

@@ -42,8 +42,9 @@ from integrations.api.serializers import (
 )
 from integrations.api.status import ERRORS, PROVIDER_PATH, STATUS_QUERY, Pages
 from integrations.connections.tenant_switch import do_set_integration_enabled
+from integrations.ledger import ledger
 from integrations.models import SyncCursor, SyncLog, WebhookEvent
-from reconcile.queue import queue_stats
+from integrations.webhooks.processing import WebhookEventNotFound, do_replay_webhooks
 
 
 class OperatorView(APIView):
@@ -193,7 +194,7 @@ class QueueMetricsView(OperatorView):
         return Response(
             {
                 "measured_at": now,
-                "writes": queue_stats(now=now),
+                "writes": ledger().queue_stats(now=now),
                 "webhooks": webhook_backlog(now),
                 "broker": broker_queue_length(),
             }
@@ -214,8 +215,6 @@ class ReplayWebhookView(OperatorView):
         responses={200: ReplayResultSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        from integrations.webhooks.processing import WebhookEventNotFound, do_replay_webhooks
-
         body = request.data if isinstance(request.data, dict) else {}
         params = valid(ReplayQuerySerializer, {**request.query_params.dict(), **body})
         provider = check_provider(params["provider"])

@@ -100,53 +100,6 @@ class SyncLogQuerySerializer(serializers.Serializer):
         return upper
 
 
-class FailureGroupSerializer(serializers.Serializer):
-    error_code = serializers.CharField()
-    count = serializers.IntegerField()
-    first_seen = serializers.DateTimeField()
-    last_seen = serializers.DateTimeField()
-    sample_message = serializers.CharField(allow_blank=True)
-
-
-class WriteFailureGroupSerializer(FailureGroupSerializer):
-    permanent_failures = serializers.IntegerField()
-
-
-class FailureSummarySerializer(serializers.Serializer):
-    provider = serializers.CharField()
-    failed = serializers.IntegerField(help_text="failed writes, retrying or permanent")
-    permanent_failures = serializers.IntegerField()
-    by_error_code = WriteFailureGroupSerializer(many=True)
-    provider_calls_since = serializers.DateTimeField()
-    provider_call_failures = FailureGroupSerializer(many=True)
-
-
-class FailureQuerySerializer(serializers.Serializer):
-    hours = serializers.IntegerField(
-        required=False, min_value=1, max_value=720, default=24, help_text="window of failed provider calls"
-    )
-
-
-class RetryFailedSerializer(serializers.Serializer):
-    error_code = serializers.ListField(
-        child=serializers.CharField(max_length=100),
-        required=False,
-        help_text="only writes whose last error is one of these codes (default: every failed write)",
-    )
-
-    def to_internal_value(self, data: Any) -> Any:
-        # one code may come as a plain string: {"error_code": "validation_failed"}
-        if isinstance(data, dict) and isinstance(data.get("error_code"), str):
-            data = {**data, "error_code": [data["error_code"]]}
-        return super().to_internal_value(data)
-
-
-class RetryFailedResultSerializer(serializers.Serializer):
-    provider = serializers.CharField()
-    requeued = serializers.IntegerField()
-    error_codes = serializers.ListField(child=serializers.CharField())
-
-
 class IntegrationSwitchSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500)

@@ -1,14 +1,12 @@
-"""Customer endpoints of the operations API (runbook 001): integration status, sync logs, the
-failure summary and retry-failed. A workspace API token or a signed-in member acts for its own
-workspace only; another workspace's rows answer 404."""
+"""Customer endpoints of the operations API (runbook 001): integration status and sync logs
+(the failure summary and retry-failed are reconcile's: reconcile/api.py). A workspace API token
+or a signed-in member acts for its own workspace only; another workspace's rows answer 404."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.pagination import LimitOffsetPagination
@@ -18,22 +16,17 @@ from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError
 from conduit.tenancy import system_scope, workspace_of
-from integrations.api.connections import check_provider, require_admin, valid
+from integrations.api.connections import check_provider, valid
 from integrations.api.reads import PROVIDERS, SyncLogFilter, integration_status, sync_logs
 from integrations.api.serializers import (
     ErrorSerializer,
-    FailureQuerySerializer,
-    FailureSummarySerializer,
     IntegrationStatusListSerializer,
     IntegrationStatusSerializer,
-    RetryFailedResultSerializer,
-    RetryFailedSerializer,
     SyncLogQuerySerializer,
     SyncLogSerializer,
 )
+from integrations.ledger import WriteCounts, ledger
 from integrations.models import CrmConnection, SyncLog
-from reconcile.failures import do_retry_failed, failure_summary
-from reconcile.services import WriteCounts, counts_for
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404)}
 PROVIDER_PATH = OpenApiParameter("provider", str, OpenApiParameter.PATH, enum=PROVIDERS)
@@ -81,7 +74,7 @@ def status_with_writes(request: Request, provider: str) -> dict[str, Any]:
     counts = WriteCounts()
     if status["connection_id"] is not None:
         with system_scope():
-            counts = counts_for(CrmConnection(pk=status["connection_id"]))
+            counts = ledger().counts(CrmConnection(pk=status["connection_id"]))
     status["writes"] = {
         key: getattr(counts, key)
         for key in ("dry_run", "planned", "failed", "permanent", "succeeded", "skipped")
@@ -158,52 +151,3 @@ class SyncLogDetailView(generics.RetrieveAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         with system_scope():
             return super().get(request, *args, **kwargs)
-
-
-class FailuresView(APIView):
-    """GET /api/v1/integrations/{provider}/failures?hours=24: failed writes grouped by error code."""
-
-    @extend_schema(
-        operation_id="integration_failures",
-        parameters=[PROVIDER_PATH, FailureQuerySerializer],
-        responses={200: FailureSummarySerializer, **ERRORS},
-    )
-    def get(self, request: Request, provider: str) -> Response:
-        provider = check_provider(provider)
-        hours = valid(FailureQuerySerializer, request.query_params)["hours"]
-        since = timezone.now() - timedelta(hours=hours)
-        summary = failure_summary(workspace_of(request._request), provider, calls_since=since)
-        return Response(
-            {
-                "provider": provider,
-                "failed": summary.failed,
-                "permanent_failures": summary.permanent_failures,
-                "by_error_code": summary.writes,
-                "provider_calls_since": since,
-                "provider_call_failures": summary.provider_calls,
-            }
-        )
-
-
-class RetryFailedView(APIView):
-    """POST /api/v1/integrations/{provider}/retry-failed {"error_code": [...]}: requeue failed and
-    permanently failed writes now (owners, admins and workspace tokens)."""
-
-    @extend_schema(
-        operation_id="integration_retry_failed",
-        parameters=[PROVIDER_PATH],
-        request=RetryFailedSerializer,
-        responses={200: RetryFailedResultSerializer, **ERRORS},
-    )
-    def post(self, request: Request, provider: str) -> Response:
-        actor = require_admin(request)
-        provider = check_provider(provider)
-        body = request.data if isinstance(request.data, dict) else {}
-        codes = valid(RetryFailedSerializer, {**request.query_params.dict(), **body}).get("error_code") or []
-        requeued = do_retry_failed(
-            workspace_of(request._request),
-            provider,
-            error_codes=codes,
-            actor=actor,
-        )
-        return Response({"provider": provider, "requeued": requeued, "error_codes": codes})

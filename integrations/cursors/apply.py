@@ -1,11 +1,11 @@
 """What a pulled change does to Conduit: cached contact -> deal lookups that name a changed
-record are looked up again before their next write (reconcile/mapping.py)."""
+record are looked up again before their next write (through integrations.ledger)."""
 
 from __future__ import annotations
 
+from integrations.ledger import ledger
 from integrations.models import CrmConnection
 from integrations.providers.changes import Changed
-from reconcile import mapping
 
 
 def apply_changes(conn: CrmConnection, object: str, records: list[Changed]) -> int:
@@ -16,7 +16,9 @@ def apply_changes(conn: CrmConnection, object: str, records: list[Changed]) -> i
     if not records:
         return 0
     if object == "contact":
-        return mapping.expire(conn, contact_ids=[r.id for r in records], emails=[r.email for r in records])
-    return mapping.expire(conn, deal_ids=[r.id for r in records]) + mapping.expire_empty(
-        conn, field="deal_id"
+        return ledger().records_changed(
+            conn, contact_ids=[r.id for r in records], emails=[r.email for r in records]
+        )
+    return ledger().records_changed(conn, deal_ids=[r.id for r in records]) + ledger().records_created(
+        conn, object="deal"
     )

@@ -49,7 +49,6 @@ from integrations.providers.errors import (
     RateLimited,
 )
 from integrations.providers.ratelimit import get_limiter
-from integrations.tasks import check_connections
 
 log = logging.getLogger("conduit.integrations")
 ACTOR = "system:reconcile_connections"
@@ -288,14 +287,18 @@ def wave_plan(ids: list[int], *, waves: int, spread: int) -> list[tuple[list[int
     return plan
 
 
-def schedule_checks(*, workspace_id: int | None = None, crm: str | None = None) -> int:
-    """The hourly entry point: queue today's waves; returns how many connections are queued."""
+QueueWave = Callable[[list[int], float], object]
+
+
+def schedule_checks(queue_wave: QueueWave, *, workspace_id: int | None = None, crm: str | None = None) -> int:
+    """The hourly entry point: hand today's waves to `queue_wave(ids, countdown)` (the task
+    module passes its Celery task); returns how many connections are queued."""
     record_errored(workspace_id=workspace_id, crm=crm)
     ids = connections_to_check(workspace_id=workspace_id, crm=crm)
     for members, countdown in wave_plan(
         ids, waves=settings.CONDUIT_HEALTH_WAVES, spread=settings.CONDUIT_HEALTH_SPREAD_SECONDS
     ):
-        check_connections.apply_async(args=(members,), countdown=countdown)
+        queue_wave(members, countdown)
     log.info("queued %s connection checks", len(ids), extra={"category": "health"})
     return len(ids)
 

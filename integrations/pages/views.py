@@ -23,9 +23,9 @@ from integrations.connections import claims, oauth
 from integrations.connections.lifecycle import do_disconnect, live_connection
 from integrations.connections.pauses import pause_for
 from integrations.health.checks import do_check_now
+from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
 from integrations.providers import get_provider
-from reconcile.services import counts_for, do_enable_dry_run, do_go_live, preview_writes
 
 log = logging.getLogger("conduit.integrations")
 GUIDANCE = {
@@ -153,8 +153,8 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
             card["health"] = health_for(health.get(conn.crm), card["label"])
             if card["health"] and card["health"]["words"] == card["guidance"]:
                 card["health"]["words"] = ""  # said once, in the card's alert
-            card["writes"] = counts_for(conn)
-            card["previews"] = preview_writes(conn) if conn.dry_run else []
+            card["writes"] = ledger().counts(conn)
+            card["previews"] = ledger().previews(conn) if conn.dry_run else []
             pause = pause_for(conn)
             card["paused"] = pause.reason if pause else ""
             card["switched_off"] = switched_off.get(conn.crm)
@@ -163,48 +163,6 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
         "integrations/integrations.html",
         {"cards": cards, "can_admin": is_admin(request), "forced_dry_run": settings.CONDUIT_FORCE_DRY_RUN},
     )
-
-
-@require_POST
-@workspace_required
-def go_live(request: HttpRequest, crm: str) -> HttpResponse:
-    """Dry run -> live, by a workspace admin; the form says whether to send what was planned."""
-    check_crm(crm)
-    require_admin(request)
-    send = request.POST.get("send_planned")
-    if send not in ("yes", "no"):
-        messages.error(request, "Choose whether to send the writes planned during dry run.")
-        return redirect("integrations")
-    with system_scope():
-        conn = live_connection(workspace_of(request), crm)
-    if conn is None:
-        messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
-        return redirect("integrations")
-    try:
-        moved = do_go_live(conn, send_planned=send == "yes", actor=signed_in_user(request))
-    except ConduitError as exc:
-        messages.error(request, exc.user_message)
-        return redirect("integrations")
-    what = f"{moved} planned write(s) will be sent" if send == "yes" else f"{moved} planned write(s) skipped"
-    messages.success(request, f"{oauth.crm_label(crm)} is live: Conduit now writes to it. {what}.")
-    return redirect("integrations")
-
-
-@require_POST
-@workspace_required
-def back_to_dry_run(request: HttpRequest, crm: str) -> HttpResponse:
-    check_crm(crm)
-    require_admin(request)
-    with system_scope():
-        conn = live_connection(workspace_of(request), crm)
-    if conn is None:
-        messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
-        return redirect("integrations")
-    held = do_enable_dry_run(conn, actor=signed_in_user(request))
-    messages.success(
-        request, f"{oauth.crm_label(crm)} is back in dry run: nothing is sent; {held} queued write(s) held."
-    )
-    return redirect("integrations")
 
 
 @require_POST

@@ -1,4 +1,9 @@
-"""The provider registry: one module per provider, registered by name here and nowhere else."""
+"""Providers: one module per provider on one base (base.py, the only HTTP seam), registered by
+name here and nowhere else; the closed set of errors (errors.py); and the transport every call
+goes through: the shared rate limiter (ratelimit.py), the crm_sync_logs writer (synclog.py) and
+the Prometheus metrics with the /metrics view (metrics.py). The lowest room: uses only
+integrations.models and the core.
+"""
 
 from __future__ import annotations
 

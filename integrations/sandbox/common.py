@@ -145,7 +145,9 @@ class SandboxApp:
     client_setting = ""  # the settings name of the expected client_id
     decision_path = ""
     deny_description = ""
-    sends_webhooks = False  # POST /_sandbox/webhooks (integrations/sandbox/webhooks.py)
+    # POST /_sandbox/webhooks: a provider that sends signed webhooks sets its sender here
+    # (HubSpot: integrations/sandbox/webhooks.py); the base knows no provider's signing.
+    webhook_sender: Callable[[Request, Callable[[], float]], Reply] | None = None
 
     def __init__(self, state: SandboxState) -> None:
         self.state = state
@@ -155,10 +157,8 @@ class SandboxApp:
         if req.path == "/" and req.method == "GET":
             with state.lock:
                 return html_reply(200, pages.index_page(self.title, *self.index_sections()))
-        if self.sends_webhooks and (req.method, req.path.rstrip("/")) == ("POST", "/_sandbox/webhooks"):
-            from integrations.sandbox import webhooks
-
-            return webhooks.send(req, state.clock)
+        if self.webhook_sender and (req.method, req.path.rstrip("/")) == ("POST", "/_sandbox/webhooks"):
+            return self.webhook_sender(req, state.clock)
         if req.path.startswith("/_sandbox/"):
             with state.lock:
                 return self.control(req)

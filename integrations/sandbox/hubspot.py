@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from integrations.sandbox import hubspot_crm as crm
-from integrations.sandbox import records
+from integrations.sandbox import records, webhooks
 from integrations.sandbox.common import (
     Reply,
     Request,
@@ -58,7 +58,7 @@ class HubSpotApp(SandboxApp):
     client_setting = "HUBSPOT_CLIENT_ID"
     decision_path = "/oauth/authorize/decision"
     deny_description = "The user denied the app access to the account"
-    sends_webhooks = True
+    webhook_sender = staticmethod(webhooks.send)
     state: HubSpotState
 
     def __init__(self) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from conduit.tenancy import system_scope
+from integrations.ledger import ledger
 from integrations.models import CrmConnection, WebhookEvent
-from reconcile import mapping
 
 # HubSpot's generic object events name the type: 0-1 contacts, 0-3 deals.
 OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
@@ -30,7 +30,7 @@ def _ids(*values: Any) -> list[str]:
 
 
 def contact_created(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return mapping.expire_empty(conn, field="contact_id") + mapping.expire(
+    return ledger().records_created(conn, object="contact") + ledger().records_changed(
         conn, contact_ids=_ids(event.get("objectId"))
     )
 
@@ -38,36 +38,36 @@ def contact_created(conn: CrmConnection, event: dict[str, Any]) -> int:
 def contact_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
     new_email = event.get("propertyValue") if event.get("propertyName") == "email" else None
     emails = [str(new_email)] if new_email else []
-    return mapping.expire(conn, contact_ids=_ids(event.get("objectId")), emails=emails)
+    return ledger().records_changed(conn, contact_ids=_ids(event.get("objectId")), emails=emails)
 
 
 def contact_deleted(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return mapping.forget(conn, contact_ids=_ids(event.get("objectId")))
+    return ledger().records_deleted(conn, contact_ids=_ids(event.get("objectId")))
 
 
 def contacts_merged(conn: CrmConnection, event: dict[str, Any]) -> int:
     gone = [i for i in _ids(event.get("mergedObjectIds")) if i != str(event.get("primaryObjectId"))]
-    return mapping.forget(conn, contact_ids=gone) + mapping.expire(
+    return ledger().records_deleted(conn, contact_ids=gone) + ledger().records_changed(
         conn, contact_ids=_ids(event.get("primaryObjectId"), event.get("objectId"))
     )
 
 
 def deal_created(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return mapping.expire_empty(conn, field="deal_id")
+    return ledger().records_created(conn, object="deal")
 
 
 def deal_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return mapping.expire(conn, deal_ids=_ids(event.get("objectId")))
+    return ledger().records_changed(conn, deal_ids=_ids(event.get("objectId")))
 
 
 def deal_deleted(conn: CrmConnection, event: dict[str, Any]) -> int:
-    return mapping.forget(conn, deal_ids=_ids(event.get("objectId")))
+    return ledger().records_deleted(conn, deal_ids=_ids(event.get("objectId")))
 
 
 def association_changed(conn: CrmConnection, event: dict[str, Any]) -> int:
     """A contact gained or lost a deal: both ends are looked up again."""
     ends = _ids(event.get("fromObjectId"), event.get("toObjectId"))
-    return mapping.expire(conn, contact_ids=ends, deal_ids=ends)
+    return ledger().records_changed(conn, contact_ids=ends, deal_ids=ends)
 
 
 Effect = Callable[[CrmConnection, dict[str, Any]], int]

@@ -1,4 +1,4 @@
-"""Celery tasks of the webhook inbox (imported by integrations/tasks.py so autodiscovery finds them)."""
+"""Celery tasks of the webhook inbox (registered through integrations/tasks.py)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from integrations.webhooks.signature import (
     SignedRequest,
     verify_v3,
 )
+from integrations.webhooks.tasks import process_webhook_events
 
 log = logging.getLogger("conduit.webhooks")
 PROVIDER = "hubspot"
@@ -49,8 +50,6 @@ def signed_uri(request: HttpRequest) -> str:
 
 
 def dispatch(ids: list[int]) -> None:
-    from integrations.webhooks.tasks import process_webhook_events
-
     try:
         process_webhook_events.delay(ids)
     except Exception as exc:  # the broker is down: the backlog sweep processes these events later

@@ -1,0 +1,27 @@
+"""The delivery tasks: one write handed to delivery, and the contact lookups of dry-run writes.
+
+Whatever hands work over imports these (queue.py, planning.py), and reconcile/tasks.py imports
+them so that Celery's autodiscovery registers them; they import only what does the work, so
+nothing loops back here.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from reconcile import delivery, mapping
+
+
+@shared_task(name="reconcile.deliver_crm_write", acks_late=True)
+def deliver_crm_write(write_id: int, lease_token: str = "") -> str:
+    outcome = delivery.deliver_write(write_id, lease_token)
+    if outcome.retry_in is not None and outcome.retry_in <= settings.CONDUIT_WRITE_REQUEUE_MAX_SECONDS:
+        # short waits come back by themselves; longer ones wait in next_retry_at for reconcile
+        deliver_crm_write.apply_async((write_id,), countdown=outcome.retry_in + 1)
+    return outcome.code
+
+
+@shared_task(name="reconcile.resolve_dry_run_targets", acks_late=True)
+def resolve_dry_run_targets(write_ids: list[int]) -> int:
+    return mapping.resolve_targets(write_ids)
