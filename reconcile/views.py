@@ -10,11 +10,9 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from conduit.services import ConduitError
-from conduit.tenancy import system_scope, workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations.connections import oauth
-from integrations.connections.lifecycle import live_connection
-from integrations.pages.views import check_crm, require_admin
+from integrations.pages.views import connection_for_admin
 from reconcile.services import do_enable_dry_run, do_go_live
 
 
@@ -22,14 +20,11 @@ from reconcile.services import do_enable_dry_run, do_go_live
 @workspace_required
 def go_live(request: HttpRequest, crm: str) -> HttpResponse:
     """Dry run -> live, by a workspace admin; the form says whether to send what was planned."""
-    check_crm(crm)
-    require_admin(request)
+    conn = connection_for_admin(request, crm)
     send = request.POST.get("send_planned")
     if send not in ("yes", "no"):
         messages.error(request, "Choose whether to send the writes planned during dry run.")
         return redirect("integrations")
-    with system_scope():
-        conn = live_connection(workspace_of(request), crm)
     if conn is None:
         messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
         return redirect("integrations")
@@ -46,10 +41,7 @@ def go_live(request: HttpRequest, crm: str) -> HttpResponse:
 @require_POST
 @workspace_required
 def back_to_dry_run(request: HttpRequest, crm: str) -> HttpResponse:
-    check_crm(crm)
-    require_admin(request)
-    with system_scope():
-        conn = live_connection(workspace_of(request), crm)
+    conn = connection_for_admin(request, crm)
     if conn is None:
         messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
         return redirect("integrations")

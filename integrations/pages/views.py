@@ -108,6 +108,15 @@ def check_crm(crm: str) -> str:
     return crm
 
 
+def connection_for_admin(request: HttpRequest, crm: str) -> CrmConnection | None:
+    """The workspace's live connection to `crm` for a button only admins may press (404 for
+    anyone else or an unknown CRM); None when there is none."""
+    check_crm(crm)
+    require_admin(request)
+    with system_scope():
+        return live_connection(workspace_of(request), crm)
+
+
 def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]:
     """Plain values for one connection card (templates run no queries)."""
     status = conn.status if conn else "not_connected"
@@ -169,11 +178,8 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
 @workspace_required
 def check_now(request: HttpRequest, crm: str) -> HttpResponse:
     """Run the connection's health check at once (rate-limited per connection)."""
-    check_crm(crm)
-    require_admin(request)
     label = oauth.crm_label(crm)
-    with system_scope():
-        conn = live_connection(workspace_of(request), crm)
+    conn = connection_for_admin(request, crm)
     if conn is None or conn.status != CrmConnection.Status.CONNECTED:
         messages.error(request, f"{label} is not connected; there is nothing to check.")
         return redirect("integrations")
