@@ -218,7 +218,8 @@ def explain_batch(workspace_id: int, now: Any, batch_size: int, old: int) -> Non
     middle = min(100 * batch_size, old // 2)
     from django.db import connection, transaction
 
-    from retention.batches import REDACT_BATCH, REDACT_MESSAGES, ids_in, lock_clause
+    from conduit.batch_sql import ids_in, lock_clause
+    from retention.batches import REDACT_BATCH, REDACT_MESSAGES
 
     cutoff = now - timedelta(days=MESSAGE_DAYS)
     with transaction.atomic(), connection.cursor() as cur:
@@ -242,7 +243,8 @@ def explain_next_run(workspace_id: int, now: Any, batch_size: int) -> None:
     entries, not the 500,000 redacted rows (rolled back)."""
     from django.db import connection, transaction
 
-    from retention.batches import REDACT_BATCH, REDACT_MESSAGES, ids_in, lock_clause
+    from conduit.batch_sql import ids_in, lock_clause
+    from retention.batches import REDACT_BATCH, REDACT_MESSAGES
 
     statement = REDACT_MESSAGES.format(batch=ids_in(REDACT_BATCH.format(after="", lock=lock_clause())))
     cutoff = now - timedelta(days=MESSAGE_DAYS)

@@ -369,7 +369,7 @@ CONDUIT_WEBHOOK_MAX_BODY_BYTES = _int_in("CONDUIT_WEBHOOK_MAX_BODY_BYTES", 1024 
 # Processing attempts of one stored event before it stays failed (replay resets the count).
 CONDUIT_WEBHOOK_MAX_ATTEMPTS = _int_in("CONDUIT_WEBHOOK_MAX_ATTEMPTS", 5, 1, 50)
 
-# --- Sync cursors (integrations/cursors.py): incremental pulls that keep mappings fresh ---
+# --- Sync cursors (integrations/cursors/): incremental pulls that keep mappings fresh ---
 # A new cursor starts this many hours back.
 CONDUIT_SYNC_PULL_INITIAL_HOURS = _int_in("CONDUIT_SYNC_PULL_INITIAL_HOURS", 24, 1, 24 * 30)
 # Records asked for per page (HubSpot search allows 200, Salesforce returns up to 2000).

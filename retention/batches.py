@@ -1,5 +1,6 @@
 """The purge's statements, one batch each: redact messages, remove attachments (and delete their
-files after the commit), delete sync logs; plus the counts a dry run reports.
+files after the commit); sync logs through the pruner integrations registers (conduit/pruning.py);
+plus the counts a dry run reports.
 
 Rule: no per-row loops in SQL; at most one batch per statement, each batch its own short
 transaction under system scope; locked rows are skipped, not waited on (two runs at once split
@@ -19,34 +20,11 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.db import connection
 
+from conduit.batch_sql import db_time, ids_in, keyset_after, lock_clause
+from conduit.pruning import pruner
 from conduit.tenancy import system_scope
 
 log = logging.getLogger("conduit.retention")
-
-
-def lock_clause(of: str = "", strength: str = "NO KEY UPDATE") -> str:
-    """Lock the batch, skipping rows another run holds. NO KEY UPDATE (the lock the UPDATE takes
-    anyway) does not block a concurrent insert whose foreign key points at a locked message."""
-    if connection.vendor != "postgresql":
-        return ""  # SQLite: one writer at a time, nothing to skip
-    return f" FOR {strength}{f' OF {of}' if of else ''} SKIP LOCKED"
-
-
-def ids_in(select: str) -> str:
-    """`id` among the batch's ids. On Postgres the batch is taken once, as an array probed
-    through the primary key (a plain IN (...) may be planned as a scan of the whole table)."""
-    if connection.vendor != "postgresql":
-        return f"id IN ({select})"
-    return f"id = ANY(ARRAY({select}))"
-
-
-def db_time(value: datetime) -> Any:
-    """A datetime as raw SQL compares it (SQLite stores naive UTC text)."""
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def keyset_after(columns: str, key: tuple[Any, Any] | None) -> tuple[str, list[Any]]:
-    return ("", []) if key is None else (f" AND ({columns}) > (%s, %s)", list(key))
 
 
 # --- messages -------------------------------------------------------------------------------
@@ -165,30 +143,13 @@ def delete_files(removed: Iterable[RemovedFile], at: datetime) -> tuple[int, lis
     return missing, failed
 
 
-# --- sync logs ------------------------------------------------------------------------------
-
-COUNT_SYNC_LOGS = "SELECT count(*) FROM crm_sync_logs WHERE workspace_id = %s AND created_at < %s"
-
-DELETE_SYNC_LOGS = """
-DELETE FROM crm_sync_logs WHERE {batch} RETURNING created_at, id"""
-SYNC_LOG_BATCH = """
-SELECT id FROM crm_sync_logs WHERE workspace_id = %s AND created_at < %s{after}
-ORDER BY created_at, id LIMIT %s{lock}"""
+# --- sync logs (integrations keeps them and deletes them: conduit/pruning.py) ---------------
 
 
 def delete_sync_logs_batch(
     workspace_id: int, cutoff: datetime, limit: int, after: tuple[Any, Any] | None
 ) -> tuple[int, tuple[Any, Any] | None]:
-    where, params = keyset_after("created_at, id", after)
-    with system_scope(), connection.cursor() as cur:
-        cur.execute(
-            DELETE_SYNC_LOGS.format(
-                batch=ids_in(SYNC_LOG_BATCH.format(after=where, lock=lock_clause(strength="UPDATE")))
-            ),
-            [workspace_id, db_time(cutoff), *params, limit],
-        )
-        rows = cur.fetchall()
-    return len(rows), (max((r[0], r[1]) for r in rows) if rows else None)
+    return pruner("sync_logs").delete_batch(workspace_id, cutoff, limit, after)
 
 
 def count_due(
@@ -200,6 +161,5 @@ def count_due(
         messages = int(cur.fetchone()[0])
         cur.execute(COUNT_ATTACHMENTS, [workspace_id, db_time(attachments_before)])
         attachments, size = cur.fetchone()
-        cur.execute(COUNT_SYNC_LOGS, [workspace_id, db_time(sync_logs_before)])
-        sync_logs = int(cur.fetchone()[0])
+    sync_logs = pruner("sync_logs").count(workspace_id, sync_logs_before)
     return {"messages": messages, "attachments": int(attachments), "bytes": int(size), "sync_logs": sync_logs}

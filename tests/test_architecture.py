@@ -4,12 +4,14 @@ a planted violation of each kind fails them, and every room says what it owns.""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("conduit", "integrations", "reconcile", "retention")
@@ -119,3 +121,27 @@ def test_without_a_registered_ledger_integrations_says_what_is_missing(
     monkeypatch.setattr(ledger, "_registered", [])
     with pytest.raises(ledger.NoLedger, match="is the reconcile app in INSTALLED_APPS"):
         ledger.ledger()
+
+
+def test_integrations_prunes_its_own_sync_logs_for_the_retention_purge() -> None:
+    from conduit.pruning import NothingToPrune, pruner
+    from integrations.providers.synclog_pruning import SyncLogPruner
+
+    assert isinstance(pruner("sync_logs"), SyncLogPruner)
+    assert isinstance(pruner("never_registered"), NothingToPrune)
+    assert pruner("never_registered").delete_batch(1, timezone.now(), 10, None) == (0, None)
+
+
+@pytest.mark.parametrize("app", ["conduit", "retention"])
+def test_no_app_writes_the_tables_of_an_app_above_it(app: str) -> None:
+    """The import contracts cannot see raw SQL: the core and retention name no table of
+    integrations or reconcile (crm_*, webhook_events, workspace_integrations, connection_health)."""
+    foreign = re.compile(r"\b(crm_[a-z_]+|webhook_events|workspace_integrations|connection_health)\b")
+    for path in (ROOT / app).rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and " " in node.value:
+                sql = node.value.upper()
+                if any(verb in sql for verb in ("SELECT ", "UPDATE ", "DELETE ", "INSERT ")):
+                    assert not foreign.search(node.value), f"{path.relative_to(ROOT)}: {node.value[:80]}"

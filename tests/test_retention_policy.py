@@ -241,7 +241,7 @@ def test_a_refusal_from_the_service_is_shown_inline(alice: Tenant, monkeypatch: 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise PolicyInvalid({"message_days": MESSAGE_ERROR})
 
-    monkeypatch.setattr("conduit.views.do_update_policy", refuse)
+    monkeypatch.setattr("retention.views.do_update_policy", refuse)
     response = alice.client().post("/settings/retention/", {"message_days": "5"})
     assert response.status_code == 400 and MESSAGE_ERROR in response.content.decode()
 
