@@ -178,8 +178,8 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
 @workspace_required
 def check_now(request: HttpRequest, crm: str) -> HttpResponse:
     """Run the connection's health check at once (rate-limited per connection)."""
-    label = oauth.crm_label(crm)
     conn = connection_for_admin(request, crm)
+    label = oauth.crm_label(crm)
     if conn is None or conn.status != CrmConnection.Status.CONNECTED:
         messages.error(request, f"{label} is not connected; there is nothing to check.")
         return redirect("integrations")
