@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 
 from conduit.api_errors import ApiError, ErrorSerializer
 from conduit.ingest import IngestRejected, ParsedMessage, check_size, ingest_one, parse_json, parse_raw
+from conduit.safe_json import SafeJsonError, loads_bounded
 from conduit.tenancy import workspace_of
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,9 @@ class MessageIngestView(APIView):
         body: bytes = request.data if isinstance(request.data, bytes) else b""
         if content_type == "application/json":
             try:
-                data = json.loads(body or b"null")
-            except ValueError:
-                raise IngestRejected("the body is not valid JSON") from None
+                data = loads_bounded(body or b"null")
+            except SafeJsonError as exc:
+                raise IngestRejected(f"the body is not valid JSON: {exc}") from None
             return parse_json(data)
         if content_type in RAW_TYPES:
             return parse_raw(body)

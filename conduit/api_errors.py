@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -62,3 +63,22 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
             {"code": "not_found", "message": f"no API endpoint at {request.path}"}, status=404
         )
     return defaults.page_not_found(request, exception)
+
+
+class JsonNotFoundUnderApi:
+    """A 404 under /api/ is JSON even where Django would render its HTML page first: with DEBUG
+    on (the development server, `make run`) a URL that matches no route gets the technical 404
+    page before handler404 is consulted."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code == 404
+            and request.path.startswith("/api/")
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return not_found(request)
+        return response

@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import logging
 import mimetypes
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,6 +79,15 @@ class IngestResult:
 def clean(text: str) -> str:
     """Postgres text cannot hold NUL; email occasionally does."""
     return text.replace("\x00", "")
+
+
+LINE_BREAKS_RE = re.compile(r"[\r\n]+[ \t]*")
+
+
+def header_text(text: str) -> str:
+    """A header value on one line, as a raw message's parser leaves it (a folded header is
+    unfolded; a line break can never start a header of its own): the same for JSON ingest."""
+    return LINE_BREAKS_RE.sub(" ", clean(text)).strip()
 
 
 def clean_or_none(text: str | None) -> str | None:
@@ -154,13 +164,20 @@ def _leaf_bytes(part: Message_) -> bytes:
 def _header(raw_headers: dict[str, str], name: str) -> str:
     """One header through the modern (RFC 2047 / RFC 5322) header classes."""
     value = raw_headers.get(name)
-    return clean(str(policy.default.header_fetch_parse(name, value))).strip() if value is not None else ""
+    return header_text(str(policy.default.header_fetch_parse(name, value))) if value is not None else ""
 
 
 def parse_raw(raw: bytes) -> ParsedMessage:
-    """Parse one RFC 822 message; refuse input that is not an email.
+    """Parse one RFC 822 message; refuse input that is not an email (or nests its MIME parts
+    deeper than the parser can follow)."""
+    try:
+        return _parse_raw(raw)
+    except RecursionError:
+        raise IngestRejected("the message's MIME parts are nested too deeply to read") from None
 
-    The structure is parsed with compat32 (headers stay strings) and only the headers we
+
+def _parse_raw(raw: bytes) -> ParsedMessage:
+    """The structure is parsed with compat32 (headers stay strings) and only the headers we
     keep go through the modern header parser: policy.default re-parses a header on every
     access, which made it ~4x slower on the ingest benchmark for the same result.
     """
@@ -223,7 +240,7 @@ def parse_json(data: Any) -> ParsedMessage:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
             raise IngestRejected(f"'{key}' must be a list of addresses")
-    if not clean(data["message_id"]).strip("<> "):
+    if not header_text(data["message_id"]).strip("<> "):
         raise IngestRejected("'message_id' must not be empty")
     sent_at = None
     if data.get("sent_at"):
@@ -238,11 +255,11 @@ def parse_json(data: Any) -> ParsedMessage:
         if timezone.is_naive(sent_at):
             raise IngestRejected("'sent_at' must include a timezone offset")
     parsed = ParsedMessage(
-        message_id=clean(data["message_id"]).strip("<> ")[:998],
-        subject=clean(data.get("subject") or ""),
-        from_address=clean(data["from"]),
-        to_addresses=[clean(a) for a in data.get("to", [])],
-        cc_addresses=[clean(a) for a in data.get("cc", [])],
+        message_id=header_text(data["message_id"]).strip("<> ")[:998],
+        subject=header_text(data.get("subject") or ""),
+        from_address=header_text(data["from"]),
+        to_addresses=[header_text(a) for a in data.get("to", [])],
+        cc_addresses=[header_text(a) for a in data.get("cc", [])],
         sent_at=sent_at,
         body_text=clean_or_none(data.get("body_text")),
         body_html=clean_or_none(data.get("body_html")),

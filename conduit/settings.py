@@ -118,6 +118,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "conduit.tenancy.WorkspaceScopeMiddleware",
+    "conduit.api_errors.JsonNotFoundUnderApi",
 ]
 
 ROOT_URLCONF = "conduit.urls"

@@ -3,10 +3,11 @@ webhook_events keeps. A delivery that is not that shape is refused whole."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from conduit.safe_json import SafeJsonError, loads_bounded
 
 
 class MalformedDelivery(ValueError):
@@ -49,10 +50,6 @@ def _occurred_at(value: Any) -> datetime | None:
         return None
 
 
-def _no_constants(name: str) -> Any:
-    raise MalformedDelivery(f"the body has {name}, which is not JSON")
-
-
 def parse_event(index: int, item: Any) -> ParsedEvent:
     if not isinstance(item, dict):
         raise MalformedDelivery(f"event {index} is not a JSON object")
@@ -77,9 +74,10 @@ def parse_event(index: int, item: Any) -> ParsedEvent:
 
 def parse_delivery(body: bytes) -> list[ParsedEvent]:
     try:
-        data = json.loads(body, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise MalformedDelivery("the body is not JSON") from None
+        # lone surrogates are kept here and replaced by without_nul: HubSpot retries unchanged
+        data = loads_bounded(body, text_only=False)
+    except SafeJsonError as exc:
+        raise MalformedDelivery(str(exc)) from None
     if not isinstance(data, list):
         raise MalformedDelivery("the body must be a JSON array of events")
     first: dict[str, ParsedEvent] = {}
