@@ -16,7 +16,8 @@ from dataclasses import dataclass
 SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
 TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
 
-# HubSpot decodes these escapes in the URI before signing; every other escape stays as sent.
+# HubSpot's own servers decode these escapes in the URI before signing; every other escape stays
+# as sent. HubSpot's official client library signs the URI exactly as given, so both are accepted.
 DECODED = {
     "%3A": ":",
     "%2F": "/",
@@ -55,10 +56,23 @@ def decode_uri(uri: str) -> str:
     return ESCAPE.sub(lambda m: DECODED[m[0].upper()], uri)
 
 
+def signed_forms(uri: str) -> list[str]:
+    """The URIs a genuine signature may cover: with HubSpot's escapes decoded (its servers), as
+    given (its client library), and with the bare trailing "?" that a server's parsed path drops."""
+    forms = [decode_uri(uri), uri]
+    if "?" not in uri:
+        forms += [decode_uri(uri) + "?", uri + "?"]
+    return list(dict.fromkeys(forms))
+
+
+def digest_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> bytes:
+    message = method.upper().encode() + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest())
+
+
 def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
-    message = method.upper().encode() + decode_uri(uri).encode() + body + timestamp.encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    """The signature HubSpot's servers send: over the URI with their escapes decoded."""
+    return digest_v3(secret, method, decode_uri(uri), body, timestamp).decode()
 
 
 def verify_v3(request: SignedRequest, secret: str, *, now_ms: int, max_age_seconds: int) -> None:
@@ -71,6 +85,9 @@ def verify_v3(request: SignedRequest, secret: str, *, now_ms: int, max_age_secon
         raise SignatureRejected("bad_timestamp", f"{TIMESTAMP_HEADER} must be milliseconds since the epoch")
     if abs(now_ms - int(request.timestamp)) > max_age_seconds * 1000:
         raise SignatureRejected("stale", f"the request timestamp is more than {max_age_seconds} s from now")
-    expected = sign_v3(secret, request.method, request.uri, request.body, request.timestamp)
-    if not hmac.compare_digest(expected.encode(), request.signature.encode()):
+    given = request.signature.encode()
+    if not any(
+        hmac.compare_digest(digest_v3(secret, request.method, uri, request.body, request.timestamp), given)
+        for uri in signed_forms(request.uri)
+    ):
         raise SignatureRejected("bad_signature", "the signature does not match this request")

@@ -45,8 +45,12 @@ def refuse(status: int, reason: str, message: str) -> JsonResponse:
 
 def signed_uri(request: HttpRequest) -> str:
     """The URL HubSpot posted to: the public origin registered with HubSpot plus the path and query
-    (behind a proxy the request's own host may differ from the one HubSpot signed)."""
-    return settings.CONDUIT_PUBLIC_URL.rstrip("/") + request.get_full_path()
+    as they came on the wire (gunicorn's RAW_URI keeps escapes and a bare trailing "?" that the
+    parsed path loses; behind a proxy the request's own host may differ from the one signed)."""
+    target = request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or request.get_full_path()
+    if not target.startswith("/"):  # an absolute-form request target: the parsed path instead
+        target = request.get_full_path()
+    return settings.CONDUIT_PUBLIC_URL.rstrip("/") + target
 
 
 def dispatch(ids: list[int]) -> None:
