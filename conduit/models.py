@@ -225,3 +225,21 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PeriodicRun(models.Model):
+    """One periodic job sent for one slot (conduit/beat.py): the unique pair is what makes a
+    second beat's send of the same slot impossible, however many beats run."""
+
+    job = models.CharField(max_length=200)
+    slot = models.BigIntegerField(help_text="the slot's start, in seconds since the epoch")
+    sent_at = models.DateTimeField()
+    sent_by = models.CharField(max_length=100, help_text="host and pid of the beat that sent it")
+
+    class Meta:
+        db_table = "periodic_runs"
+        constraints = [models.UniqueConstraint(fields=["job", "slot"], name="periodic_run_once_per_slot")]
+        indexes = [models.Index(fields=["sent_at"], name="periodic_runs_sent_at")]
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.slot}"

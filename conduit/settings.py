@@ -190,7 +190,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# one run per job and slot however many beats run; an embedded beat dies with its worker
+CELERY_BEAT_SCHEDULER = "conduit.beat:SingleRunScheduler"
 CELERY_TIMEZONE = "UTC"
 # /healthz reports beat as down when its last heartbeat is older than this.
 CONDUIT_BEAT_STALE_SECONDS = env.int("CONDUIT_BEAT_STALE_SECONDS", default=180)

@@ -13,7 +13,7 @@ def test_celery_is_configured_for_safe_delivery() -> None:
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_soft_time_limit and conf.task_time_limit > conf.task_soft_time_limit
-    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert conf.beat_scheduler == "conduit.beat:SingleRunScheduler"
     assert conf.worker_hijack_root_logger is False
 
 
