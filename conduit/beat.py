@@ -36,9 +36,9 @@ PARENT_POLL_SECONDS = 1.0
 
 def slot_seconds(entry_schedule: Any) -> int:
     """The length of one slot: the interval of an interval schedule, else one minute."""
-    if isinstance(entry_schedule, interval_schedule) and type(entry_schedule) is interval_schedule:
-        return max(int(entry_schedule.run_every.total_seconds()), 1)
-    return 60
+    # exactly celery's interval schedule: crontab and solar subclass it with no fixed interval
+    every = getattr(entry_schedule, "run_every", None) if type(entry_schedule) is interval_schedule else None
+    return max(int(every.total_seconds()), 1) if isinstance(every, timedelta) else 60
 
 
 def slot_of(entry_schedule: Any, now: float) -> int:

@@ -66,8 +66,9 @@ class RedactSecrets(logging.Filter):
             message = REQUEST_LINE_QUERY_RE.sub(lambda m: m.group(1) + redacted_query(m.group(2)), message)
         record.msg = redact_text(message)
         record.args = None
-        if record.exc_info and is_database_error(record.exc_info[1]):
-            record.exc_text = failure_text(record.exc_info[1])
+        raised = record.exc_info[1] if record.exc_info else None
+        if raised is not None and is_database_error(raised):
+            record.exc_text = failure_text(raised)
             record.exc_info = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
