@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiTypes, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
@@ -35,6 +35,25 @@ class IngestResultSerializer(serializers.Serializer):
     attachments = serializers.IntegerField()
 
 
+# The JSON form of a message, as conduit.ingest.parse_json reads it (any other key is ignored).
+NOT_BLANK = r"[^<> \t\r\n]"
+MESSAGE_JSON = inline_serializer(
+    name="MessageJson",
+    fields={
+        "message_id": serializers.RegexField(NOT_BLANK, help_text="the Message-ID, with or without <>"),
+        "from": serializers.RegexField(r"\S", help_text="the sender's address"),
+        "to": serializers.ListField(child=serializers.CharField(allow_blank=True), required=False),
+        "cc": serializers.ListField(child=serializers.CharField(allow_blank=True), required=False),
+        "subject": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+        "body_text": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+        "body_html": serializers.CharField(required=False, allow_null=True, allow_blank=True),
+        "sent_at": serializers.DateTimeField(
+            required=False, allow_null=True, help_text="ISO 8601 with a timezone offset"
+        ),
+    },
+)
+
+
 class MessageIngestView(APIView):
     """POST a raw RFC 822 message (message/rfc822) or a JSON description of one."""
 
@@ -42,7 +61,7 @@ class MessageIngestView(APIView):
 
     @extend_schema(
         operation_id="messages_ingest",
-        request={"message/rfc822": OpenApiTypes.BINARY, "application/json": OpenApiTypes.OBJECT},
+        request={"message/rfc822": OpenApiTypes.BINARY, "application/json": MESSAGE_JSON},
         responses={
             200: IngestResultSerializer,
             201: IngestResultSerializer,

@@ -243,7 +243,7 @@ def parse_json(data: Any) -> ParsedMessage:
     if not header_text(data["message_id"]).strip("<> "):
         raise IngestRejected("'message_id' must not be empty")
     sent_at = None
-    if data.get("sent_at"):
+    if data.get("sent_at") is not None:
         from django.utils.dateparse import parse_datetime
 
         try:

@@ -9,10 +9,12 @@ from datetime import timedelta
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conduit.api_input import body_object
 from conduit.tenancy import workspace_of
 from integrations.api.connections import check_provider, require_admin, valid
 from integrations.api.status import ERRORS, PROVIDER_PATH
@@ -52,7 +54,10 @@ class FailuresView(APIView):
 
 class RetryFailedView(APIView):
     """POST /api/v1/integrations/{provider}/retry-failed {"error_code": [...]}: requeue failed and
-    permanently failed writes now (owners, admins and workspace tokens)."""
+    permanently failed writes now (owners, admins and workspace tokens). JSON only, as the
+    schema says: a form cannot say whether error_code is one code or a list."""
+
+    parser_classes = [JSONParser]
 
     @extend_schema(
         operation_id="integration_retry_failed",
@@ -63,7 +68,7 @@ class RetryFailedView(APIView):
     def post(self, request: Request, provider: str) -> Response:
         actor = require_admin(request)
         provider = check_provider(provider)
-        body = request.data if isinstance(request.data, dict) else {}
+        body = body_object(request)
         codes = valid(RetryFailedSerializer, {**request.query_params.dict(), **body}).get("error_code") or []
         requeued = do_retry_failed(
             workspace_of(request._request),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from conduit.api_input import StrictCharField
 
 
 class FailureGroupSerializer(serializers.Serializer):
@@ -34,18 +37,23 @@ class FailureQuerySerializer(serializers.Serializer):
     )
 
 
+ERROR_CODE = {"type": "string", "minLength": 1, "maxLength": 100}
+
+
+@extend_schema_field({"oneOf": [ERROR_CODE, {"type": "array", "items": ERROR_CODE}]})
+class ErrorCodesField(serializers.ListField):
+    """One error code or a list of them: {"error_code": "validation_failed"} or [..., ...]."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        return super().to_internal_value([data] if isinstance(data, str) else data)
+
+
 class RetryFailedSerializer(serializers.Serializer):
-    error_code = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+    error_code = ErrorCodesField(
+        child=StrictCharField(max_length=100),
         required=False,
         help_text="only writes whose last error is one of these codes (default: every failed write)",
     )
-
-    def to_internal_value(self, data: Any) -> Any:
-        # one code may come as a plain string: {"error_code": "validation_failed"}
-        if isinstance(data, dict) and isinstance(data.get("error_code"), str):
-            data = {**data, "error_code": [data["error_code"]]}
-        return super().to_internal_value(data)
 
 
 class RetryFailedResultSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
-"""Issue 8: schemathesis runs every operation of /api/schema/ against the app with generated data
-and a valid credential: no 5xx, and every response conforms to the schema (documented status
-code, content type, body). Seeded rows make the happy paths return data the schema must describe.
+"""Schemathesis runs every operation of /api/schema/ against the app with generated data and a
+valid credential: no 5xx, every response conforms to the schema (documented status code, content
+type, body), and every request that breaks the schema is refused (schema and validation agree).
+Seeded rows make the happy paths return data the schema must describe.
 The regression tests below pin the bugs the run found."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -40,7 +42,12 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
+EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 60}
+# Negative cases break the schema on purpose: each must be refused (a 4xx), never accepted.
+EXTRA_CHECKS: dict[GenerationMode, list[Any]] = {
+    GenerationMode.POSITIVE: [],
+    GenerationMode.NEGATIVE: [negative_data_rejection],
+}
 CSRF = "a" * 32  # a CSRF secret sent both as the cookie and the header, as a browser would
 
 
@@ -276,7 +283,7 @@ def test_operation_conforms_to_the_schema(
     @given(case=strategy)
     def generated(case: Any) -> None:
         response = case.call(**auth)
-        case.validate_response(response, checks=CHECKS)
+        case.validate_response(response, checks=CHECKS + EXTRA_CHECKS[mode])
 
     generated()
 
@@ -362,3 +369,88 @@ def test_malformed_content_length_on_ingest_is_not_500(alice: Tenant) -> None:
         CONTENT_LENGTH="abc",
     )
     assert response.status_code < 500 and response["Content-Type"] == "application/json"
+
+
+# --- Schema and validation agree ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["hours=", "hours=abc", "hours=0", "hours=721"],
+)
+def test_failures_refuse_what_the_schema_refuses(alice: Tenant, query: str) -> None:
+    response = answer("get", f"/api/v1/integrations/hubspot/failures?{query}", workspace_token(alice))
+    assert response.status_code == 400 and "hours" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/integrations/hubspot/sync-logs?since=", "since"),
+        ("/api/v1/integrations/hubspot/sync-logs?since=yesterday", "since"),
+        ("/api/v1/integrations/hubspot/sync-logs?error_code=", "error_code"),
+    ],
+)
+def test_empty_or_malformed_query_values_are_a_400_naming_the_field(
+    alice: Tenant, path: str, field: str
+) -> None:
+    response = answer("get", path, workspace_token(alice))
+    assert response.status_code == 400 and field in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/health?provider=", "/api/v1/sync/logs?workspace_id=", "/api/v1/sync/logs?since="]
+)
+def test_operator_reads_refuse_empty_values(operator_token: str, path: str) -> None:
+    assert answer("get", path, operator_token).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"error_code": [15.0, 0.25]}, 400),
+        ({"error_code": True}, 400),
+        ({"error_code": [""]}, 400),
+        ("a string", 400),
+        ([], 400),
+        ({"error_code": "validation_failed"}, 200),
+        ({"error_code": ["validation_failed", "network_error"]}, 200),
+    ],
+)
+def test_retry_failed_takes_a_code_or_a_list_of_string_codes(alice: Tenant, body: Any, status: int) -> None:
+    response = answer("post", "/api/v1/integrations/hubspot/retry-failed", workspace_token(alice), body=body)
+    assert response.status_code == status, response.content
+
+
+def test_retry_failed_refuses_a_form_body_as_the_schema_offers_json_only(alice: Tenant) -> None:
+    response = answer(
+        "post",
+        "/api/v1/integrations/hubspot/retry-failed",
+        workspace_token(alice),
+        body="error_code=x",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 415
+
+
+def test_the_message_schema_requires_what_ingest_requires(api_schema: Any) -> None:
+    operation = api_schema.find_operation_by_label("POST /api/v1/messages")
+    body = operation.definition.raw["requestBody"]["content"]["application/json"]["schema"]
+    resolved = api_schema.raw_schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert set(resolved["required"]) == {"message_id", "from"}
+    assert {"to", "cc", "subject", "body_text", "body_html", "sent_at"} <= set(resolved["properties"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"from": "a@acme.example"},
+        {"message_id": "m@x"},
+        {"message_id": "<>", "from": "a@acme.example"},
+        {"message_id": "m@x", "from": "a@acme.example", "sent_at": ""},
+        {"message_id": "m@x", "from": "a@acme.example", "to": "not-a-list"},
+    ],
+)
+def test_ingest_refuses_json_the_schema_refuses(alice: Tenant, body: dict[str, Any]) -> None:
+    response = answer("post", "/api/v1/messages", workspace_token(alice), body=body)
+    assert response.status_code == 400, response.content

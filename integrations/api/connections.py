@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
@@ -16,6 +17,7 @@ from rest_framework.views import APIView
 
 from conduit.api_auth import StaffTokenAuthentication
 from conduit.api_errors import ApiError
+from conduit.api_input import body_object
 from conduit.models import Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
@@ -52,6 +54,11 @@ def check_provider(provider: str) -> str:
 
 
 def valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """Validated input, exactly as the schema says: query strings are read as plain values (DRF
+    would take an empty `?since=` of an optional field for an absent one, which the schema
+    refuses), so an empty value is a 400 naming the field."""
+    if isinstance(data, QueryDict):
+        data = data.dict()
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -157,7 +164,7 @@ class ClaimInstallView(APIView):
         responses={200: ClaimResultSerializer, 415: ErrorSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
+        data = body_object(request)
         crm, install_id = str(data.get("crm", "")), str(data.get("install_id", ""))
         workspace_id = data.get("workspace_id")
         well_formed = ClaimRequestSerializer(data=data).is_valid()  # e.g. no NUL in install_id
@@ -205,7 +212,7 @@ class PauseSyncView(APIView):
         responses={200: PauseResultSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        params = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
+        params = {**request.query_params.dict(), **body_object(request)}
         pause = str(params.get("pause", "")).lower()
         if pause not in TRUE + FALSE:
             raise ApiError("send pause=true or pause=false", code="invalid", status=400)

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from conduit.api_auth import IsStaff, StaffTokenAuthentication
 from conduit.api_errors import ApiError
+from conduit.api_input import body_object
 from conduit.health import broker_queue_length
 from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
@@ -93,7 +94,7 @@ class TenantIntegrationView(OperatorView):
     def patch(self, request: Request, tenant_id: str, provider: str) -> Response:
         workspace = find_workspace(tenant_id, "tenant_id")
         provider = check_provider(provider)
-        body = valid(IntegrationSwitchSerializer, request.data if isinstance(request.data, dict) else {})
+        body = valid(IntegrationSwitchSerializer, body_object(request))
         reason = str(body.get("reason") or "").strip()
         row, changed = do_set_integration_enabled(
             workspace, provider, body["enabled"], actor=actor_of(request), reason=reason
@@ -215,7 +216,7 @@ class ReplayWebhookView(OperatorView):
         responses={200: ReplayResultSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        body = request.data if isinstance(request.data, dict) else {}
+        body = body_object(request)
         params = valid(ReplayQuerySerializer, {**request.query_params.dict(), **body})
         provider = check_provider(params["provider"])
         try:

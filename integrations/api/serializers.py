@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from conduit.api_errors import ErrorSerializer
+from conduit.api_input import StrictCharField
 from integrations.models import SyncCursor, SyncLog, WebhookEvent
 
 __all__ = ["ErrorSerializer"]
@@ -102,7 +103,7 @@ class SyncLogQuerySerializer(serializers.Serializer):
 
 class IntegrationSwitchSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500)
 
     def to_internal_value(self, data: Any) -> Any:
         # "enabled": "false" is a mistake worth refusing: only JSON true or false switch it
@@ -207,8 +208,8 @@ class QueueMetricsSerializer(serializers.Serializer):
 
 
 class ReplayQuerySerializer(serializers.Serializer):
-    provider = serializers.CharField()
-    event_id = serializers.CharField(required=False, max_length=100)
+    provider = StrictCharField()
+    event_id = StrictCharField(required=False, max_length=100)
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
 
@@ -248,8 +249,8 @@ class DisconnectResultSerializer(ConnectionSerializer):
 
 
 class ClaimRequestSerializer(serializers.Serializer):
-    crm = serializers.CharField()
-    install_id = serializers.CharField()
+    crm = StrictCharField()
+    install_id = StrictCharField()
     workspace_id = serializers.IntegerField()
     replace_existing = serializers.BooleanField(required=False)
 
