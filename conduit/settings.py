@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from conduit.env import Env, points_at_this_machine
 from conduit.logconfig import json_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-env = environ.Env()
+env = Env()  # a malformed value stops start-up in one line naming the variable
 
 CONDUIT_ENV = env.str("CONDUIT_ENV", default="development")
 if CONDUIT_ENV not in ("development", "production"):
@@ -243,7 +243,7 @@ def provider_url(name: str, real: str, sandbox: str) -> str:
     value = env.str(name, default=sandbox if CONDUIT_SANDBOX else real).rstrip("/")
     if PRODUCTION and not value.startswith("https://"):
         raise ImproperlyConfigured(f"{name} must be an https:// URL in production")
-    if PRODUCTION and urlsplit(value).hostname in ("localhost", "127.0.0.1", "::1", SANDBOX_HOST):
+    if PRODUCTION and (points_at_this_machine(value) or urlsplit(value).hostname == SANDBOX_HOST):
         raise ImproperlyConfigured(f"{name} must not point at a local sandbox in production")
     return value
 
