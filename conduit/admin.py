@@ -17,6 +17,7 @@ from conduit.models import (
     Heartbeat,
     Membership,
     Message,
+    PeriodicRun,
     Profile,
     StaffToken,
     Workspace,
@@ -255,3 +256,13 @@ class HeartbeatAdmin(ReadOnlyAdmin):
     list_display = ["name", "beat_at"]
     search_fields = ["name"]
     list_filter = ["name"]
+
+
+@admin.register(PeriodicRun)
+class PeriodicRunAdmin(ReadOnlyAdmin):
+    """Which beat sent each periodic job, slot by slot (conduit/beat.py)."""
+
+    list_display = ["job", "slot", "sent_at", "sent_by"]
+    search_fields = ["job", "sent_by"]
+    list_filter = ["job"]
+    ordering = ["-sent_at"]

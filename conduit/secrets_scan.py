@@ -13,8 +13,8 @@ SECRET_KEY_HINTS = ("token", "secret", "password", "authorization", "body", "api
 
 # Logs mask "Token <x>" too (an auth scheme); audit refuses only "Bearer <x>", because
 # "token" followed by a word is ordinary text in names ("Token Holdings", "zapier token prod").
-BEARER_RE = re.compile(r"(?i)\b(bearer|token)\s+[A-Za-z0-9\-._~+/]{8,}=*")
-STRICT_BEARER_RE = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*")
+BEARER_RE = re.compile(r"(?i)\b(bearer|token|zoho-oauthtoken)\s+[A-Za-z0-9\-._~+/]{8,}=*")
+STRICT_BEARER_RE = re.compile(r"(?i)\b(bearer|zoho-oauthtoken)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 PARAM_RE = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|password)"
     r"(\s*[=:]\s*|[\"']\s*:\s*[\"'])[^\s&\"',;]+"
@@ -24,6 +24,8 @@ FERNET_TOKEN_RE = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}=*")
 API_TOKEN_RE = re.compile(r"\bcdt_[A-Za-z0-9_\-]{16,}")
 # HubSpot puts tokens in URL paths (token info, refresh-token revoke): urllib3 debug lines show them.
 TOKEN_PATH_RE = re.compile(r"(?i)(/(?:access|refresh)-tokens/)[^\s/?#\"']+")
+# Zoho revokes a token named in the query string (/oauth/v2/token/revoke?token=...).
+QUERY_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^\s&#\"']+")
 
 _extra_secrets: set[str] = set()
 
@@ -56,6 +58,7 @@ def looks_secret_value(value: str) -> bool:
         or FERNET_TOKEN_RE.search(value)
         or API_TOKEN_RE.search(value)
         or TOKEN_PATH_RE.search(value)
+        or QUERY_TOKEN_RE.search(value)
     ):
         return True
     return any(secret in value for secret in known_secret_values())
@@ -79,6 +82,7 @@ def redact_text(text: str) -> str:
     text = FERNET_TOKEN_RE.sub("[redacted]", text)
     text = API_TOKEN_RE.sub("cdt_[redacted]", text)
     text = TOKEN_PATH_RE.sub(r"\1[redacted]", text)
+    text = QUERY_TOKEN_RE.sub(r"\1[redacted]", text)
     for secret in known_secret_values():
         if secret:
             text = text.replace(secret, "[redacted]")

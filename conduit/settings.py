@@ -235,8 +235,10 @@ if PRODUCTION and CONDUIT_SANDBOX:
 SANDBOX_HOST = env.str("SANDBOX_HOST", default="127.0.0.1")
 SANDBOX_HUBSPOT_PORT = env.int("SANDBOX_HUBSPOT_PORT", default=8701)
 SANDBOX_SALESFORCE_PORT = env.int("SANDBOX_SALESFORCE_PORT", default=8702)
+SANDBOX_ZOHO_PORT = env.int("SANDBOX_ZOHO_PORT", default=8703)
 _hubspot_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_HUBSPOT_PORT}"
 _salesforce_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_SALESFORCE_PORT}"
+_zoho_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_ZOHO_PORT}"
 
 
 def provider_url(name: str, real: str, sandbox: str) -> str:
@@ -259,12 +261,20 @@ SALESFORCE_TEST_URL = provider_url("SALESFORCE_TEST_URL", "https://test.salesfor
 SALESFORCE_API_VERSION = env.str("SALESFORCE_API_VERSION", default="v66.0")
 # Extra instance_url origins trusted besides Salesforce's own domains: the sandbox, in development only.
 SALESFORCE_EXTRA_INSTANCE_ORIGINS = [_salesforce_sandbox] if CONDUIT_SANDBOX else []
+# Zoho: consent starts at ZOHO_ACCOUNTS_URL; the callback names the account's data centre
+# (accounts server), whose token response names its API domain (integrations/providers/zoho.py).
+ZOHO_ACCOUNTS_URL = provider_url("ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com", _zoho_sandbox)
+ZOHO_API_VERSION = env.str("ZOHO_API_VERSION", default="v7")
+# Extra accounts-server and API-domain origins trusted besides Zoho's own: the sandbox, in development only.
+ZOHO_EXTRA_ORIGINS = [_zoho_sandbox] if CONDUIT_SANDBOX else []
 
 _sandbox_credentials = {
     "HUBSPOT_CLIENT_ID": "conduit-sandbox-hubspot",
     "HUBSPOT_CLIENT_SECRET": "sandbox-hubspot-client-secret",
     "SALESFORCE_CLIENT_ID": "conduit-sandbox-salesforce",
     "SALESFORCE_CLIENT_SECRET": "sandbox-salesforce-client-secret",
+    "ZOHO_CLIENT_ID": "conduit-sandbox-zoho",
+    "ZOHO_CLIENT_SECRET": "sandbox-zoho-client-secret",
 }
 
 
@@ -277,6 +287,8 @@ HUBSPOT_CLIENT_ID = client_credential("HUBSPOT_CLIENT_ID")
 HUBSPOT_CLIENT_SECRET = client_credential("HUBSPOT_CLIENT_SECRET")
 SALESFORCE_CLIENT_ID = client_credential("SALESFORCE_CLIENT_ID")
 SALESFORCE_CLIENT_SECRET = client_credential("SALESFORCE_CLIENT_SECRET")
+ZOHO_CLIENT_ID = client_credential("ZOHO_CLIENT_ID")
+ZOHO_CLIENT_SECRET = client_credential("ZOHO_CLIENT_SECRET")
 
 # OAuth: the callback URL is CONDUIT_PUBLIC_URL + /integrations/oauth/callback/<crm>/, exactly as
 # registered with the provider.
@@ -314,7 +326,25 @@ CONDUIT_RATE_MAX_WAIT_SECONDS = env.float("CONDUIT_RATE_MAX_WAIT_SECONDS", defau
 CONDUIT_RETRY_AFTER_MAX_SECONDS = env.int("CONDUIT_RETRY_AFTER_MAX_SECONDS", default=3600)
 SALESFORCE_DAILY_PAUSE_RATIO = env.float("SALESFORCE_DAILY_PAUSE_RATIO", default=0.8)
 SALESFORCE_DAILY_PAUSE_SECONDS = env.int("SALESFORCE_DAILY_PAUSE_SECONDS", default=3600)
+# Zoho CRM: concurrent calls per org (Standard edition: 10), paced as calls per second; the wait
+# after a concurrency refusal, and after the org's 24-hour API credits run out.
+ZOHO_CONCURRENCY_LIMIT = env.int("ZOHO_CONCURRENCY_LIMIT", default=10)
+ZOHO_CONCURRENCY_RETRY_SECONDS = env.int("ZOHO_CONCURRENCY_RETRY_SECONDS", default=5)
+ZOHO_CREDITS_RETRY_SECONDS = env.int("ZOHO_CREDITS_RETRY_SECONDS", default=3600)
 CONDUIT_RATE_LIMIT_DIR = VAR_DIR / "ratelimit"
+# Odoo (integrations/providers/odoo.py, pinned.py): the instance URL is the customer's own host.
+# Plain http with any port, and the private address the sandbox listens on, are for development
+# and tests only; production refuses both.
+CONDUIT_ODOO_ALLOW_INSECURE = env.bool("CONDUIT_ODOO_ALLOW_INSECURE", default=not PRODUCTION)
+CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS = env.list(
+    "CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS", default=[SANDBOX_HOST] if CONDUIT_SANDBOX else []
+)
+if PRODUCTION and CONDUIT_ODOO_ALLOW_INSECURE:
+    raise ImproperlyConfigured("CONDUIT_ODOO_ALLOW_INSECURE must be false in production")
+if PRODUCTION and CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS:
+    raise ImproperlyConfigured("CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS must be empty in production")
+# Odoo documents no API rate limit [verify]: Conduit paces itself per instance and database.
+ODOO_REQUESTS_PER_SECOND = env.int("ODOO_REQUESTS_PER_SECOND", default=10)
 
 # --- Curated CRM writes (reconcile/) ---
 # True forces dry run on every connection: writes are planned and shown, never sent.

@@ -15,5 +15,6 @@ class IntegrationsConfig(AppConfig):
         # logs and audit payloads never show the OAuth client secrets, in any form
         register_secret(settings.HUBSPOT_CLIENT_SECRET)
         register_secret(settings.SALESFORCE_CLIENT_SECRET)
+        register_secret(settings.ZOHO_CLIENT_SECRET)
         # the retention purge ages out crm_sync_logs through this app's own statements
         register_pruner("sync_logs", SyncLogPruner())

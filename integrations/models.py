@@ -16,7 +16,7 @@ from django.utils import timezone
 from conduit.crypto import EncryptedTextField
 from conduit.models import Workspace
 
-CRM_CHOICES = [("hubspot", "HubSpot"), ("salesforce", "Salesforce")]
+CRM_CHOICES = [("hubspot", "HubSpot"), ("salesforce", "Salesforce"), ("zoho", "Zoho CRM")]
 
 
 class CrmConnection(models.Model):
@@ -63,9 +63,10 @@ class CrmConnection(models.Model):
 
     @property
     def account_label(self) -> str:
-        """What a person recognises: the HubSpot portal domain or the Salesforce instance."""
+        """What a person recognises: the HubSpot portal domain, the Zoho org's name or the
+        Salesforce instance."""
         details = self.external_account_json
-        name = details.get("hub_domain") or details.get("instance_url") or ""
+        name = details.get("hub_domain") or details.get("org_name") or details.get("instance_url") or ""
         return f"{name} ({self.external_account_key})" if name else self.external_account_key
 
 
@@ -82,7 +83,8 @@ class OAuthState(models.Model):
         Workspace, on_delete=models.CASCADE, null=True, blank=True, related_name="oauth_states"
     )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True)
-    environment = models.CharField(max_length=10, default="login")
+    # "login" / "test"; Zoho: the accounts server its callback named (the account's data centre)
+    environment = models.CharField(max_length=200, default="login")
     code_verifier = EncryptedTextField(blank=True)
     return_path = models.CharField(max_length=500, blank=True)
     expires_at = models.DateTimeField()

@@ -193,10 +193,10 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def sandboxes() -> Iterator[dict[str, str]]:
-    """Both sandbox CRMs on free ports for the whole run: {"hubspot": base_url, "salesforce": ...}."""
+    """The sandbox CRMs on free ports for the whole run: {"hubspot": base_url, "salesforce": ...}."""
     from integrations.sandbox.server import start_sandbox
 
-    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce")}
+    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce", "zoho")}
     yield {name: sandbox.base_url for name, sandbox in running.items()}
     for sandbox in running.values():
         sandbox.stop()
@@ -214,4 +214,13 @@ def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
     settings.HUBSPOT_AUTHORIZE_URL = f"{sandboxes['hubspot']}/oauth/authorize"
     settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
     settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
+    zoho_sandbox(settings, sandboxes["zoho"])
     return sandboxes
+
+
+def zoho_sandbox(settings: Any, base_url: str) -> None:
+    """Point Zoho at its sandbox. Consent starts at `localhost`, while the sandbox's callback names
+    its `127.0.0.1` origin as the account's data centre, whose token endpoint refuses requests that
+    reach it under another host name: only a client that follows `accounts-server` gets through."""
+    settings.ZOHO_ACCOUNTS_URL = base_url.replace("://127.0.0.1:", "://localhost:")
+    settings.ZOHO_EXTRA_ORIGINS = [base_url]

@@ -13,7 +13,7 @@ from integrations.models import CrmConnection
 from reconcile.models import CrmWriteLog
 from tests.conftest import Tenant
 
-CUSTOMER = "maya.lopez@acme-logistics.example"  # a contact in both sandboxes, with an open deal
+CUSTOMER = "maya.lopez@acme-logistics.example"  # a contact in every sandbox, with an open deal
 STRANGER = "nobody@unknown.example"  # no contact anywhere
 
 
@@ -70,8 +70,8 @@ def sandbox_fault(base_url: str, **fault: Any) -> None:
 
 
 def created_records(crm: str, base_url: str) -> list[dict[str, Any]]:
-    """Notes and tasks (HubSpot) or Tasks (Salesforce) the sandbox holds."""
+    """Notes and tasks (HubSpot, Zoho) or Tasks (Salesforce) the sandbox holds."""
     state = sandbox_state(base_url)
-    if crm == "hubspot":
+    if crm in ("hubspot", "zoho"):
         return [*state.get("notes", []), *state.get("tasks", [])]
     return list(state.get("tasks", []))

@@ -1,5 +1,5 @@
 """Connect, install-first claim, refresh, disconnect and reconnect against the sandbox CRMs over
-real sockets, through Conduit's pages (Django test client) and services. Both CRMs."""
+real sockets, through Conduit's pages (Django test client) and services. Every CRM."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from tests.conftest import Tenant
 from tests.sandbox_helpers import answer_consent
 
 pytestmark = pytest.mark.django_db
-KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}
-CRMS = ["hubspot", "salesforce"]
+KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS", "zoho": "7700000000000010001"}
+CRMS = ["hubspot", "salesforce", "zoho"]
 
 
 def consent(authorize_url: str, **kw: Any) -> str:
@@ -56,10 +56,15 @@ def test_connect_from_settings_connects_in_dry_run_and_audits(crm: str, crm_env:
     conn = live(alice.workspace, crm)
     assert (conn.status, conn.external_account_key, conn.dry_run) == ("connected", KEYS[crm], True)
     assert conn.access_token and conn.refresh_token and conn.connected_at
-    assert conn.external_account_json["environment"] == environment
+    if crm == "zoho":  # the data centre the callback named: its accounts server and API domain
+        assert conn.external_account_json["environment"] == crm_env["zoho"]
+        assert conn.external_account_json["instance_url"] == crm_env["zoho"]
+        assert conn.token_expires_at is not None and conn.external_account_json["org_name"]
+    else:
+        assert conn.external_account_json["environment"] == environment
     if crm == "hubspot":
         assert conn.token_expires_at is not None and conn.external_account_json["hub_domain"]
-    else:
+    elif crm == "salesforce":
         assert conn.token_expires_at is None
         assert conn.external_account_json["instance_url"] == crm_env["salesforce"]
     [event] = events("crm_connected")
@@ -267,7 +272,9 @@ def test_denied_consent_changes_nothing(crm_env: Any, alice: Tenant) -> None:
 def test_a_grant_missing_scopes_leaves_the_connection_in_error_naming_them(
     crm: str, crm_env: Any, alice: Tenant
 ) -> None:
-    scope = "oauth crm.objects.contacts.read" if crm == "hubspot" else "id"
+    scope = {"hubspot": "oauth crm.objects.contacts.read", "salesforce": "id", "zoho": "ZohoCRM.org.READ"}[
+        crm
+    ]
     client = alice.client()
     connect(client, crm, scope=scope)
     conn = live(alice.workspace, crm)
@@ -278,7 +285,7 @@ def test_a_grant_missing_scopes_leaves_the_connection_in_error_naming_them(
         "",
     )
     page = client.get("/settings/integrations/").content.decode()
-    missing = "crm.objects.contacts.write" if crm == "hubspot" else "api"
+    missing = {"hubspot": "crm.objects.contacts.write", "salesforce": "api", "zoho": "ZohoCRM.coql.READ"}[crm]
     assert missing in page and "Reconnect" in page
 
 
@@ -286,7 +293,10 @@ def test_a_grant_missing_scopes_leaves_the_connection_in_error_naming_them(
 def test_disconnect_revokes_clears_tokens_and_audits(crm: str, crm_env: Any, alice: Tenant) -> None:
     client = alice.client()
     connect(client, crm)
-    refresh_token = live(alice.workspace, crm).refresh_token
+    refresh_token, environment = (
+        live(alice.workspace, crm).refresh_token,
+        live(alice.workspace, crm).environment,
+    )
     done = client.post(f"/settings/integrations/{crm}/disconnect/")
     assert done.status_code == 302
     with system_scope():
@@ -304,7 +314,7 @@ def test_disconnect_revokes_clears_tokens_and_audits(crm: str, crm_env: Any, ali
     from integrations.providers.errors import AuthRevoked
 
     with pytest.raises(AuthRevoked):
-        get_provider(crm).refresh(refresh_token)
+        get_provider(crm).refresh(refresh_token, environment=environment)
 
 
 def test_reconnect_after_a_revoked_refresh_token_reuses_the_connection(crm_env: Any, alice: Tenant) -> None:
@@ -381,8 +391,8 @@ def test_unknown_crm_and_missing_credentials_are_clear_errors(
     crm_env: Any, alice: Tenant, settings: Any
 ) -> None:
     client = alice.client()
-    assert client.post("/settings/integrations/zoho/connect/").status_code == 404
-    assert Client().get("/integrations/install/zoho/").status_code == 404
+    assert client.post("/settings/integrations/pipedrive/connect/").status_code == 404
+    assert Client().get("/integrations/install/pipedrive/").status_code == 404
     settings.HUBSPOT_CLIENT_SECRET = ""
     done = client.post("/settings/integrations/hubspot/connect/", follow=True)
     assert b"HubSpot is not set up on this Conduit" in done.content
@@ -438,7 +448,7 @@ def test_claim_page_without_an_admin_workspace_offers_to_create_one(make_workspa
     assert page.status_code == 200 and b"not an owner or admin of any workspace" in page.content
     bad = member.client().post("/claim-install", {"crm": "hubspot", "install_id": pending.install_id})
     assert bad.status_code == 400 and b"Choose the workspace" in bad.content
-    unknown = member.client().get("/claim-install?crm=zoho&install_id=x")
+    unknown = member.client().get("/claim-install?crm=pipedrive&install_id=x")
     assert unknown.status_code == 400 and b"names no CRM" in unknown.content
 
 
@@ -532,3 +542,102 @@ def test_access_log_lines_carry_no_query_string() -> None:
 
     assert "%(U)s" in gunicorn.access_log_format and "%(r)s" not in gunicorn.access_log_format
     assert "%(q)s" not in gunicorn.access_log_format
+
+
+# --- Zoho: the data centre the callback names ---------------------------------------------------
+
+
+def zoho_requests(crm_env: dict[str, str]) -> int:
+    return int(requests.get(f"{crm_env['zoho']}/_sandbox/state", timeout=5).json()["requests"]["total"])
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "https://accounts.zoho.evil.com",
+        "https://accounts.zoho.eu@evil.com",
+        "https://accounts.zoho.eu:8443",
+        "http://accounts.zoho.eu",
+        "https://evil.com/accounts.zoho.eu",
+    ],
+)
+def test_a_zoho_callback_naming_a_foreign_data_centre_is_refused_with_no_request(
+    crm_env: dict[str, str], alice: Tenant, server: str
+) -> None:
+    client = alice.client()
+    start = client.post("/settings/integrations/zoho/connect/")
+    path, _, query = consent(start["Location"]).partition("?")
+    params = {k: v[0] for k, v in parse_qs(query).items()}
+    assert params["accounts-server"] == crm_env["zoho"] and params["location"] == "eu"
+    before = zoho_requests(crm_env)
+    done = client.get(f"{path}?{urlencode({**params, 'accounts-server': server})}")
+    assert done.status_code == 400 and b"outside Zoho CRM&#x27;s own domains" in done.content
+    assert zoho_requests(crm_env) == before  # the code was sent nowhere
+    with system_scope():
+        assert not CrmConnection.objects.exists()
+        assert OAuthState.objects.get().used_at is not None
+
+
+def test_a_zoho_callback_with_a_malformed_location_is_refused(crm_env: dict[str, str], alice: Tenant) -> None:
+    client = alice.client()
+    callback = consent(client.post("/settings/integrations/zoho/connect/")["Location"])
+    done = client.get(callback.replace("location=eu", "location=eu%3Cscript%3E"))
+    assert done.status_code == 400
+    with system_scope():
+        assert not CrmConnection.objects.exists()
+
+
+def test_zoho_refreshes_at_the_data_centre_and_a_revoked_grant_asks_for_a_reconnect(
+    crm_env: dict[str, str], alice: Tenant
+) -> None:
+    from integrations.connections.tokens import refresh_connection
+
+    client = alice.client()
+    connect(client, "zoho")
+    conn = live(alice.workspace, "zoho")
+    # ZOHO_ACCOUNTS_URL (where consent started) is another host: the data centre refuses tokens there
+    fresh = refresh_connection(conn.pk, force=True)
+    assert fresh.status == "connected" and fresh.access_token != conn.access_token
+    assert fresh.refresh_token == conn.refresh_token  # Zoho sends no new one; the old one is kept
+    requests.post(f"{crm_env['zoho']}/_sandbox/faults", json={"kind": "invalid_grant"}, timeout=5)
+    revoked = refresh_connection(conn.pk, force=True)
+    assert (revoked.status, revoked.last_error, revoked.access_token) == (
+        "error",
+        "refresh_token_revoked",
+        "",
+    )
+    page = client.get("/settings/integrations/").content.decode()
+    assert "no longer accepts Conduit&#x27;s access" in page and "Reconnect" in page
+    connect(client, "zoho")
+    again = live(alice.workspace, "zoho")
+    assert (again.pk, again.status, again.environment) == (conn.pk, "connected", crm_env["zoho"])
+
+
+def test_a_zoho_account_switch_keeps_the_new_accounts_data_centre(
+    crm_env: dict[str, str], alice: Tenant
+) -> None:
+    client = alice.client()
+    connect(client, "zoho")
+    with system_scope():
+        CrmConnection.objects.update(
+            external_account_key="111", external_account_json={"environment": "login"}
+        )
+    held = connect(client, "zoho")
+    assert "/integrations/oauth/confirm/" in held["Location"]
+    assert b"Switch Zoho CRM account?" in client.get(held["Location"]).content
+    client.post(held["Location"], {"decision": "replace"})
+    conn = live(alice.workspace, "zoho")
+    assert (conn.external_account_key, conn.environment) == (KEYS["zoho"], crm_env["zoho"])
+    assert conn.external_account_json["instance_url"] == crm_env["zoho"]
+
+
+def test_an_unknown_crm_is_refused_naming_every_crm_conduit_connects() -> None:
+    from integrations.connections import oauth
+
+    with pytest.raises(oauth.BadState) as refused:
+        oauth.begin_authorization("pipedrive", workspace=None, user=None)
+    assert refused.value.user_message == (
+        "Conduit does not connect to 'pipedrive'; choose one of "
+        + ", ".join(label for _, label in oauth.CRM_CHOICES)
+        + "."
+    )

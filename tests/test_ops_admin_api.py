@@ -77,7 +77,7 @@ def test_disable_and_enable_a_tenants_integration_is_audited_once(alice: Tenant,
         ("{ws}", "hubspot", ["enabled"], 400, "invalid"),
         ("999999", "hubspot", {"enabled": False}, 404, "not_found"),
         ("nobody-here", "hubspot", {"enabled": False}, 404, "not_found"),
-        ("{ws}", "zoho", {"enabled": False}, 404, "unknown_provider"),
+        ("{ws}", "pipedrive", {"enabled": False}, 404, "unknown_provider"),
     ],
 )
 def test_switch_bad_input_changes_nothing(
@@ -216,7 +216,7 @@ def test_health_matrix_reports_ok_degraded_and_down(
     assert rows["salesforce"]["status"] == "down" and body["status"] == "down"
     one = get("/api/v1/health", ops, provider="hubspot").json()
     assert [r["provider"] for r in one["providers"]] == ["hubspot"] and one["status"] == "degraded"
-    assert get("/api/v1/health", ops, provider="zoho").status_code == 404
+    assert get("/api/v1/health", ops, provider="pipedrive").status_code == 404
 
 
 def test_health_matrix_of_a_quiet_provider_is_ok(ops: str) -> None:
@@ -242,7 +242,7 @@ def test_system_sync_logs_across_workspaces_with_limit(alice: Tenant, bob: Tenan
     assert {"timestamp", "level", "message"} <= set(hubspot["results"][0])
     alice_only = get("/api/v1/sync/logs", ops, workspace_id=alice.workspace.pk).json()
     assert alice_only["count"] == 1 and alice_only["results"][0]["level"] == "error"
-    assert get("/api/v1/sync/logs", ops, provider="zoho").status_code == 404
+    assert get("/api/v1/sync/logs", ops, provider="pipedrive").status_code == 404
     assert get("/api/v1/sync/logs", ops, limit="x").status_code == 400
 
 

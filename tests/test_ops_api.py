@@ -10,6 +10,7 @@ from django.utils import timezone
 from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
 from integrations.connections.pauses import do_pause_sync, target_for
+from integrations.models import CRM_CHOICES
 from reconcile.models import CrmWriteLog
 from tests.conftest import Tenant
 from tests.ops_helpers import get, make_connection, make_health, make_log, make_write, send, workspace_token
@@ -33,7 +34,8 @@ def test_status_lists_every_crm_with_health_switches_and_counts(alice: Tenant, t
     response = get("/api/v1/integrations/status", token)
 
     assert response.status_code == 200, response.content
-    hubspot, salesforce = response.json()["integrations"]
+    hubspot, salesforce, *others = response.json()["integrations"]
+    assert [row["provider"] for row in others] == [name for name, _ in CRM_CHOICES[2:]]
     assert hubspot["provider"] == "hubspot" and hubspot["status"] == "connected"
     assert hubspot["external_account_key"] == "4401" and hubspot["sync_enabled"] is True
     assert hubspot["kill_switch"]["scope"] == "provider" and hubspot["kill_switch"]["reason"] == "incident 42"
@@ -57,7 +59,7 @@ def test_provider_status_and_its_errors(alice: Tenant, token: str) -> None:
     assert one.status_code == 200
     assert one.json()["status"] == "error" and one.json()["last_error"] == "refresh_token_revoked"
 
-    unknown = get("/api/v1/integrations/zoho/status", token)
+    unknown = get("/api/v1/integrations/pipedrive/status", token)
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_provider"
     missing = get("/api/v1/integrations/salesforce/status")
     assert missing.status_code == 401 and missing.json()["code"] == "not_authenticated"

@@ -25,6 +25,7 @@ from conduit.tenancy import SESSION_WORKSPACE_KEY, system_scope
 from integrations.cursors import pull
 from integrations.cursors.pull import pull_sync_cursors
 from integrations.models import (
+    CRM_CHOICES,
     CrmConnection,
     IntegrationSetting,
     SyncCursor,
@@ -155,22 +156,22 @@ def test_customer_endpoints_refuse_missing_forged_revoked_and_operator_tokens(
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "code"),
     [
-        ("get", f"{API}/zoho/status", None, 404, "unknown_provider"),
-        ("post", f"{API}/zoho/refresh", None, 404, "unknown_provider"),
+        ("get", f"{API}/pipedrive/status", None, 404, "unknown_provider"),
+        ("post", f"{API}/pipedrive/refresh", None, 404, "unknown_provider"),
         ("post", f"{API}/salesforce/refresh", None, 409, "not_connected"),
-        ("get", f"{API}/zoho/sync-logs", None, 404, "unknown_provider"),
+        ("get", f"{API}/pipedrive/sync-logs", None, 404, "unknown_provider"),
         ("get", f"{API}/hubspot/sync-logs?status=BROKEN", None, 400, "invalid"),
         ("get", f"{API}/hubspot/sync-logs?limit=x", None, 400, "invalid"),
-        ("get", f"{API}/zoho/sync-logs/{{log}}", None, 404, "unknown_provider"),
+        ("get", f"{API}/pipedrive/sync-logs/{{log}}", None, 404, "unknown_provider"),
         ("get", f"{API}/salesforce/sync-logs/{{log}}", None, 404, "not_found"),
         ("get", f"{API}/hubspot/sync-logs/-1", None, 404, "not_found"),
         ("get", f"{API}/hubspot/sync-logs/999999", None, 404, "not_found"),
-        ("get", f"{API}/zoho/failures", None, 404, "unknown_provider"),
+        ("get", f"{API}/pipedrive/failures", None, 404, "unknown_provider"),
         ("get", f"{API}/hubspot/failures?hours=0", None, 400, "invalid"),
         ("get", f"{API}/hubspot/failures?hours=soon", None, 400, "invalid"),
-        ("post", f"{API}/zoho/retry-failed", None, 404, "unknown_provider"),
+        ("post", f"{API}/pipedrive/retry-failed", None, 404, "unknown_provider"),
         ("post", f"{API}/hubspot/retry-failed", {"error_code": {"a": 1}}, 400, "invalid"),
-        ("post", f"{API}/zoho/disconnect", None, 404, "unknown_provider"),
+        ("post", f"{API}/pipedrive/disconnect", None, 404, "unknown_provider"),
         ("post", f"{API}/salesforce/disconnect", None, 409, "not_connected"),
     ],
 )
@@ -220,7 +221,7 @@ def test_customer_endpoints_never_show_or_touch_another_workspace(
             else:
                 assert response.status_code == 200, (path, text)
         statuses = call("get", f"{API}/status", **caller).json()["integrations"]
-        assert [s["connection_id"] for s in statuses] == [None, None]
+        assert [s["connection_id"] for s in statuses] == [None] * len(CRM_CHOICES)
         assert call("get", f"{API}/hubspot/sync-logs", **caller).json()["count"] == 1
         assert call("get", f"{API}/hubspot/failures", **caller).json()["failed"] == 0
         assert call("post", f"{API}/hubspot/retry-failed", **caller).json()["requeued"] == 0
@@ -290,10 +291,10 @@ def test_operator_endpoints_refuse_everyone_but_operators(
         ("get", "/api/v1/admin/sync-status?workspace_id=nobody", None, 404, "not_found"),
         ("get", "/api/v1/admin/sync-status", None, 400, "invalid"),
         ("get", "/api/v1/sync/logs?workspace_id=nobody", None, 404, "not_found"),
-        ("get", "/api/v1/sync/logs?provider=zoho", None, 404, "unknown_provider"),
+        ("get", "/api/v1/sync/logs?provider=pipedrive", None, 404, "unknown_provider"),
         ("get", "/api/v1/sync/logs?limit=x", None, 400, "invalid"),
         ("get", "/api/v1/sync/logs?status=BROKEN", None, 400, "invalid"),
-        ("get", "/api/v1/health?provider=zoho", None, 404, "unknown_provider"),
+        ("get", "/api/v1/health?provider=pipedrive", None, 404, "unknown_provider"),
         ("post", "/api/v1/admin/pause-sync?workspace_id=424242&pause=true", None, 404, "not_found"),
         ("post", "/api/v1/admin/replay-webhook?provider=hubspot&event_id=nope", None, 404, "not_found"),
         ("post", "/api/v1/admin/replay-webhook?provider=hubspot", None, 400, "invalid"),
@@ -476,6 +477,43 @@ def test_no_token_secret_or_signature_leaks_from_the_issue_8_paths(
     codes = {line.get("error_code") for line in capture_json_logs()}
     assert {"bad_signature", "processing_failed", "http_400", "http_500"} <= codes
     assert sorted(stored["cursor last_error"]) == ["http_400", "http_500"]
+
+
+def test_a_zoho_crm_echoing_secrets_leaks_nothing_through_the_pull_retry_and_reads(
+    alice: Tenant, capture_json_logs: Any, settings: Any
+) -> None:
+    settings.ZOHO_EXTRA_ORIGINS = []
+    api_domain = "https://www.zohoapis.eu"
+    conn = make_connection(
+        alice.workspace,
+        "zoho",
+        external_account_key="7700000000000010001",
+        external_account_json={"environment": "https://accounts.zoho.eu", "instance_url": api_domain},
+    )
+    make_write(conn, "failed", "invalid_data", permanent_failure=True)
+    token, ops = new_workspace_token(alice), staff_token()
+    echo = f"Zoho-oauthtoken {conn.access_token} / {conn.refresh_token} / app {settings.ZOHO_CLIENT_SECRET}"
+    with responses.RequestsMock() as crm:
+        crm.post(f"{api_domain}/crm/v7/coql", json={"code": "INVALID_QUERY", "message": echo}, status=400)
+        crm.post(f"{api_domain}/crm/v7/coql", json={"code": "INTERNAL_ERROR", "message": echo}, status=500)
+        assert pull_sync_cursors().errors == 2
+        assert crm.calls[0].request.headers["Authorization"] == f"Zoho-oauthtoken {conn.access_token}"
+    bodies = [call("post", f"{API}/zoho/retry-failed", token=token).content.decode()]
+    bodies += [
+        call("get", url, token=token).content.decode()
+        for url in (f"{API}/zoho/sync-logs", f"{API}/zoho/failures", f"{API}/zoho/status")
+    ]
+    bodies.append(call("get", "/api/v1/sync/logs?provider=zoho", token=ops).content.decode())
+    with system_scope():
+        stored = [
+            *SyncLog.objects.values_list("summary", flat=True),
+            *SyncCursor.objects.values_list("last_error", flat=True),
+            *(json.dumps(p) for p in AuditEvent.objects.values_list("payload_json", flat=True)),
+        ]
+    haystack = "\n".join([*bodies, *stored, *(json.dumps(line) for line in capture_json_logs())])
+    for secret in (conn.access_token, conn.refresh_token, settings.ZOHO_CLIENT_SECRET):
+        assert secret and secret not in haystack
+    assert "invalid_query" in haystack and "http_500" in haystack  # the failures were recorded
 
 
 # Leaks these tests exposed, now fixed: a CRM error quoting the connection's refresh token in a data

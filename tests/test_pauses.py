@@ -70,7 +70,7 @@ def test_pausing_twice_changes_nothing_and_bad_targets_are_refused(alice: Tenant
     with pytest.raises(InvalidPause, match="exactly one"):
         target_for(provider="hubspot", everything=True)
     with pytest.raises(InvalidPause, match="Unknown provider"):
-        target_for(provider="zoho")
+        target_for(provider="pipedrive")
     with pytest.raises(InvalidPause, match="reason"):
         do_pause_sync(target_for(provider="hubspot"), reason="  ", actor="ops")
 
@@ -155,7 +155,7 @@ def test_pause_sync_api_follows_the_runbook_shape(alice: Tenant) -> None:
     ("query", "status", "code"),
     [
         ("provider=hubspot", 400, "invalid"),
-        ("provider=zoho&pause=true", 400, "invalid_pause"),
+        ("provider=pipedrive&pause=true", 400, "invalid_pause"),
         ("pause=true", 400, "invalid_pause"),
         ("workspace_id=abc&pause=true", 400, "invalid"),
         ("workspace_id=999999&pause=true", 404, "not_found"),

@@ -27,6 +27,7 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
+from tests.conftest import zoho_sandbox
 from tests.provider_helpers import MARKER, activity
 from tests.sandbox_helpers import answer_consent
 
@@ -34,13 +35,20 @@ pytestmark = pytest.mark.django_db
 REDIRECT_URI = "https://conduit.example/integrations/callback"
 MAYA = "maya.lopez@acme-logistics.example"
 HUB_ID, ORG_ID, SF_USER = "4400001", "00D5g000004SbxAEAS", "0055g00000SbxUsAAJ"
+ZOHO_ORG = "7700000000000010001"
+KEYS = {"hubspot": HUB_ID, "salesforce": ORG_ID, "zoho": ZOHO_ORG}
 IDS = {
     "hubspot": {"contact": "101", "open_deal": "201"},
     "salesforce": {"contact": "0035g00000SbxC1AAJ", "open_deal": "0065g00000SbxO1AAJ"},
+    "zoho": {"contact": "5725767000000410001", "open_deal": "5725767000000420001"},
 }
 MOCK_HUBSPOT = "https://api.hubapi.com"
 MOCK_SF_LOGIN = "https://login.salesforce.com"
 MOCK_SF_INSTANCE = "https://sandbox-demo.my.salesforce.com"
+# the mocked Zoho account lives in the EU data centre; consent starts at the US accounts server
+MOCK_ZOHO_ACCOUNTS = "https://accounts.zoho.eu"
+MOCK_ZOHO_API = "https://www.zohoapis.eu"
+MOCK_ZOHO_CRM = f"{MOCK_ZOHO_API}/crm/v7"
 FAULTS = [
     ("rate_limit", RateLimited),
     ("server_error", Transient),
@@ -66,6 +74,8 @@ class Backend:
 
     kind: str
     provider: Provider
+    # where the account lives, as the callback named it (Zoho's accounts server); "login" otherwise
+    environment: str = "login"
 
     def authorize(self, url: str) -> str:
         """Follow the consent page ("Allow") and return the authorization code."""
@@ -92,8 +102,12 @@ class Backend:
         raise NotImplementedError
 
     def account(self, tokens: TokenSet) -> Account:
-        key = HUB_ID if self.provider.name == "hubspot" else ORG_ID
+        key = KEYS[self.provider.name]
         return Account(self.provider.name, tokens.access_token, key, instance_url=tokens.instance_url)
+
+    def locate(self, callback: dict[str, str]) -> None:
+        """Keep where the callback says the account lives (Zoho's data centre)."""
+        self.environment = self.provider.callback_environment(callback, "login")
 
 
 # --- mocks shaped from provider-facts.md -------------------------------------------------------
@@ -107,6 +121,10 @@ def hubspot_error(status: int, category: str, message: str, **extra: Any) -> tup
         "category": category,
         **extra,
     }
+
+
+def zoho_error(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"code": code, "details": {}, "message": message, "status": "error"}
 
 
 MOCK_MARKED_TASK = re.compile(
@@ -190,6 +208,33 @@ MOCK_FAULTS: dict[str, dict[str, tuple[int, Any, dict[str, str]]]] = {
         "validation": (
             400,
             [{"errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "validation", "fields": []}],
+            {},
+        ),
+    },
+    "zoho": {
+        "rate_limit": (
+            *zoho_error(429, "TOO_MANY_REQUESTS", "The concurrency limit has been exceeded"),
+            {"Retry-After": "1"},
+        ),
+        "server_error": (*zoho_error(500, "INTERNAL_ERROR", "Internal Server Error"), {}),
+        "unavailable": (*zoho_error(503, "INTERNAL_ERROR", "Service Unavailable"), {}),
+        "invalid_session": (*zoho_error(401, "INVALID_TOKEN", "invalid oauth token"), {}),
+        "missing_scope": (
+            *zoho_error(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL"),
+            {},
+        ),
+        "validation": (
+            400,
+            {
+                "data": [
+                    {
+                        "code": "INVALID_DATA",
+                        "details": {"api_name": "Note_Content"},
+                        "message": "invalid data",
+                        "status": "error",
+                    }
+                ]
+            },
             {},
         ),
     },
@@ -398,6 +443,137 @@ class MockBackend(Backend):
         ]
 
 
+class ZohoMockBackend(MockBackend):
+    """Zoho shaped from provider-facts.md and docs/connectors.md: the account in the EU data
+    centre, COQL for reads, Notes and Tasks with their answers in `data`."""
+
+    def __init__(self, name: str, mock: responses.RequestsMock, settings: Any) -> None:
+        self.provider = get_provider(name)
+        self.mock = mock
+        self.query_mocked = False
+        settings.ZOHO_ACCOUNTS_URL = "https://accounts.zoho.com"
+        settings.ZOHO_EXTRA_ORIGINS = []
+        self.write_urls = [f"{MOCK_ZOHO_CRM}/Notes", f"{MOCK_ZOHO_CRM}/Tasks"]
+
+    def authorize(self, url: str) -> str:
+        assert url.startswith("https://accounts.zoho.com/oauth/v2/auth?")
+        self.locate({"code": "mock-code", "location": "eu", "accounts-server": MOCK_ZOHO_ACCOUNTS})
+        return "mock-code"
+
+    def expect_token(self, *, refresh: bool = False) -> None:
+        body = {
+            "access_token": "1000.mock-access",
+            "scope": " ".join(self.provider.required_scopes),
+            "api_domain": MOCK_ZOHO_API,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }
+        if not refresh:
+            body["refresh_token"] = "1000.mock-refresh"
+        self.mock.post(f"{MOCK_ZOHO_ACCOUNTS}/oauth/v2/token", json=body)
+
+    def expect_identify(self) -> None:
+        org = {"id": ZOHO_ORG, "company_name": "Sandbox Demo GmbH", "zgid": "60012345"}
+        self.mock.get(f"{MOCK_ZOHO_CRM}/org", json={"org": [org]})
+
+    def expect_lookups(self) -> None:
+        ids = IDS["zoho"]
+
+        def search(request: Any) -> tuple[int, dict[str, str], str]:
+            email = parse_qs(urlsplit(request.url).query)["email"][0]
+            if email != MAYA:
+                return 204, {}, ""
+            return 200, {}, json.dumps({"data": [{"id": ids["contact"], "Email": MAYA}]})
+
+        self.mock.add_callback("GET", f"{MOCK_ZOHO_CRM}/Contacts/search", callback=search)
+        self.expect_query()
+
+    def expect_query(self) -> None:
+        if self.query_mocked:
+            return
+        self.query_mocked = True
+        ids = IDS["zoho"]
+
+        def coql(request: Any) -> tuple[int, dict[str, str], str]:
+            query = json.loads(request.body)["select_query"]
+            if query.startswith("select id, Stage, Modified_Time from Deals"):
+                records = [{"id": ids["open_deal"], "Stage": "Negotiation/Review"}]
+            else:
+                who, marker = re.findall(r"'%?(\w+)%?'", query)
+                records = [
+                    {"id": created["data"][0]["details"]["id"]}
+                    for sent, created in self.created()
+                    if sent["data"][0].get("Who_Id") == {"id": who} and marker in sent["data"][0]["Subject"]
+                ][:1]
+            return (200, {}, json.dumps({"data": records})) if records else (204, {}, "")
+
+        self.mock.add_callback("POST", f"{MOCK_ZOHO_CRM}/coql", callback=coql)
+
+    def expect_writes(self) -> None:
+        def create(request: Any) -> tuple[int, dict[str, str], str]:
+            record_id = f"57257670000006{len(self.created()) + 1:05d}"
+            details = {"id": record_id, "Created_Time": "2026-11-16T10:12:00+01:00"}
+            answer = {"code": "SUCCESS", "details": details, "message": "record added", "status": "success"}
+            return 201, {}, json.dumps({"data": [answer]})
+
+        for url in self.write_urls:
+            self.mock.add_callback("POST", url, callback=create)
+
+    def expect_find(self) -> None:
+        self.expect_query()
+
+        def notes(request: Any) -> tuple[int, dict[str, str], str]:
+            module, parent = urlsplit(request.url).path.split("/")[-3:-1]
+            assert parse_qs(urlsplit(request.url).query)["fields"] == ["Note_Title,Note_Content"]
+            found = [
+                {"id": created["data"][0]["details"]["id"], "Note_Title": sent["data"][0]["Note_Title"]}
+                for sent, created in self.created()
+                if (sent["data"][0].get("$se_module"), sent["data"][0].get("Parent_Id")) == (module, parent)
+            ]
+            return (200, {}, json.dumps({"data": found[::-1]})) if found else (204, {}, "")
+
+        self.mock.add_callback(
+            "GET", re.compile(rf"{re.escape(MOCK_ZOHO_CRM)}/(Contacts|Deals)/\d+/Notes"), callback=notes
+        )
+
+    def expect_revoke(self) -> None:
+        self.mock.post(
+            re.compile(rf"{re.escape(MOCK_ZOHO_ACCOUNTS)}/oauth/v2/token/revoke\?token=.+"),
+            json={"status": "success"},
+        )
+        # [verify] Zoho answers a refused token request with HTTP 200 and an `error`
+        self.mock.post(f"{MOCK_ZOHO_ACCOUNTS}/oauth/v2/token", json={"error": "invalid_code"})
+
+    def written(self) -> list[dict[str, Any]]:
+        return [
+            zoho_written("Notes" if "Note_Content" in sent["data"][0] else "Tasks", sent["data"][0])
+            for sent, _ in self.created()
+        ]
+
+
+def zoho_written(module: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A Zoho note or task, sent (mock) or stored (sandbox), in one comparable shape."""
+
+    def lookup(value: Any) -> str | None:
+        return str(value["id"]) if isinstance(value, dict) else value
+
+    if module == "Notes":
+        return {
+            "kind": "note",
+            "title": record["Note_Title"],
+            "text": record["Note_Content"],
+            "parent": (record["$se_module"], lookup(record["Parent_Id"])),
+        }
+    return {
+        "kind": "task",
+        "title": record["Subject"],
+        "text": record["Description"],
+        "who": lookup(record["Who_Id"]),
+        "what": lookup(record.get("What_Id")),
+        "status": record["Status"],
+    }
+
+
 # --- the sandbox over a real socket --------------------------------------------------------------
 
 
@@ -410,6 +586,8 @@ class SandboxBackend(Backend):
         if name == "hubspot":
             settings.HUBSPOT_API_BASE_URL = base_url
             settings.HUBSPOT_AUTHORIZE_URL = f"{base_url}/oauth/authorize"
+        elif name == "zoho":
+            zoho_sandbox(settings, base_url)
         else:
             settings.SALESFORCE_LOGIN_URL = base_url
             settings.SALESFORCE_TEST_URL = base_url
@@ -418,6 +596,7 @@ class SandboxBackend(Backend):
     def authorize(self, url: str) -> str:
         location = urlsplit(answer_consent(url))
         assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
+        self.locate({k: v[0] for k, v in parse_qs(location.query).items()})
         return parse_qs(location.query)["code"][0]
 
     def inject(self, kind: str, **options: Any) -> None:
@@ -431,6 +610,9 @@ class SandboxBackend(Backend):
         state = self.state()
         if self.provider.name == "salesforce":
             return sorted(state["tasks"], key=lambda r: r["Id"])
+        if self.provider.name == "zoho":
+            stored = [("Notes", r) for r in state["notes"]] + [("Tasks", r) for r in state["tasks"]]
+            return [zoho_written(module, r) for module, r in sorted(stored, key=lambda m: m[1]["id"][-5:])]
         records = sorted(state["notes"] + state["tasks"], key=lambda r: int(r["id"]))
         return [
             {
@@ -445,14 +627,23 @@ def make_backend(param: str, settings: Any, sandboxes: dict[str, str]) -> Iterat
     name, kind = param.split("-")
     if kind == "mock":
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-            yield MockBackend(name, mock, settings)
+            yield (ZohoMockBackend if name == "zoho" else MockBackend)(name, mock, settings)
     else:
         base_url = sandboxes[name]
         requests.post(f"{base_url}/_sandbox/reset", timeout=5)
         yield SandboxBackend(name, base_url, settings)
 
 
-@pytest.fixture(params=["hubspot-mock", "hubspot-sandbox", "salesforce-mock", "salesforce-sandbox"])
+@pytest.fixture(
+    params=[
+        "hubspot-mock",
+        "hubspot-sandbox",
+        "salesforce-mock",
+        "salesforce-sandbox",
+        "zoho-mock",
+        "zoho-sandbox",
+    ]
+)
 def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
     yield from make_backend(request.param, settings, sandboxes)
 
@@ -464,7 +655,7 @@ def salesforce_backend(
     yield from make_backend(request.param, settings, sandboxes)
 
 
-@pytest.fixture(params=["hubspot", "salesforce"])
+@pytest.fixture(params=["hubspot", "salesforce", "zoho"])
 def sandbox_backend(
     request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]
 ) -> Iterator[SandboxBackend]:
@@ -499,20 +690,28 @@ def connect(backend: Backend) -> TokenSet:
     code = backend.authorize(url)
     backend.expect_token()
     return provider.exchange_code(
-        code=code, redirect_uri=REDIRECT_URI, code_verifier=verifier if provider.supports_pkce else None
+        code=code,
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier if provider.supports_pkce else None,
+        environment=backend.environment,
     )
 
 
 def test_connect_exchanges_the_code_and_identifies_the_account(backend: Backend) -> None:
     tokens = connect(backend)
     backend.expect_identify()
-    account = backend.provider.identify(tokens)
+    account = backend.provider.identify(tokens, environment=backend.environment)
     assert tokens.access_token and tokens.refresh_token
     assert backend.provider.missing_scopes(account.scopes) == []
     if backend.provider.name == "hubspot":
         assert account.key == HUB_ID
         assert account.details["hub_domain"] == "sandbox-demo.hubspot.com"
         assert tokens.expires_at is not None
+    elif backend.provider.name == "zoho":
+        assert (account.key, account.details["org_name"]) == (ZOHO_ORG, "Sandbox Demo GmbH")
+        assert backend.environment != "login"  # exchanged at the data centre the callback named
+        assert account.details["data_centre"] == urlsplit(backend.environment).netloc
+        assert tokens.instance_url and tokens.expires_at is not None
     else:
         assert account.key == ORG_ID
         assert account.details["user_id"] == SF_USER
@@ -524,7 +723,7 @@ def test_refresh_gives_a_working_access_token(backend: Backend) -> None:
     tokens = connect(backend)
     assert tokens.refresh_token
     backend.expect_token(refresh=True)
-    fresh = backend.provider.refresh(tokens.refresh_token)
+    fresh = backend.provider.refresh(tokens.refresh_token, environment=backend.environment)
     assert fresh.access_token and fresh.access_token != tokens.refresh_token
     backend.expect_lookups()
     assert (
@@ -536,9 +735,9 @@ def test_revoked_grant_then_refresh_is_auth_revoked(backend: Backend) -> None:
     tokens = connect(backend)
     assert tokens.refresh_token
     backend.expect_revoke()
-    backend.provider.revoke(tokens.refresh_token)
+    backend.provider.revoke(tokens.refresh_token, environment=backend.environment)
     with pytest.raises(AuthRevoked):
-        backend.provider.refresh(tokens.refresh_token)
+        backend.provider.refresh(tokens.refresh_token, environment=backend.environment)
 
 
 def test_injected_invalid_grant_on_refresh_is_auth_revoked(backend: Backend) -> None:
@@ -546,7 +745,7 @@ def test_injected_invalid_grant_on_refresh_is_auth_revoked(backend: Backend) -> 
     assert tokens.refresh_token
     backend.inject("invalid_grant")
     with pytest.raises(AuthRevoked):
-        backend.provider.refresh(tokens.refresh_token)
+        backend.provider.refresh(tokens.refresh_token, environment=backend.environment)
 
 
 def test_contact_and_open_deal_lookups(backend: Backend) -> None:
@@ -575,6 +774,12 @@ def test_note_and_task_carry_the_associations_provider_facts_require(backend: Ba
         assert task["associations"] == [(ids["contact"], 204), (ids["open_deal"], 216)]
         assert task["properties"]["hs_task_subject"] == "Follow up"
         assert f"[{MARKER}]" in note["properties"]["hs_note_body"]
+    elif backend.provider.name == "zoho":
+        note, task = written
+        assert note["kind"] == "note" and note["parent"] == ("Deals", ids["open_deal"])  # the open deal
+        assert f"[{MARKER}]" in note["text"] and note["title"].endswith(f" [{MARKER}]")
+        assert (task["who"], task["what"]) == (ids["contact"], ids["open_deal"])
+        assert (task["title"], task["status"]) == (f"Follow up [{MARKER}]", "Not Started")
     else:
         by_subject = {w["Subject"]: w for w in written}
         task = by_subject[f"Follow up [{MARKER}]"]
@@ -655,7 +860,7 @@ def test_commit_then_hang_times_out_but_find_write_finds_the_record(
         backend.provider.write(account, operation, planned)
     assert raised.value.code == "timeout"
     state = backend.state()
-    if backend.provider.name == "hubspot":
+    if backend.provider.name in ("hubspot", "zoho"):
         stored = state["notes" if operation == "create_note" else "tasks"]
         assert [r["id"] for r in state["notes"] + state["tasks"]] == [stored[0]["id"]]
         record_id = stored[0]["id"]

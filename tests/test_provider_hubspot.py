@@ -36,8 +36,8 @@ def hs_error(category: str, message: str = "error", **extra: object) -> dict[str
 def test_registry_knows_both_providers_and_refuses_others() -> None:
     assert get_provider("hubspot").name == "hubspot"
     assert get_provider("salesforce").name == "salesforce"
-    with pytest.raises(UnknownProvider, match="unknown provider 'zoho'"):
-        get_provider("zoho")
+    with pytest.raises(UnknownProvider, match="unknown provider 'pipedrive'"):
+        get_provider("pipedrive")
 
 
 def test_authorize_url_asks_for_required_scopes_and_state() -> None:

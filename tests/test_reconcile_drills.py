@@ -196,7 +196,7 @@ def storm_round(at: Any, seen: Counter[str]) -> None:
     reconcile_crm_writes(now=clock, dispatch=lambda i, t: seen.update([deliver_write(i, t, now=clock).code]))
 
 
-@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce", "zoho"])
 def test_fault_storms_lose_nothing_double_nothing_and_count_only_real_failures(
     crm: str, crm_env: Any, alice: Tenant, settings: Any
 ) -> None:
@@ -207,7 +207,7 @@ def test_fault_storms_lose_nothing_double_nothing_and_count_only_real_failures(
     plan_messages(alice.workspace, [m.pk for m in messages])
     assert len(writes()) == 12
     base = crm_env[crm]
-    write_path = "/objects/notes" if crm == "hubspot" else "sobjects/Task"
+    write_path = {"hubspot": "/objects/notes", "salesforce": "sobjects/Task", "zoho": "/crm/v7/Notes"}[crm]
     for fault in (
         {"kind": "rate_limit", "rate": 0.25, "retry_after": 0},
         {"kind": "server_error", "rate": 0.2, "path_contains": write_path},

@@ -26,7 +26,7 @@ from tests.reconcile_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-CRMS = ["hubspot", "salesforce"]
+CRMS = ["hubspot", "salesforce", "zoho"]
 Status = CrmWriteLog.Status
 
 

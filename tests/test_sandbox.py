@@ -1,4 +1,5 @@
-"""The local HubSpot and Salesforce sandboxes, driven over real HTTP with `requests`."""
+"""The local HubSpot and Salesforce sandboxes, driven over real HTTP with `requests` (Zoho's:
+test_sandbox_zoho.py)."""
 
 from __future__ import annotations
 
@@ -1048,9 +1049,9 @@ def test_server_logs_protocol_errors_without_queries(
 
 def test_start_sandbox_refuses_unknown_provider() -> None:
     with pytest.raises(
-        ValueError, match="unknown sandbox provider 'zoho'; choose one of hubspot, salesforce"
+        ValueError, match="unknown sandbox provider 'pipedrive'; choose one of hubspot, salesforce, zoho"
     ):
-        start_sandbox("zoho")
+        start_sandbox("pipedrive")
 
 
 # Salesforce OAuth and identity
@@ -1749,17 +1750,17 @@ def test_salesforce_state_and_overview_page(salesforce: RunningSandbox) -> None:
 def test_run_sandbox_is_refused_in_production(settings: Any) -> None:
     settings.PRODUCTION = True
     with pytest.raises(CommandError, match="refused when CONDUIT_ENV=production"):
-        call_command("run_sandbox", hubspot_port=0, salesforce_port=0)
+        call_command("run_sandbox", hubspot_port=0, salesforce_port=0, zoho_port=0)
 
 
-@pytest.mark.parametrize("busy", ["hubspot", "salesforce"])
+@pytest.mark.parametrize("busy", ["hubspot", "salesforce", "zoho"])
 def test_run_sandbox_names_a_port_in_use(busy: str) -> None:
     before = set(threading.enumerate())  # other tests' sandboxes may be running for the session
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"hubspot_port": 0, "salesforce_port": 0, f"{busy}_port": port}
+        ports = {"hubspot_port": 0, "salesforce_port": 0, "zoho_port": 0, f"{busy}_port": port}
         with pytest.raises(CommandError, match=f"cannot serve the {busy} sandbox on 127.0.0.1:{port}: "):
             call_command("run_sandbox", host="127.0.0.1", **ports)
     assert not any(t.name.startswith("sandbox-") for t in set(threading.enumerate()) - before)
@@ -1778,7 +1779,7 @@ def test_run_sandbox_serves_until_sigterm() -> None:
     def drive() -> None:
         deadline = time.monotonic() + 10
         try:
-            while len(out.getvalue().splitlines()) < 2 or signal.getsignal(signal.SIGTERM) is previous:
+            while len(out.getvalue().splitlines()) < 3 or signal.getsignal(signal.SIGTERM) is previous:
                 assert time.monotonic() < deadline, "run_sandbox did not start"
                 time.sleep(0.02)
             urls.extend(line.split(" at ")[1] for line in out.getvalue().splitlines())
@@ -1788,11 +1789,12 @@ def test_run_sandbox_serves_until_sigterm() -> None:
 
     driver = threading.Thread(target=drive)
     driver.start()
-    call_command("run_sandbox", hubspot_port=0, salesforce_port=0, stdout=out)
+    call_command("run_sandbox", hubspot_port=0, salesforce_port=0, zoho_port=0, stdout=out)
     driver.join(TIMEOUT)
     lines = out.getvalue().splitlines()
     assert re.fullmatch(r"sandbox hubspot at http://127\.0\.0\.1:\d+", lines[0])
     assert re.fullmatch(r"sandbox salesforce at http://127\.0\.0\.1:\d+", lines[1])
+    assert re.fullmatch(r"sandbox zoho at http://127\.0\.0\.1:\d+", lines[2])
     assert urls[-1] == "200"
     assert signal.getsignal(signal.SIGTERM) is previous
     with pytest.raises(requests.ConnectionError):
@@ -1813,7 +1815,17 @@ def test_run_sandbox_command_exits_zero_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "CONDUIT_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("CONDUIT_ENV", None)
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_sandbox", "--hubspot-port", "0", "--salesforce-port", "0"],
+        [
+            sys.executable,
+            "manage.py",
+            "run_sandbox",
+            "--hubspot-port",
+            "0",
+            "--salesforce-port",
+            "0",
+            "--zoho-port",
+            "0",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -1824,8 +1836,12 @@ def test_run_sandbox_command_exits_zero_on_sigterm(tmp_path: Path) -> None:
     killer.start()
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(2)]
-        assert [line.split(" at ")[0] for line in lines] == ["sandbox hubspot", "sandbox salesforce"]
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        assert [line.split(" at ")[0] for line in lines] == [
+            "sandbox hubspot",
+            "sandbox salesforce",
+            "sandbox zoho",
+        ]
         for line in lines:
             assert requests.get(line.split(" at ")[1] + "/_sandbox/state", timeout=TIMEOUT).status_code == 200
         proc.send_signal(signal.SIGTERM)
@@ -1852,7 +1868,7 @@ def test_run_sandbox_if_enabled_idles_when_the_sandbox_is_off(settings: Any) -> 
 
     driver = threading.Thread(target=stop_when_idle)
     driver.start()
-    call_command("run_sandbox", if_enabled=True, hubspot_port=0, salesforce_port=0, stdout=out)
+    call_command("run_sandbox", if_enabled=True, hubspot_port=0, salesforce_port=0, zoho_port=0, stdout=out)
     driver.join(TIMEOUT)
     assert out.getvalue().splitlines() == [
         "sandbox: CONDUIT_SANDBOX is off; not serving (idle until stopped)"

@@ -86,6 +86,14 @@ def test_production_passes_check_deploy_at_warning_level(tmp_path: Path) -> None
             {"SALESFORCE_LOGIN_URL": "https://127.0.0.1:8702"},
             "SALESFORCE_LOGIN_URL must not point at a local sandbox in production",
         ),
+        (
+            {"ZOHO_ACCOUNTS_URL": "http://accounts.zoho.eu"},
+            "ZOHO_ACCOUNTS_URL must be an https:// URL in production",
+        ),
+        (
+            {"ZOHO_ACCOUNTS_URL": "https://localhost:8703"},
+            "ZOHO_ACCOUNTS_URL must not point at a local sandbox in production",
+        ),
         ({"CONDUIT_METRICS_TOKEN": "short"}, "CONDUIT_METRICS_TOKEN must be at least 24 characters"),
         ({"CONDUIT_RATE_BUDGET": "1.5"}, "CONDUIT_RATE_BUDGET must be between 0.1 and 1.0"),
     ],

@@ -26,7 +26,7 @@ from integrations.providers.base import Account
 from integrations.providers.errors import AuthRevoked, TokenExpired
 from tests.conftest import Tenant
 
-KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS"}
+KEYS = {"hubspot": "4400001", "salesforce": "00D5g000004SbxAEAS", "zoho": "7700000000000010001"}
 
 
 def connected(workspace: Any, crm: str, base: str, **fields: Any) -> CrmConnection:
@@ -35,6 +35,8 @@ def connected(workspace: Any, crm: str, base: str, **fields: Any) -> CrmConnecti
     details: dict[str, Any] = {"environment": "login"}
     if crm == "salesforce":
         details["instance_url"] = grant["instance_url"]
+    if crm == "zoho":  # the sandbox is the account's data centre: its accounts server and API domain
+        details = {"environment": base, "instance_url": grant["api_domain"]}
     with system_scope():
         return CrmConnection.objects.create(
             workspace=workspace,
@@ -45,7 +47,7 @@ def connected(workspace: Any, crm: str, base: str, **fields: Any) -> CrmConnecti
             access_token=fields.pop("access_token", grant["access_token"]),
             refresh_token=grant["refresh_token"],
             token_expires_at=fields.pop(
-                "token_expires_at", timezone.now() + timedelta(minutes=30) if crm == "hubspot" else None
+                "token_expires_at", timezone.now() + timedelta(minutes=30) if crm != "salesforce" else None
             ),
             **fields,
         )
@@ -91,6 +93,27 @@ def test_salesforce_refreshes_after_a_401_and_retries_once(crm_env: Any, alice: 
     with system_scope():
         conn.refresh_from_db()
     assert conn.access_token != "00Dstale!expired-token" and conn.status == "connected"
+
+
+@pytest.mark.django_db
+def test_zoho_refreshes_at_its_data_centre_after_a_401_and_retries_once(crm_env: Any, alice: Tenant) -> None:
+    conn = connected(alice.workspace, "zoho", crm_env["zoho"])
+    # the call answers 401 INVALID_TOKEN once; the refresh must go to the data centre (127.0.0.1),
+    # not to ZOHO_ACCOUNTS_URL (localhost), whose answer the sandbox refuses as another centre's
+    requests.post(f"{crm_env['zoho']}/_sandbox/faults", json={"kind": "invalid_session"}, timeout=5)
+    result = call_with_token(conn.pk, lambda account: get_provider("zoho").check_health(account))
+    assert result.details["org_id"] == KEYS["zoho"] and refreshes(conn) == 1
+    with system_scope():
+        conn.refresh_from_db()
+    assert conn.status == "connected" and conn.external_account_json["instance_url"] == crm_env["zoho"]
+    requests.post(
+        f"{crm_env['zoho']}/_sandbox/faults", json={"kind": "invalid_session", "count": 2}, timeout=5
+    )
+    with pytest.raises(AuthRevoked):
+        call_with_token(conn.pk, lambda account: get_provider("zoho").check_health(account))
+    with system_scope():
+        conn.refresh_from_db()
+    assert (conn.status, conn.last_error) == ("error", "access_token_rejected")
 
 
 @pytest.mark.django_db
@@ -164,7 +187,7 @@ def test_refresh_api_command_and_admin_action(crm_env: Any, alice: Tenant) -> No
     answer = api.post("/api/v1/integrations/hubspot/refresh")
     assert answer.status_code == 200 and answer.json()["status"] == "connected"
     assert api.post("/api/v1/integrations/salesforce/refresh").json()["code"] == "not_connected"
-    assert api.post("/api/v1/integrations/zoho/refresh").status_code == 404
+    assert api.post("/api/v1/integrations/pipedrive/refresh").status_code == 404
     out = StringIO()
     call_command("refresh_crm_token", "--workspace", "alice", "--crm", "hubspot", stdout=out)
     assert out.getvalue().startswith("alice hubspot: token refreshed; expires ")
@@ -225,8 +248,9 @@ def test_claim_api_binds_the_install(crm_env: Any, bob: Tenant) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("crm", ["hubspot", "zoho"])
 def test_no_token_in_logs_audit_or_sync_logs_across_the_flow(
-    crm_env: Any, alice: Tenant, capture_json_logs: Any
+    crm_env: Any, alice: Tenant, capture_json_logs: Any, settings: Any, crm: str
 ) -> None:
     import logging
 
@@ -235,14 +259,15 @@ def test_no_token_in_logs_audit_or_sync_logs_across_the_flow(
     logging.getLogger("urllib3").setLevel(logging.DEBUG)
     try:
         client = alice.client()
-        connect(client, "hubspot")
-        conn = CrmConnection.objects.get(crm="hubspot")
-        secrets = [conn.access_token, conn.refresh_token]
+        connect(client, crm)
+        with system_scope():
+            conn = CrmConnection.objects.get(crm=crm)
+        secrets = [conn.access_token, conn.refresh_token, settings.ZOHO_CLIENT_SECRET]
         refresh_connection(conn.pk, force=True)
         with system_scope():
             conn.refresh_from_db()
         secrets += [conn.access_token]
-        client.post("/settings/integrations/hubspot/disconnect/")
+        client.post(f"/settings/integrations/{crm}/disconnect/")
     finally:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
     with system_scope():

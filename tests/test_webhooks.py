@@ -389,7 +389,7 @@ def test_replaying_the_failed_events_of_a_time_range(
     [
         ({"provider": "hubspot", "event_id": "nope"}, 404, "not_found"),
         ({"provider": "hubspot"}, 400, "invalid"),
-        ({"provider": "zoho", "event_id": "1"}, 404, "unknown_provider"),
+        ({"provider": "pipedrive", "event_id": "1"}, 404, "unknown_provider"),
         (
             {"provider": "hubspot", "since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00Z"},
             400,

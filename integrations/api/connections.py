@@ -47,8 +47,9 @@ PROVIDER_QUERY = OpenApiParameter(
 
 def check_provider(provider: str) -> str:
     if provider not in dict(CRM_CHOICES):
+        known = ", ".join(name for name, _ in CRM_CHOICES)
         raise ApiError(
-            f"unknown provider {provider!r}; use hubspot or salesforce", code="unknown_provider", status=404
+            f"unknown provider {provider!r}; use one of: {known}", code="unknown_provider", status=404
         )
     return provider
 

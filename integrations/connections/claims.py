@@ -57,6 +57,7 @@ def install_metadata(account: ExternalAccount, tokens: TokenSet, environment: st
     details = account.details
     return {
         "account_name": details.get("hub_domain")
+        or details.get("org_name")
         or details.get("username")
         or details.get("instance_url")
         or "",

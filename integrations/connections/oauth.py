@@ -37,7 +37,7 @@ from integrations.providers.errors import InvalidInstanceUrl, Permanent, Provide
 from integrations.providers.synclog import CallContext
 
 STATE_BYTES = 32
-ENVIRONMENTS = {"hubspot": ("login",), "salesforce": ("login", "test")}
+ENVIRONMENTS = {"hubspot": ("login",), "salesforce": ("login", "test"), "zoho": ("login",)}
 
 
 class BadState(ConduitError):
@@ -58,7 +58,8 @@ def crm_label(crm: str) -> str:
 
 def check_crm(crm: str) -> str:
     if crm not in PROVIDERS:
-        raise BadState(f"Conduit does not connect to {crm!r}; choose HubSpot or Salesforce.")
+        choices = ", ".join(label for _, label in CRM_CHOICES)
+        raise BadState(f"Conduit does not connect to {crm!r}; choose one of {choices}.")
     return crm
 
 
@@ -162,7 +163,7 @@ def exchange_and_identify(state: OAuthState, code: str) -> tuple[TokenSet, Exter
         account = provider.identify(tokens, environment=state.environment, context=context)
     except InvalidInstanceUrl:
         raise CallbackFailed(
-            f"{label} sent an instance address outside Salesforce's own domains; nothing was saved."
+            f"{label} sent an instance address outside {label}'s own domains; nothing was saved."
         ) from None
     except Transient:
         raise CallbackFailed(
@@ -184,12 +185,30 @@ def finish_authorization(
         return CallbackOutcome("denied", crm, state)
     if not params.get("code"):
         raise BadState("The sign-in answer carries no authorization code. Start again.")
+    locate_account(state, params)
     tokens, account = exchange_and_identify(state, params["code"])
     missing = get_provider(crm).missing_scopes(account.scopes or tokens.scopes)
     with system_scope():
         if state.workspace_id is None:
             return install_first(state, tokens, account, missing, now)
         return connect_workspace(state, tokens, account, missing, now)
+
+
+def locate_account(state: OAuthState, params: dict[str, str]) -> None:
+    """Where the callback says the account lives (Zoho's data centre), checked before the code is
+    sent anywhere and kept on the state: the exchange, a held account switch and the stored
+    connection all use it."""
+    label = crm_label(state.crm)
+    try:
+        environment = get_provider(state.crm).callback_environment(params, state.environment)
+    except InvalidInstanceUrl:
+        raise CallbackFailed(
+            f"{label} named a server outside {label}'s own domains; nothing was sent to it or saved."
+        ) from None
+    if environment != state.environment:
+        state.environment = environment
+        with system_scope():
+            state.save(update_fields=["environment"])
 
 
 def connect_workspace(

@@ -64,7 +64,8 @@ def target_for(
     if named != 1:
         raise InvalidPause("Name exactly one of: everything, a provider, a workspace or a connection.")
     if provider and provider not in dict(CRM_CHOICES):
-        raise InvalidPause(f"Unknown provider {provider!r}; use hubspot or salesforce.")
+        known = ", ".join(name for name, _ in CRM_CHOICES)
+        raise InvalidPause(f"Unknown provider {provider!r}; use one of: {known}.")
     if connection is not None:
         return PauseTarget("connection", connection=connection)
     if workspace is not None:

@@ -47,6 +47,7 @@ def account_for(conn: CrmConnection) -> Account:
         instance_url=str(conn.external_account_json.get("instance_url") or ""),
         environment=conn.environment,
         context=context_of(conn),
+        details=dict(conn.external_account_json),
     )
 
 
@@ -146,6 +147,8 @@ def refresh_connection(
             return conn  # someone refreshed after that 401
         if not force and rejected_token is None and not needs_refresh(conn, now()):
             return conn
+        if not get_provider(conn.crm).uses_oauth:
+            return conn  # an API key (Odoo) has no refresh: a new one is saved by its admin
         if not conn.refresh_token:
             mark_revoked(conn, "refresh_token_missing", actor=actor)
             return conn

@@ -134,6 +134,7 @@ def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]
         }.get(status, status),
         "account": conn.account_label if conn else "",
         "environment": conn.environment if conn else "",
+        "data_centre": str(conn.external_account_json.get("data_centre") or "") if conn else "",
         "connected_at": conn.connected_at if conn else None,
         "dry_run": conn.dry_run if conn else True,
         "guidance": guidance.format(missing=missing or "the scopes listed by the CRM"),
@@ -245,7 +246,8 @@ def install(request: HttpRequest, crm: str) -> HttpResponse:
 
 def callback(request: HttpRequest, crm: str) -> HttpResponse:
     check_crm(crm)
-    params = {k: request.GET.get(k, "") for k in ("state", "code", "error")}
+    # Zoho's redirect also names the account's data centre (location, accounts-server)
+    params = {k: request.GET.get(k, "") for k in ("state", "code", "error", "location", "accounts-server")}
     try:
         outcome = oauth.finish_authorization(crm, params, user_id=request.user.pk)
     except ConduitError as exc:
@@ -374,7 +376,7 @@ def claim_install(request: HttpRequest) -> HttpResponse:
 
 
 def held_name(details: dict[str, Any]) -> str:
-    return str(details.get("hub_domain") or details.get("instance_url") or "")
+    return str(details.get("hub_domain") or details.get("org_name") or details.get("instance_url") or "")
 
 
 def check_claim_crm(crm: str) -> str:

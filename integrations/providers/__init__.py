@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "hubspot": "integrations.providers.hubspot.HubSpotProvider",
     "salesforce": "integrations.providers.salesforce.SalesforceProvider",
+    "zoho": "integrations.providers.zoho.ZohoProvider",
 }
 
 

@@ -3,8 +3,8 @@
 `Provider._call` paces the call through the shared rate limiter, sends it on the process's
 requests.Session with connect/read timeouts and no redirects, maps every failure into the
 closed set in errors.py, and records a crm_sync_logs row and the Prometheus metrics. Providers
-override the hooks (`classify_client_error`, `default_retry_after`, `observe_response`,
-`before_call`) and never look at a status code outside them.
+override the hooks (`classify_client_error`, `refused_in_body`, `default_retry_after`,
+`observe_response`, `before_call`, `open_transport`) and never look at a status code outside them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -67,6 +68,8 @@ class Account:
     instance_url: str = ""
     environment: str = "login"
     context: CallContext = field(default_factory=CallContext)
+    # The connection's external_account_json (Odoo: database, user id, API flavour); never a token.
+    details: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class Provider:
     label: ClassVar[str]
     required_scopes: ClassVar[tuple[str, ...]]
     supports_pkce: ClassVar[bool] = False
+    auth_scheme: ClassVar[str] = "Bearer"  # the Authorization scheme of API calls (Zoho: Zoho-oauthtoken)
+    # False for a provider connected with a typed API key (Odoo): nothing to authorize or refresh.
+    uses_oauth: ClassVar[bool] = True
 
     # --- OAuth (overridden by each provider) ---
     def authorize_url(
@@ -209,6 +215,12 @@ class Provider:
         self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
     ) -> ExternalAccount:
         raise NotImplementedError
+
+    def callback_environment(self, params: dict[str, str], environment: str) -> str:
+        """Where the account lives, from the OAuth callback's query: the environment the
+        authorization started in, unless the provider's redirect names it (Zoho's data centre).
+        Refuses (InvalidInstanceUrl) a server outside the provider's own domains."""
+        return environment
 
     # --- API ---
     def check_health(self, account: Account) -> HealthResult:
@@ -278,6 +290,11 @@ class Provider:
     def before_call(self, account_key: str, *, write: bool) -> None:
         """Refuse a call before it is sent (e.g. writes paused near a daily limit)."""
 
+    def refused_in_body(self, body: Any, operation: str) -> ProviderError | None:
+        """An error the provider reports inside a 2xx answer (Zoho's token endpoint and record
+        writes), or None."""
+        return None
+
     # --- the seam ---
     def _call(
         self,
@@ -291,8 +308,11 @@ class Provider:
         account_key: str = "",
         write: bool = False,
         secrets: tuple[str, ...] = (),
+        decode: Callable[[requests.Response], Any] | None = None,
         **kwargs: Any,
     ) -> Any:
+        """`decode` reads a 2xx answer that is not JSON (Odoo's XML-RPC); a ProviderError it
+        raises is recorded like any other failure."""
         started = time.monotonic()
         http_status: int | None = None
         error: ProviderError | None = None
@@ -312,7 +332,12 @@ class Provider:
                 self.observe_response(account_key, resp)
             if not 200 <= resp.status_code < 300:
                 raise self._classify(resp, operation)
-            return json_or_none(resp) if resp.content else None
+            if decode is not None:
+                return decode(resp)
+            body = json_or_none(resp) if resp.content else None
+            if (refused := self.refused_in_body(body, operation)) is not None:
+                raise refused
+            return body
         except ProviderError as exc:
             exc.scrub([*secrets, *context.secrets, *self._sent_secrets(token, kwargs)])
             error = exc
@@ -333,12 +358,19 @@ class Provider:
             v for v in [token, *(form.get(f) for f in self.SECRET_FORM_FIELDS)] if isinstance(v, str) and v
         ]
 
+    def open_transport(self, url: str) -> tuple[requests.Session, str, dict[str, str]]:
+        """The session, URL and extra headers a call to `url` goes out with: by default the
+        process's session as it is; Odoo pins the checked address of the customer's host."""
+        return http_session(), url, {}
+
     def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"{self.auth_scheme} {token}"
+        session, url, pinned_headers = self.open_transport(url)
+        headers.update(pinned_headers)
         try:
-            return http_session().request(
+            return session.request(
                 method,
                 url,
                 headers=headers,

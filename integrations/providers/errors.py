@@ -102,6 +102,7 @@ class MissingScope(ProviderError):
 
 
 class InvalidInstanceUrl(Permanent):
-    """A Salesforce instance_url outside Salesforce's own domains: no token is sent to it."""
+    """A provider address outside the provider's own domains (a Salesforce instance_url, a Zoho
+    accounts server or API domain): no code or token is sent to it."""
 
     code = "invalid_instance_url"

@@ -30,9 +30,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "HUBSPOT_CLIENT_SECRET": "sandbox-hubspot-client-secret",
     "SALESFORCE_CLIENT_ID": "conduit-sandbox-salesforce",
     "SALESFORCE_CLIENT_SECRET": "sandbox-salesforce-client-secret",
+    "ZOHO_CLIENT_ID": "conduit-sandbox-zoho",
+    "ZOHO_CLIENT_SECRET": "sandbox-zoho-client-secret",
     "SANDBOX_HOST": "127.0.0.1",
     "SANDBOX_HUBSPOT_PORT": 8701,
     "SANDBOX_SALESFORCE_PORT": 8702,
+    "SANDBOX_ZOHO_PORT": 8703,
     "PRODUCTION": False,
 }
 

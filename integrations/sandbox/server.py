@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from integrations.sandbox.common import SandboxApp, SandboxServer, SandboxState
 from integrations.sandbox.hubspot import HubSpotApp
 from integrations.sandbox.salesforce import SalesforceApp
+from integrations.sandbox.zoho import ZohoApp
 
-APPS: dict[str, Callable[[], SandboxApp]] = {"hubspot": HubSpotApp, "salesforce": SalesforceApp}
+APPS: dict[str, Callable[[], SandboxApp]] = {
+    "hubspot": HubSpotApp,
+    "salesforce": SalesforceApp,
+    "zoho": ZohoApp,
+}
 
 
 @dataclass
 class RunningSandbox:
-    provider: str  # "hubspot" | "salesforce"
+    provider: str  # "hubspot" | "salesforce" | "zoho"
     base_url: str  # e.g. "http://127.0.0.1:54321", no trailing slash
-    state: SandboxState  # HubSpotState or SalesforceState; tests may read and change it under state.lock
+    state: SandboxState  # HubSpotState, SalesforceState or ZohoState; tests may change it under state.lock
     _server: SandboxServer = field(repr=False)
     _thread: threading.Thread = field(repr=False)
 

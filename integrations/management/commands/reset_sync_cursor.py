@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = "Move sync cursors back N hours (since_ts = now - N h); the next pull reads from there."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--provider", required=True, help="hubspot or salesforce")
+        parser.add_argument("--provider", required=True, help="hubspot, salesforce, zoho, ...")
         parser.add_argument("--object", required=True, help="contact or deal")
         parser.add_argument("--hours", required=True, help=f"1 to {MAX_HOURS}")
         parser.add_argument("--workspace", help="only this workspace (id or slug)")

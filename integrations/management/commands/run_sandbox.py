@@ -1,4 +1,4 @@
-"""`manage.py run_sandbox`: serve the HubSpot and Salesforce sandboxes until SIGINT/SIGTERM."""
+"""`manage.py run_sandbox`: serve the HubSpot, Salesforce and Zoho CRM sandboxes until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from integrations.sandbox.server import RunningSandbox, start_sandbox
 
 
 class Command(BaseCommand):
-    help = "Serve the local HubSpot and Salesforce sandboxes until interrupted (never in production)."
+    help = (
+        "Serve the local HubSpot, Salesforce and Zoho CRM sandboxes until interrupted (never in production)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", help="address to bind (default: settings.SANDBOX_HOST)")
         parser.add_argument("--hubspot-port", type=int, help="default: settings.SANDBOX_HUBSPOT_PORT")
         parser.add_argument("--salesforce-port", type=int, help="default: settings.SANDBOX_SALESFORCE_PORT")
+        parser.add_argument("--zoho-port", type=int, help="default: settings.SANDBOX_ZOHO_PORT")
         parser.add_argument(
             "--if-enabled",
             action="store_true",
@@ -42,6 +45,7 @@ class Command(BaseCommand):
             for provider, port in (
                 ("hubspot", options["hubspot_port"]),
                 ("salesforce", options["salesforce_port"]),
+                ("zoho", options["zoho_port"]),
             )
         }
         running: list[RunningSandbox] = []
