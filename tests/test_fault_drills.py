@@ -169,7 +169,7 @@ def test_redis_restarted_while_writes_are_in_flight_delivers_each_write_once(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    broker = Celery(broker=private_redis.url)
+    broker = Celery(broker=private_redis.url, set_as_current=False)  # never the tests' app
     try:
         assert healthz(web_port, until=200) == 200
         result = reconcile_crm_writes(

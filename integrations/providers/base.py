@@ -296,6 +296,29 @@ class Provider:
         return None
 
     # --- the seam ---
+    def _call_as(
+        self,
+        account: Account,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        bucket: Bucket | None = None,
+        **kw: Any,
+    ) -> Any:
+        """`_call` on behalf of one connection: its token, its call context (the sync log's
+        workspace and the secrets to scrub), its rate-limit account, the provider's API bucket."""
+        return self._call(
+            operation,
+            method,
+            url,
+            context=account.context,
+            token=account.access_token,
+            bucket=bucket or self.api_bucket(),
+            account_key=account.account_key,
+            **kw,
+        )
+
     def _call(
         self,
         operation: str,

@@ -191,16 +191,7 @@ class HubSpotProvider(Provider):
     # --- API ---
     def _api_call(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
         bucket = search_bucket() if path.endswith("/search") else api_bucket()
-        return self._call(
-            operation,
-            method,
-            self.api + path,
-            context=account.context,
-            token=account.access_token,
-            bucket=bucket,
-            account_key=account.account_key,
-            **kw,
-        )
+        return self._call_as(account, operation, method, self.api + path, bucket=bucket, **kw)
 
     def api_bucket(self) -> Bucket:
         return api_bucket()

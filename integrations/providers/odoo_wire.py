@@ -149,14 +149,11 @@ class OdooWire(Provider):
             body = {**params, **({"ids": ids} if ids is not None else {})}
             if context:
                 body["context"] = context
-            return self._call(
+            return self._call_as(
+                account,
                 operation,
                 "POST",
                 f"{account.instance_url}/json/2/{model}/{method}",
-                context=account.context,
-                token=account.access_token,
-                bucket=api_bucket(),
-                account_key=account.account_key,
                 write=write,
                 json=body,
                 headers={"X-Odoo-Database": database},

@@ -241,16 +241,7 @@ class SalesforceProvider(Provider):
     def _rest(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
         base = validate_instance_url(account.instance_url)
         url = f"{base}/services/data/{settings.SALESFORCE_API_VERSION}/{path}"
-        return self._call(
-            operation,
-            method,
-            url,
-            context=account.context,
-            token=account.access_token,
-            bucket=api_bucket(),
-            account_key=account.account_key,
-            **kw,
-        )
+        return self._call_as(account, operation, method, url, **kw)
 
     def api_bucket(self) -> Bucket:
         return api_bucket()
@@ -258,18 +249,7 @@ class SalesforceProvider(Provider):
     def check_health(self, account: Account) -> HealthResult:
         # userinfo is authenticated and does not count against the daily API allocation.
         base = validate_instance_url(account.instance_url)
-        info = (
-            self._call(
-                "health_check",
-                "GET",
-                f"{base}/services/oauth2/userinfo",
-                context=account.context,
-                token=account.access_token,
-                bucket=api_bucket(),
-                account_key=account.account_key,
-            )
-            or {}
-        )
+        info = self._call_as(account, "health_check", "GET", f"{base}/services/oauth2/userinfo") or {}
         usage = get_limiter().daily_usage(self.name, account.account_key)
         details: dict[str, Any] = {"org_id": info.get("organization_id")}
         if usage:

@@ -227,15 +227,8 @@ class ZohoProvider(Provider):
         return f"{validate_api_domain(api_domain)}/crm/{settings.ZOHO_API_VERSION}"
 
     def _api(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
-        return self._call(
-            operation,
-            method,
-            f"{self._api_base(account.instance_url)}/{path}",
-            context=account.context,
-            token=account.access_token,
-            bucket=api_bucket(),
-            account_key=account.account_key,
-            **kw,
+        return self._call_as(
+            account, operation, method, f"{self._api_base(account.instance_url)}/{path}", **kw
         )
 
     def api_bucket(self) -> Bucket:
