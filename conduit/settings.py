@@ -236,9 +236,13 @@ SANDBOX_HOST = env.str("SANDBOX_HOST", default="127.0.0.1")
 SANDBOX_HUBSPOT_PORT = env.int("SANDBOX_HUBSPOT_PORT", default=8701)
 SANDBOX_SALESFORCE_PORT = env.int("SANDBOX_SALESFORCE_PORT", default=8702)
 SANDBOX_ZOHO_PORT = env.int("SANDBOX_ZOHO_PORT", default=8703)
+SANDBOX_ODOO_PORT = env.int("SANDBOX_ODOO_PORT", default=8704)
 _hubspot_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_HUBSPOT_PORT}"
 _salesforce_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_SALESFORCE_PORT}"
 _zoho_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_ZOHO_PORT}"
+# Odoo has no fixed provider URL (each customer types their instance's); in development the
+# credentials form suggests the sandbox's.
+ODOO_SANDBOX_URL = f"http://{SANDBOX_HOST}:{SANDBOX_ODOO_PORT}" if CONDUIT_SANDBOX else ""
 
 
 def provider_url(name: str, real: str, sandbox: str) -> str:

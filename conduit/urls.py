@@ -33,6 +33,11 @@ urlpatterns = [
     ),
     path("settings/workspace/", views.switch_workspace, name="switch-workspace"),
     path("settings/integrations/", integration_views.integrations_page, name="integrations"),
+    path(
+        "settings/integrations/odoo/credentials/",
+        integration_views.odoo_credentials,
+        name="integrations-odoo-credentials",
+    ),
     path("settings/integrations/<str:crm>/connect/", integration_views.connect, name="integrations-connect"),
     path(
         "settings/integrations/<str:crm>/disconnect/",

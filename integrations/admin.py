@@ -26,6 +26,7 @@ from integrations.models import (
     SyncPause,
     WebhookEvent,
 )
+from integrations.providers import get_provider
 from integrations.providers.errors import ProviderError
 from integrations.webhooks.processing import do_replay_webhooks
 
@@ -71,7 +72,12 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{conn}: not refreshed ({reason})", messages.ERROR)
                 continue
             level = messages.SUCCESS if fresh.status == CrmConnection.Status.CONNECTED else messages.ERROR
-            self.message_user(request, f"{fresh}: {fresh.last_error or 'token refreshed'}", level)
+            done = (
+                "token refreshed"
+                if get_provider(fresh.crm).uses_oauth
+                else "an API key has no refresh; unchanged"
+            )
+            self.message_user(request, f"{fresh}: {fresh.last_error or done}", level)
 
 
 @admin.register(ConnectionHealth)

@@ -16,7 +16,12 @@ from django.utils import timezone
 from conduit.crypto import EncryptedTextField
 from conduit.models import Workspace
 
-CRM_CHOICES = [("hubspot", "HubSpot"), ("salesforce", "Salesforce"), ("zoho", "Zoho CRM")]
+CRM_CHOICES = [
+    ("hubspot", "HubSpot"),
+    ("salesforce", "Salesforce"),
+    ("zoho", "Zoho CRM"),
+    ("odoo", "Odoo"),
+]
 
 
 class CrmConnection(models.Model):

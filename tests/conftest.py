@@ -196,7 +196,7 @@ def sandboxes() -> Iterator[dict[str, str]]:
     """The sandbox CRMs on free ports for the whole run: {"hubspot": base_url, "salesforce": ...}."""
     from integrations.sandbox.server import start_sandbox
 
-    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce", "zoho")}
+    running = {name: start_sandbox(name, port=0) for name in ("hubspot", "salesforce", "zoho", "odoo")}
     yield {name: sandbox.base_url for name, sandbox in running.items()}
     for sandbox in running.values():
         sandbox.stop()
@@ -215,6 +215,7 @@ def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
     settings.SALESFORCE_LOGIN_URL = settings.SALESFORCE_TEST_URL = sandboxes["salesforce"]
     settings.SALESFORCE_EXTRA_INSTANCE_ORIGINS = [sandboxes["salesforce"]]
     zoho_sandbox(settings, sandboxes["zoho"])
+    odoo_sandbox(settings, sandboxes["odoo"])
     return sandboxes
 
 
@@ -224,3 +225,12 @@ def zoho_sandbox(settings: Any, base_url: str) -> None:
     reach it under another host name: only a client that follows `accounts-server` gets through."""
     settings.ZOHO_ACCOUNTS_URL = base_url.replace("://127.0.0.1:", "://localhost:")
     settings.ZOHO_EXTRA_ORIGINS = [base_url]
+
+
+def odoo_sandbox(settings: Any, base_url: str) -> None:
+    """Let Odoo reach its sandbox: a customer-typed instance URL may use plain http and the
+    sandbox's 127.0.0.1 only in development and tests (production refuses both). Odoo has no
+    provider URL setting; the credentials form suggests ODOO_SANDBOX_URL."""
+    settings.CONDUIT_ODOO_ALLOW_INSECURE = True
+    settings.CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"]
+    settings.ODOO_SANDBOX_URL = base_url

@@ -21,7 +21,10 @@ def connect_crm(tenant: Tenant, crm: str, *, live: bool = True) -> CrmConnection
     from tests.test_oauth_flow import connect
 
     client = tenant.client()
-    response = connect(client, crm)
+    if crm == "odoo":  # an API key through the credentials form, against the sandbox of crm_env
+        response = client.post("/settings/integrations/odoo/credentials/", odoo_form())
+    else:
+        response = connect(client, crm)
     assert response.status_code == 302, response.content
     with system_scope():
         conn = CrmConnection.objects.exclude(status="disconnected").get(workspace=tenant.workspace, crm=crm)
@@ -29,6 +32,16 @@ def connect_crm(tenant: Tenant, crm: str, *, live: bool = True) -> CrmConnection
             conn.dry_run = False
             conn.save(update_fields=["dry_run"])
     return conn
+
+
+def odoo_form(**fields: str) -> dict[str, str]:
+    """The credentials form filled in for the Odoo sandbox (conftest.odoo_sandbox sets its URL)."""
+    from django.conf import settings
+
+    from integrations.sandbox.odoo_data import DATABASE, LOGIN, SEEDED_API_KEY
+
+    values = {"url": settings.ODOO_SANDBOX_URL, "database": DATABASE, "login": LOGIN}
+    return {**values, "api_key": SEEDED_API_KEY, **fields}
 
 
 def store_message(
@@ -70,8 +83,12 @@ def sandbox_fault(base_url: str, **fault: Any) -> None:
 
 
 def created_records(crm: str, base_url: str) -> list[dict[str, Any]]:
-    """Notes and tasks (HubSpot, Zoho) or Tasks (Salesforce) the sandbox holds."""
+    """Notes and tasks (HubSpot, Zoho) or Tasks (Salesforce) the sandbox holds; Odoo: the notes
+    logged on partners (not their copies on opportunities) and the To-Do activities."""
     state = sandbox_state(base_url)
     if crm in ("hubspot", "zoho"):
         return [*state.get("notes", []), *state.get("tasks", [])]
+    if crm == "odoo":
+        notes = [m for m in state.get("messages", []) if m.get("model") == "res.partner"]
+        return [*notes, *state.get("activities", [])]
     return list(state.get("tasks", []))

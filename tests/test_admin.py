@@ -188,3 +188,30 @@ def test_integrations_admin_lists_connections_and_sync_logs_without_tokens(
     html = b"".join(p.content for p in pages)
     assert b"4400001" in html and b"validation_error" in html
     assert b"ADMIN-ACCESS-TOKEN" not in html and b"ADMIN-REFRESH-TOKEN" not in html
+
+
+def test_forcing_a_refresh_of_an_odoo_connection_says_an_api_key_has_none(
+    staff: Client, alice: Tenant
+) -> None:
+    from conduit.tenancy import system_scope
+    from integrations.models import CrmConnection
+
+    with system_scope():
+        conn = CrmConnection.objects.create(
+            workspace=alice.workspace,
+            crm="odoo",
+            status="connected",
+            external_account_key="acme.odoo.com/acme",
+            external_account_json={"key_last4": "c0de", "api": "json2"},
+            access_token="7e57c0de" * 5,
+        )
+    done = staff.post(
+        "/admin/integrations/crmconnection/",
+        {"action": "force_token_refresh", "_selected_action": [conn.pk]},
+        follow=True,
+    )
+    assert b"an API key has no refresh; unchanged" in done.content
+    assert b"7e57c0de7e57c0de" not in done.content
+    with system_scope():
+        conn.refresh_from_db()
+    assert (conn.status, conn.access_token) == ("connected", "7e57c0de" * 5)

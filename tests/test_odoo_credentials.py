@@ -16,7 +16,6 @@ from django.db import connection
 
 from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
-from integrations import providers
 from integrations.connections.credentials import (
     CredentialsRefused,
     NotWorkspaceAdmin,
@@ -47,15 +46,6 @@ from tests.odoo_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def odoo_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The lead adds "odoo" to the registry; until then the tests do."""
-    monkeypatch.setitem(providers.PROVIDERS, "odoo", "integrations.providers.odoo.OdooProvider")
-    get_provider.cache_clear()
-    yield
-    get_provider.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -516,6 +516,78 @@ def test_a_zoho_crm_echoing_secrets_leaks_nothing_through_the_pull_retry_and_rea
     assert "invalid_query" in haystack and "http_500" in haystack  # the failures were recorded
 
 
+def test_an_odoo_echoing_its_api_key_leaks_nothing_through_the_pull_checks_retry_reads_and_pages(
+    alice: Tenant, capture_json_logs: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrations.health.checks import check_connection
+    from integrations.models import ConnectionHealth
+    from tests.odoo_helpers import ODOO_HOST, ODOO_URL, PUBLIC_IP, fake_dns, production_settings
+
+    production_settings(settings)
+    fake_dns(monkeypatch, {ODOO_HOST: [PUBLIC_IP]})
+    key = "7e57c0de" * 5  # an Odoo API key: 40 hex digits
+    conn = make_connection(
+        alice.workspace,
+        "odoo",
+        external_account_key=f"{ODOO_HOST}/acme",
+        access_token=key,
+        refresh_token="",
+        external_account_json={
+            "url": ODOO_URL,
+            "instance_url": ODOO_URL,
+            "database": "acme",
+            "login": "bot@acme.example",
+            "api": "json2",
+            "version": "19.0",
+            "uid": 6,
+            "key_last4": key[-4:],
+        },
+    )
+    make_write(conn, "failed", "validation_error", permanent_failure=True)
+    token, ops = new_workspace_token(alice), staff_token()
+    echo = f"Invalid apikey {key} (Bearer {key})"
+    json2 = f"https://{PUBLIC_IP}/json/2"
+    with responses.RequestsMock() as crm:
+        crm.post(
+            f"{json2}/res.partner/search_read",
+            json={"name": "odoo.exceptions.UserError", "message": echo},
+            status=400,
+        )
+        crm.post(
+            f"{json2}/crm.lead/search_read", json={"name": "builtins.ValueError", "message": echo}, status=500
+        )
+        crm.post(
+            f"{json2}/res.users/context_get",
+            json={"name": "odoo.exceptions.AccessDenied", "message": echo},
+            status=401,
+        )
+        assert pull_sync_cursors().errors == 2
+        assert crm.calls[0].request.headers["Authorization"] == f"Bearer {key}"
+        assert check_connection(conn.pk).reason == "auth_failed"
+    bodies = [call("post", f"{API}/odoo/retry-failed", token=token).content.decode()]
+    bodies += [
+        call("get", url, token=token).content.decode()
+        for url in (f"{API}/odoo/sync-logs", f"{API}/odoo/failures", f"{API}/odoo/status")
+    ]
+    bodies.append(call("get", "/api/v1/sync/logs?provider=odoo", token=ops).content.decode())
+    pages = [
+        alice.client().get(url).content.decode()
+        for url in ("/settings/integrations/", "/settings/integrations/odoo/credentials/")
+    ]
+    assert all(f"key …{key[-4:]}" in page for page in pages)  # the last 4 characters, no more
+    with system_scope():
+        stored = [
+            *SyncLog.objects.values_list("summary", flat=True),
+            *SyncCursor.objects.values_list("last_error", flat=True),
+            *(json.dumps(p) for p in AuditEvent.objects.values_list("payload_json", flat=True)),
+            *(json.dumps(d) for d in ConnectionHealth.objects.values_list("details_json", flat=True)),
+            *(json.dumps(c) for c in CrmConnection.objects.values_list("external_account_json", flat=True)),
+        ]
+    haystack = "\n".join([*bodies, *pages, *stored, *(json.dumps(line) for line in capture_json_logs())])
+    assert key not in haystack and key[:-4] not in haystack
+    assert "user_error" in haystack and "http_500" in haystack and "api_key_rejected" in haystack
+
+
 # Leaks these tests exposed, now fixed: a CRM error quoting the connection's refresh token in a data
 # call (the call context carries the connection's tokens to scrub), and an unexpected exception at a
 # per-item boundary (conduit.logging.log_failure logs its type and frames, never its text).

@@ -1,6 +1,8 @@
 """The shared contract: each provider client against `responses` mocks shaped from
 provider-facts.md AND against the sandbox over a real socket. The same test body runs on both,
-so the client, the mocks and the sandbox cannot drift apart."""
+so the client, the mocks and the sandbox cannot drift apart. Odoo connects with an API key, not
+OAuth: its "connect" is the credentials check, and the bodies about codes, refresh tokens and
+revoking a grant skip it (saying why); two bodies of its own check the key."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+import xmlrpc.client
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +20,7 @@ import requests
 import responses
 
 from integrations.providers import get_provider
-from integrations.providers.base import Account, Provider, TokenSet, http_session
+from integrations.providers.base import Account, Provider, TokenSet
 from integrations.providers.errors import (
     AuthRevoked,
     MissingScope,
@@ -27,7 +30,12 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
-from tests.conftest import zoho_sandbox
+from integrations.providers.synclog import CallContext
+from integrations.sandbox.odoo_data import DATABASE as ODOO_SANDBOX_DB
+from integrations.sandbox.odoo_data import LOGIN as ODOO_LOGIN
+from integrations.sandbox.odoo_data import SEEDED_API_KEY
+from tests.conftest import odoo_sandbox, zoho_sandbox
+from tests.odoo_helpers import MOCK_KEY, ODOO_HOST, ODOO_URL, PUBLIC_IP, fake_dns, production_settings
 from tests.provider_helpers import MARKER, activity
 from tests.sandbox_helpers import answer_consent
 
@@ -41,6 +49,7 @@ IDS = {
     "hubspot": {"contact": "101", "open_deal": "201"},
     "salesforce": {"contact": "0035g00000SbxC1AAJ", "open_deal": "0065g00000SbxO1AAJ"},
     "zoho": {"contact": "5725767000000410001", "open_deal": "5725767000000420001"},
+    "odoo": {"contact": "7", "open_deal": "21"},  # a res.partner and her open crm.lead
 }
 MOCK_HUBSPOT = "https://api.hubapi.com"
 MOCK_SF_LOGIN = "https://login.salesforce.com"
@@ -49,6 +58,16 @@ MOCK_SF_INSTANCE = "https://sandbox-demo.my.salesforce.com"
 MOCK_ZOHO_ACCOUNTS = "https://accounts.zoho.eu"
 MOCK_ZOHO_API = "https://www.zohoapis.eu"
 MOCK_ZOHO_CRM = f"{MOCK_ZOHO_API}/crm/v7"
+# the mocked Odoo instance: acme.odoo.com, resolved (by a fake resolver) to a public address,
+# which is where the pinned transport sends; database "acme"
+MOCK_ODOO = f"https://{PUBLIC_IP}"
+MOCK_ODOO_DB = "acme"
+# the two ids a To-Do needs, looked up at send time: ir.model of res.partner, the To-Do type
+ODOO_TODO_IDS = {"res_model_id": 85, "activity_type_id": 4}
+KEY_ONLY = (
+    "Odoo connects with an API key: no authorization code, token refresh or revoke (Conduit only "
+    "forgets the key); its own bodies below check the key, test_odoo_credentials the save"
+)
 FAULTS = [
     ("rate_limit", RateLimited),
     ("server_error", Transient),
@@ -104,6 +123,14 @@ class Backend:
     def account(self, tokens: TokenSet) -> Account:
         key = KEYS[self.provider.name]
         return Account(self.provider.name, tokens.access_token, key, instance_url=tokens.instance_url)
+
+    def connect_with_key(self, api_key: str | None = None) -> TokenSet:
+        """A provider connected with an API key (Odoo): check it as the credentials form does."""
+        raise NotImplementedError
+
+    def reject_key(self) -> None:
+        """The provider stops accepting the API key (deleted or expired in Odoo)."""
+        raise NotImplementedError
 
     def locate(self, callback: dict[str, str]) -> None:
         """Keep where the callback says the account lives (Zoho's data centre)."""
@@ -574,6 +601,151 @@ def zoho_written(module: str, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def odoo_error(status: int, name: str, message: str) -> tuple[int, dict[str, str], str]:
+    """A JSON-2 error answer: Odoo's {"name", "message", "arguments", "context", "debug"}."""
+    body = {"name": name, "message": message, "arguments": [message], "context": {}, "debug": ""}
+    return status, {"Content-Type": "application/json"}, json.dumps(body)
+
+
+ODOO_MOCK_FAULTS: dict[str, tuple[int, dict[str, str], str]] = {
+    "rate_limit": (429, {"Retry-After": "1"}, json.dumps({"message": "Too many requests"})),
+    "server_error": odoo_error(500, "builtins.ValueError", "internal server error"),
+    "unavailable": (503, {"Content-Type": "text/html"}, "<h1>503 Service Unavailable</h1>"),
+    "invalid_session": odoo_error(401, "werkzeug.exceptions.Unauthorized", "Invalid apikey"),
+    "missing_scope": odoo_error(
+        403, "odoo.exceptions.AccessError", "You are not allowed to create 'Message' (mail.message) records."
+    ),
+    "validation": odoo_error(422, "odoo.exceptions.ValidationError", "The operation cannot be completed."),
+}
+
+
+def leaf(domain: list[Any], field: str) -> Any:
+    """The value a domain compares `field` with (the client's domains are plain conjunctions)."""
+    return next(
+        (value for name, _op, value in (d for d in domain if isinstance(d, list)) if name == field), None
+    )
+
+
+class OdooMockBackend(MockBackend):
+    """Odoo 19 shaped from Odoo's documentation and source (external_api.rst, rpc.py): the version
+    over XML-RPC `common.version()`, then JSON-2 `POST /json/2/<model>/<method>` with the key as a
+    bearer token and the database in `X-Odoo-Database`. One callback answers every JSON-2 call
+    like the ORM would, keeps what was written, and answers the next write with an injected fault."""
+
+    def __init__(self, name: str, mock: responses.RequestsMock, settings: Any, monkeypatch: Any) -> None:
+        self.provider = get_provider(name)
+        self.mock = mock
+        production_settings(settings)  # https only and no private address: acme.odoo.com is public
+        fake_dns(monkeypatch, {ODOO_HOST: [PUBLIC_IP]})
+        self.key = f"{ODOO_HOST}/{MOCK_ODOO_DB}"
+        self.details: dict[str, Any] = {}
+        self.records: list[dict[str, Any]] = []
+        self.faults: list[str] = []
+        self.rejected = False
+        version = {"server_version": "19.0", "server_version_info": [19, 0, 0, "final", 0, ""]}
+        mock.post(
+            f"{MOCK_ODOO}/xmlrpc/2/common",
+            body=xmlrpc.client.dumps((version,), methodresponse=True),
+            content_type="text/xml",
+        )
+        mock.add_callback("POST", re.compile(rf"{re.escape(MOCK_ODOO)}/json/2/.+"), callback=self.json2)
+
+    def connect_with_key(self, api_key: str | None = None) -> TokenSet:
+        key = api_key or MOCK_KEY
+        odoo: Any = self.provider
+        account = odoo.verify_credentials(
+            base=ODOO_URL, database=MOCK_ODOO_DB, login=ODOO_LOGIN, api_key=key, context=CallContext()
+        )
+        self.key, self.details = account.key, account.details
+        return TokenSet(access_token=key, instance_url=ODOO_URL)
+
+    def account(self, tokens: TokenSet) -> Account:
+        return Account(
+            "odoo", tokens.access_token, self.key, instance_url=tokens.instance_url, details=self.details
+        )
+
+    def reject_key(self) -> None:
+        self.rejected = True
+
+    def expect_lookups(self) -> None:
+        pass  # json2() answers every call
+
+    def expect_writes(self) -> None:
+        pass
+
+    def expect_find(self) -> None:
+        pass
+
+    def inject(self, kind: str, **options: Any) -> None:
+        self.faults.append(kind)
+
+    def written(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "id"} for r in self.records]
+
+    def json2(self, request: Any) -> Any:
+        model, method = urlsplit(request.url).path.removeprefix("/json/2/").split("/")
+        body = json.loads(request.body or b"{}")
+        if self.rejected or request.headers.get("Authorization") != f"Bearer {MOCK_KEY}":
+            return ODOO_MOCK_FAULTS["invalid_session"]
+        if request.headers.get("X-Odoo-Database") != MOCK_ODOO_DB:
+            return 404, {"Content-Type": "text/html"}, "<h1>Not Found</h1>"
+        if method in ("message_post", "create") and self.faults:
+            fault = self.faults.pop(0)
+            if fault == "hang":
+                return requests.ReadTimeout("read timed out")
+            return ODOO_MOCK_FAULTS[fault]
+        return 200, {"Content-Type": "application/json"}, json.dumps(self.orm(model, method, body))
+
+    def orm(self, model: str, method: str, body: dict[str, Any]) -> Any:
+        ids = IDS["odoo"]
+        domain = body.get("domain") or []
+        if method == "context_get":
+            return {"lang": "en_US", "tz": "Europe/Brussels", "uid": 2}
+        if method == "message_post":
+            (record_id,) = body["ids"]
+            note = {
+                "kind": "note",
+                "on": (model, record_id),
+                "body": body["body"],
+                "subtype": body["subtype_xmlid"],
+            }
+            return [self.keep(note)]
+        if (model, method) == ("mail.activity", "create"):
+            (values,) = body["vals_list"]
+            task = {
+                "kind": "task",
+                "on": ("res.partner", values["res_id"]),
+                "summary": values["summary"],
+                "note": values["note"],
+                "type": values.get("activity_type_id"),
+            }
+            return [self.keep(task)]
+        if model == "mail.activity":
+            return self.marked("task", "summary", domain)
+        if model == "mail.message":
+            return self.marked("note", "body", domain)
+        contact, deal = int(ids["contact"]), int(ids["open_deal"])
+        return {
+            "res.partner": [{"id": contact}] if leaf(domain, "email") == MAYA else [],
+            "crm.lead": [{"id": deal}] if leaf(domain, "partner_id") == contact else [],
+            "ir.model": [{"id": ODOO_TODO_IDS["res_model_id"]}],
+            "ir.model.data": [{"id": 1, "res_id": ODOO_TODO_IDS["activity_type_id"]}],
+        }[model]
+
+    def keep(self, record: dict[str, Any]) -> int:
+        record["id"] = 9000 + len(self.records) + 1
+        self.records.append(record)
+        return int(record["id"])
+
+    def marked(self, kind: str, field: str, domain: list[Any]) -> list[dict[str, Any]]:
+        marker, on = leaf(domain, field), ("res.partner", leaf(domain, "res_id"))
+        return [
+            {"id": r["id"]}
+            for r in self.records
+            if r["kind"] == kind and r["on"] == on and marker in r[field]
+        ][:1]
+
+
 # --- the sandbox over a real socket --------------------------------------------------------------
 
 
@@ -623,15 +795,84 @@ class SandboxBackend(Backend):
         ]
 
 
-def make_backend(param: str, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
+class OdooSandboxBackend(SandboxBackend):
+    """The Odoo sandbox (version 19: JSON-2), connected with its seeded API key."""
+
+    def __init__(self, name: str, base_url: str, settings: Any) -> None:
+        self.provider = get_provider(name)
+        self.base_url = base_url
+        odoo_sandbox(settings, base_url)  # plain http on 127.0.0.1: development and tests only
+        self.key, self.details = "", {}
+
+    def connect_with_key(self, api_key: str | None = None) -> TokenSet:
+        key = api_key or SEEDED_API_KEY
+        odoo: Any = self.provider
+        account = odoo.verify_credentials(
+            base=self.base_url, database=ODOO_SANDBOX_DB, login=ODOO_LOGIN, api_key=key, context=CallContext()
+        )
+        self.key, self.details = account.key, account.details
+        return TokenSet(access_token=key, instance_url=self.base_url)
+
+    def account(self, tokens: TokenSet) -> Account:
+        return Account(
+            "odoo", tokens.access_token, self.key, instance_url=tokens.instance_url, details=self.details
+        )
+
+    def reject_key(self) -> None:
+        answer = requests.post(
+            f"{self.base_url}/_sandbox/revoke", json={"api_key": SEEDED_API_KEY}, timeout=5
+        )
+        assert answer.status_code == 204
+
+    def written(self) -> list[dict[str, Any]]:
+        """Logged notes (on a partner or an opportunity) and To-Do activities, oldest first."""
+        state = self.state()
+        notes = [
+            (
+                m["id"],
+                {
+                    "kind": "note",
+                    "on": (m["model"], m["res_id"]),
+                    "body": m["body"],
+                    "subtype": m["subtype_xmlid"],
+                },
+            )
+            for m in state["messages"]
+        ]
+        tasks = [
+            (
+                a["id"],
+                {
+                    "kind": "task",
+                    "on": (a["res_model"], a["res_id"]),
+                    "summary": a["summary"],
+                    "note": a["note"],
+                    "type": a["activity_type_id"],
+                },
+            )
+            for a in state["activities"]
+        ]
+        return [record for _id, record in sorted(notes + tasks, key=lambda pair: pair[0])]
+
+
+def make_backend(
+    param: str, settings: Any, sandboxes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
     name, kind = param.split("-")
     if kind == "mock":
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-            yield (ZohoMockBackend if name == "zoho" else MockBackend)(name, mock, settings)
+            if name == "odoo":
+                yield OdooMockBackend(name, mock, settings, monkeypatch)
+            else:
+                yield (ZohoMockBackend if name == "zoho" else MockBackend)(name, mock, settings)
     else:
         base_url = sandboxes[name]
         requests.post(f"{base_url}/_sandbox/reset", timeout=5)
-        yield SandboxBackend(name, base_url, settings)
+        yield sandbox_backend_for(name, base_url, settings)
+
+
+def sandbox_backend_for(name: str, base_url: str, settings: Any) -> SandboxBackend:
+    return (OdooSandboxBackend if name == "odoo" else SandboxBackend)(name, base_url, settings)
 
 
 @pytest.fixture(
@@ -642,44 +883,66 @@ def make_backend(param: str, settings: Any, sandboxes: dict[str, str]) -> Iterat
         "salesforce-sandbox",
         "zoho-mock",
         "zoho-sandbox",
+        "odoo-mock",
+        "odoo-sandbox",
     ]
 )
-def backend(request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]) -> Iterator[Backend]:
-    yield from make_backend(request.param, settings, sandboxes)
+def backend(
+    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    yield from make_backend(request.param, settings, sandboxes, monkeypatch)
 
 
 @pytest.fixture(params=["salesforce-mock", "salesforce-sandbox"])
 def salesforce_backend(
-    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]
+    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
-    yield from make_backend(request.param, settings, sandboxes)
+    yield from make_backend(request.param, settings, sandboxes, monkeypatch)
 
 
-@pytest.fixture(params=["hubspot", "salesforce", "zoho"])
+@pytest.fixture(params=["odoo-mock", "odoo-sandbox"])
+def key_backend(
+    request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """The providers connected with an API key instead of OAuth."""
+    yield from make_backend(request.param, settings, sandboxes, monkeypatch)
+
+
+@pytest.fixture(params=["hubspot", "salesforce", "zoho", "odoo"])
 def sandbox_backend(
     request: pytest.FixtureRequest, settings: Any, sandboxes: dict[str, str]
 ) -> Iterator[SandboxBackend]:
     requests.post(f"{sandboxes[request.param]}/_sandbox/reset", timeout=5)
-    yield SandboxBackend(request.param, sandboxes[request.param], settings)
+    yield sandbox_backend_for(request.param, sandboxes[request.param], settings)
 
 
 @pytest.fixture
 def sent_json(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The JSON bodies the client hands to the HTTP session, in order (mock or socket alike)."""
+    """The JSON bodies the client hands to an HTTP session, in order (mock or socket alike; the
+    shared session and Odoo's pinned ones)."""
     sent: list[Any] = []
-    session = http_session()
-    real = session.request
+    real = requests.Session.request
 
-    def spy(method: str, url: str, **kwargs: Any) -> Any:
-        if "json" in kwargs:
+    def spy(session: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        # the test's own calls (requests.post to a sandbox's consent page or controls) aside
+        if kwargs.get("json") is not None and "/_sandbox/" not in url:
             sent.append(kwargs["json"])
-        return real(method, url, **kwargs)
+        return real(session, method, url, *args, **kwargs)
 
-    monkeypatch.setattr(session, "request", spy)
+    monkeypatch.setattr(requests.Session, "request", spy)
     return sent
 
 
+def oauth_only(backend: Backend) -> None:
+    """Skip a body about authorization codes, refresh tokens or revoking a grant for a provider
+    connected with an API key."""
+    if not backend.provider.uses_oauth:
+        pytest.skip(KEY_ONLY)
+
+
 def connect(backend: Backend) -> TokenSet:
+    if not backend.provider.uses_oauth:
+        return backend.connect_with_key()
     verifier, challenge = pkce_pair()
     provider = backend.provider
     url = provider.authorize_url(
@@ -698,6 +961,7 @@ def connect(backend: Backend) -> TokenSet:
 
 
 def test_connect_exchanges_the_code_and_identifies_the_account(backend: Backend) -> None:
+    oauth_only(backend)
     tokens = connect(backend)
     backend.expect_identify()
     account = backend.provider.identify(tokens, environment=backend.environment)
@@ -720,6 +984,7 @@ def test_connect_exchanges_the_code_and_identifies_the_account(backend: Backend)
 
 
 def test_refresh_gives_a_working_access_token(backend: Backend) -> None:
+    oauth_only(backend)
     tokens = connect(backend)
     assert tokens.refresh_token
     backend.expect_token(refresh=True)
@@ -732,6 +997,7 @@ def test_refresh_gives_a_working_access_token(backend: Backend) -> None:
 
 
 def test_revoked_grant_then_refresh_is_auth_revoked(backend: Backend) -> None:
+    oauth_only(backend)
     tokens = connect(backend)
     assert tokens.refresh_token
     backend.expect_revoke()
@@ -741,6 +1007,7 @@ def test_revoked_grant_then_refresh_is_auth_revoked(backend: Backend) -> None:
 
 
 def test_injected_invalid_grant_on_refresh_is_auth_revoked(backend: Backend) -> None:
+    oauth_only(backend)
     tokens = connect(backend)
     assert tokens.refresh_token
     backend.inject("invalid_grant")
@@ -767,7 +1034,7 @@ def test_note_and_task_carry_the_associations_provider_facts_require(backend: Ba
     )
     assert note_id and task_id
     written = backend.written()
-    assert len(written) == 2
+    assert len(written) == (3 if backend.provider.name == "odoo" else 2)  # Odoo: the note's copy too
     if backend.provider.name == "hubspot":
         note, task = written
         assert note["associations"] == [(ids["contact"], 202), (ids["open_deal"], 214)]
@@ -780,6 +1047,13 @@ def test_note_and_task_carry_the_associations_provider_facts_require(backend: Ba
         assert f"[{MARKER}]" in note["text"] and note["title"].endswith(f" [{MARKER}]")
         assert (task["who"], task["what"]) == (ids["contact"], ids["open_deal"])
         assert (task["title"], task["status"]) == (f"Follow up [{MARKER}]", "Not Started")
+    elif backend.provider.name == "odoo":
+        note, copy, task = written  # a logged note on the partner, then on her open opportunity
+        contact, deal = int(ids["contact"]), int(ids["open_deal"])
+        assert (note["on"], copy["on"]) == (("res.partner", contact), ("crm.lead", deal))
+        assert note["subtype"] == copy["subtype"] == "mail.mt_note" and f"[{MARKER}]" in note["body"]
+        assert task["kind"] == "task" and task["on"] == ("res.partner", contact)  # a To-Do
+        assert (task["summary"], task["type"]) == (f"Follow up [{MARKER}]", ODOO_TODO_IDS["activity_type_id"])
     else:
         by_subject = {w["Subject"]: w for w in written}
         task = by_subject[f"Follow up [{MARKER}]"]
@@ -797,7 +1071,20 @@ def test_write_payload_is_the_body_write_sends(
     planned = activity(ids["contact"], ids["open_deal"], subject="Follow up")
     record_id = backend.provider.write(account, operation, planned)
     assert record_id
-    assert sent_json == [backend.provider.write_payload(operation, planned)]
+    payload = backend.provider.write_payload(operation, planned)
+    if backend.provider.name == "odoo":
+        # JSON-2 sends the payload as message_post's named arguments, to the partner and then to
+        # her open opportunity; a To-Do's values get the two ids looked up at send time
+        writes = [body for body in sent_json if "subtype_xmlid" in body or "vals_list" in body]
+        if operation == "create_note":
+            contact, deal = int(ids["contact"]), int(ids["open_deal"])
+            assert writes == [{**payload, "ids": [contact]}, {**payload, "ids": [deal]}]
+            assert len(backend.written()) == 2
+        else:
+            assert writes == [{"vals_list": [{**payload, **ODOO_TODO_IDS}]}]
+            assert len(backend.written()) == 1
+        return
+    assert sent_json == [payload]
     assert len(backend.written()) == 1
 
 
@@ -860,7 +1147,11 @@ def test_commit_then_hang_times_out_but_find_write_finds_the_record(
         backend.provider.write(account, operation, planned)
     assert raised.value.code == "timeout"
     state = backend.state()
-    if backend.provider.name in ("hubspot", "zoho"):
+    if backend.provider.name == "odoo":  # a logged note, or a To-Do
+        (stored,) = state["messages"] if operation == "create_note" else state["activities"]
+        assert len(state["messages"]) + len(state["activities"]) == 1
+        record_id = str(stored["id"])
+    elif backend.provider.name in ("hubspot", "zoho"):
         stored = state["notes" if operation == "create_note" else "tasks"]
         assert [r["id"] for r in state["notes"] + state["tasks"]] == [stored[0]["id"]]
         record_id = stored[0]["id"]
@@ -879,6 +1170,8 @@ def test_injected_faults_map_to_the_closed_error_set(
     settings.CONDUIT_PROVIDER_TIMEOUT = (2.0, 0.5)
     account = backend.account(connect(backend))
     ids = IDS[backend.provider.name]
+    if fault == "invalid_session" and not backend.provider.uses_oauth:
+        error = AuthRevoked  # an API key that Odoo refuses has nothing to refresh: a new key is needed
     backend.inject(fault, retry_after=1, hang_seconds=2)
     with pytest.raises(error) as raised:
         backend.provider.create_note(account, activity(ids["contact"]))
@@ -923,3 +1216,39 @@ def test_hubspot_limiter_keeps_the_portal_under_its_window(settings: Any, sandbo
     state = backend.state()
     assert state["requests"]["rate_limited"] == 0
     assert len(state["notes"]) == 9
+
+
+# --- providers connected with an API key (Odoo) -------------------------------------------------
+
+
+def test_a_key_provider_checks_the_key_and_names_the_account(key_backend: Backend) -> None:
+    tokens = connect(key_backend)
+    account = key_backend.account(tokens)
+    assert key_backend.provider.uses_oauth is False and key_backend.provider.required_scopes == ()
+    assert account.account_key.endswith("/acme" if key_backend.kind == "mock" else f"/{ODOO_SANDBOX_DB}")
+    assert (account.details["api"], account.details["version"], account.details["uid"]) == (
+        "json2",
+        "19.0",
+        2,
+    )
+    assert tokens.refresh_token is None and tokens.expires_at is None
+    health = key_backend.provider.check_health(account)
+    assert health.details["uid"] == 2 and health.details["api"] == "json2"
+    with pytest.raises(Permanent) as raised:
+        key_backend.provider.refresh("anything")
+    assert raised.value.code == "api_key_only"
+
+
+def test_a_key_provider_refuses_a_wrong_key_then_a_deleted_one_as_auth_revoked(key_backend: Backend) -> None:
+    with pytest.raises(AuthRevoked) as wrong:
+        key_backend.connect_with_key("0badc0de" * 5)
+    assert wrong.value.code == "api_key_rejected"
+    account = key_backend.account(connect(key_backend))
+    assert key_backend.provider.find_contact(account, MAYA) == IDS["odoo"]["contact"]
+    key_backend.reject_key()  # deleted in Odoo, or expired
+    with pytest.raises(AuthRevoked) as deleted:
+        key_backend.provider.find_contact(account, MAYA)
+    assert deleted.value.code == "api_key_rejected"
+    with pytest.raises(Permanent) as raised:
+        key_backend.provider.revoke(account.access_token)
+    assert raised.value.code == "revoke_not_supported"  # Conduit can only forget the key

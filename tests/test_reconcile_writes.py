@@ -26,7 +26,7 @@ from tests.reconcile_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-CRMS = ["hubspot", "salesforce", "zoho"]
+CRMS = ["hubspot", "salesforce", "zoho", "odoo"]
 Status = CrmWriteLog.Status
 
 

@@ -28,6 +28,9 @@ ENV_UNDER_TEST = {
     "CONDUIT_ENV",
     "DEBUG",
     "DJANGO_ALLOW_ASYNC_UNSAFE",
+    "CONDUIT_SANDBOX",
+    "SANDBOX_HOST",
+    "SANDBOX_ODOO_PORT",
 }
 
 
@@ -118,6 +121,28 @@ def test_development_generates_keys_once_and_keeps_them(tmp_path: Path) -> None:
     assert first.stdout == second.stdout and first.stdout.strip()
     assert (tmp_path / "secret_key").exists() and (tmp_path / "conduit_encryption_keys").exists()
     assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SANDBOX_ODOO_PORT": "18704"}, "http://127.0.0.1:18704 ['127.0.0.1']"),
+        ({}, "http://127.0.0.1:8704 ['127.0.0.1']"),
+        ({"CONDUIT_SANDBOX": "false"}, " []"),
+    ],
+)
+def test_the_odoo_sandbox_address_follows_its_port_in_development_only(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    script = (
+        "from django.conf import settings;"
+        "print(settings.ODOO_SANDBOX_URL, settings.CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS)"
+    )
+    result = run_manage(
+        "shell", "-v", "0", "-c", script, env={"CONDUIT_ENV": "development", **env}, tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected.strip()
 
 
 def test_default_database_is_sqlite_wal_under_var(tmp_path: Path) -> None:

@@ -52,6 +52,12 @@ class NotConfigured(ConduitError):
     error_code = "provider_not_configured"
 
 
+class NotOAuth(ConduitError):
+    """The CRM connects with typed credentials (Odoo's API key), not through a consent page."""
+
+    error_code = "not_oauth"
+
+
 def crm_label(crm: str) -> str:
     return dict(CRM_CHOICES)[crm]
 
@@ -88,6 +94,11 @@ def begin_authorization(
 ) -> str:
     """Create a state and return the provider's consent URL (no workspace: install-first)."""
     check_crm(crm)
+    if not get_provider(crm).uses_oauth:
+        raise NotOAuth(
+            f"{crm_label(crm)} connects with an API key: an admin enters it on the Integrations page "
+            "(Connect opens the form); there is no sign-in link or marketplace install."
+        )
     if environment not in ENVIRONMENTS[crm]:
         raise BadState(f"{crm_label(crm)} has no {environment!r} environment; choose production or sandbox.")
     provider = get_provider(crm)

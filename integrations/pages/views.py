@@ -1,5 +1,6 @@
-"""Integrations pages: connection cards, connect / disconnect, the OAuth callback, install-first
-claim. Views parse the request, call one service, render a card or redirect."""
+"""Integrations pages: connection cards (cards.py), connect / disconnect, the OAuth callback,
+install-first claim, and the credentials form of a CRM connected with an API key (Odoo). Views
+parse the request, call one service, render a card or redirect."""
 
 from __future__ import annotations
 
@@ -20,76 +21,18 @@ from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations.connections import claims, oauth
+from integrations.connections.credentials import CredentialsRefused, do_save_odoo_credentials
 from integrations.connections.lifecycle import do_disconnect, live_connection
 from integrations.connections.pauses import pause_for
 from integrations.health.checks import do_check_now
 from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
+from integrations.pages.cards import card_for, credentials_facts, health_for
 from integrations.providers import get_provider
 
 log = logging.getLogger("conduit.integrations")
-GUIDANCE = {
-    "refresh_token_revoked": (
-        "The CRM no longer accepts Conduit's access (it was revoked or the app was uninstalled). "
-        "Reconnect to resume."
-    ),
-    "access_token_rejected": "The CRM refused Conduit's access token twice. Reconnect to resume.",
-    "refresh_token_missing": "Conduit holds no refresh token for this connection. Reconnect to resume.",
-    "missing_scope": "The connection lacks permissions Conduit needs. Reconnect and grant: {missing}.",
-}
-
-
-# The health verdict in plain words ({crm}: the CRM's name); error reasons use GUIDANCE.
-HEALTH_WORDS = {
-    "ok": "The last check reached {crm} and Conduit's access works.",
-    "connected": "Connected just now: {crm} accepted Conduit's access.",
-    "scope_drift": (
-        "Conduit's access works, but the connection lacks permissions Conduit now needs: {missing}. "
-        "Reconnect and grant them."
-    ),
-    "missing_scope": "{crm} refused the check for want of permissions: {missing}. Reconnect and grant them.",
-    "rate_limited": "{crm} asked Conduit to slow down (rate limit). Conduit checks again within the hour.",
-    "unreachable": "{crm} did not answer properly ({code}). Conduit checks again within the hour.",
-    "check_rejected": "{crm} rejected the check ({code}). If this persists, reconnect.",
-    "auth_failed": (
-        "{crm} refused Conduit's access token on {runs}. If it goes on, the connection stops and "
-        "needs a reconnect."
-    ),
-}
-HEALTH_BADGES = {
-    "ok": ("badge-ok", "Healthy"),
-    "warning": ("badge-warn", "Warning"),
-    "error": ("badge-bad", "Error"),
-}
-
-
-def plain_code(code: str) -> str:
-    """http_503 -> HTTP 503; other codes read as they are (they are in the runbook)."""
-    return f"HTTP {code[5:]}" if code.startswith("http_") else code
-
-
-def health_for(row: ConnectionHealth | None, label: str) -> dict[str, Any] | None:
-    """The health block of a card, in plain values (templates run no queries)."""
-    if row is None:
-        return None
-    details = row.details_json or {}
-    missing = ", ".join((details.get("scopes") or {}).get("missing") or []) or "the scopes listed by the CRM"
-    template = HEALTH_WORDS.get(row.reason) or GUIDANCE.get(row.reason) or "{crm} check: {code}."
-    badge, status_label = HEALTH_BADGES.get(row.status, ("badge-off", row.status))
-    code = str(details.get("error_code") or row.reason)
-    n = row.consecutive_auth_failures
-    runs = "the last check" if n <= 1 else f"the last {n} checks in a row"
-    return {
-        "status": row.status,
-        "status_label": status_label,
-        "badge": badge,
-        "reason": row.reason,
-        "words": template.format(crm=label, missing=missing, code=plain_code(code), runs=runs),
-        "last_checked_at": row.last_checked_at,
-        "last_ok_at": row.last_ok_at,
-        "latency_ms": details.get("latency_ms"),
-        "needs_reconnect": row.reason in ("scope_drift", "missing_scope", "auth_failed"),
-    }
+ODOO = "odoo"
+ODOO_FIELDS = ("url", "database", "login")  # typed back into the form after a refusal; never the key
 
 
 def is_admin(request: HttpRequest) -> bool:
@@ -117,33 +60,6 @@ def connection_for_admin(request: HttpRequest, crm: str) -> CrmConnection | None
         return live_connection(workspace_of(request), crm)
 
 
-def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]:
-    """Plain values for one connection card (templates run no queries)."""
-    status = conn.status if conn else "not_connected"
-    missing = ", ".join(conn.external_account_json.get("missing_scopes", [])) if conn else ""
-    guidance = GUIDANCE.get(conn.last_error, conn.last_error) if conn and conn.last_error else ""
-    return {
-        "crm": crm,
-        "label": label,
-        "status": status,
-        "status_label": {
-            "connected": "Connected",
-            "error": "Needs attention",
-            "pending_claim": "Pending claim",
-            "not_connected": "Not connected",
-        }.get(status, status),
-        "account": conn.account_label if conn else "",
-        "environment": conn.environment if conn else "",
-        "data_centre": str(conn.external_account_json.get("data_centre") or "") if conn else "",
-        "connected_at": conn.connected_at if conn else None,
-        "dry_run": conn.dry_run if conn else True,
-        "guidance": guidance.format(missing=missing or "the scopes listed by the CRM"),
-        "required_scopes": get_provider(crm).required_scopes,
-        "can_connect": status in ("not_connected", "error"),
-        "can_disconnect": status in ("connected", "error"),
-    }
-
-
 @workspace_required
 def integrations_page(request: HttpRequest) -> HttpResponse:
     workspace = workspace_of(request)
@@ -160,7 +76,7 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
     }
     for card in cards:
         if conn := live.get(card["crm"]):
-            card["health"] = health_for(health.get(conn.crm), card["label"])
+            card["health"] = health_for(health.get(conn.crm), card["label"], uses_oauth=card["uses_oauth"])
             if card["health"] and card["health"]["words"] == card["guidance"]:
                 card["health"]["words"] = ""  # said once, in the card's alert
             card["writes"] = ledger().counts(conn)
@@ -202,7 +118,7 @@ def check_now(request: HttpRequest, crm: str) -> HttpResponse:
 def connect(request: HttpRequest, crm: str) -> HttpResponse:
     check_crm(crm)
     require_admin(request)
-    try:
+    try:  # a CRM connected with an API key refuses here (NotOAuth): its form connects it
         url = oauth.begin_authorization(
             crm,
             workspace=workspace_of(request),
@@ -227,9 +143,60 @@ def disconnect(request: HttpRequest, crm: str) -> HttpResponse:
             messages.error(request, f"{oauth.crm_label(crm)} is not connected.")
             return redirect("integrations")
         revoked = do_disconnect(conn, actor=signed_in_user(request))
+    label = oauth.crm_label(crm)
+    if not get_provider(crm).uses_oauth:  # Conduit cannot revoke an API key (Odoo)
+        messages.success(
+            request,
+            f"{label} disconnected: Conduit deleted its copy of the API key. Conduit cannot revoke the "
+            f"key itself: delete it in {label} (Preferences → Account Security).",
+        )
+        return redirect("integrations")
     note = "" if revoked else " (the CRM could not be told; Conduit's copy of the access was deleted anyway)"
-    messages.success(request, f"{oauth.crm_label(crm)} disconnected{note}.")
+    messages.success(request, f"{label} disconnected{note}.")
     return redirect("integrations")
+
+
+@require_http_methods(["GET", "POST"])
+@workspace_required
+def odoo_credentials(request: HttpRequest) -> HttpResponse:
+    """Connect Odoo, or update its credentials: instance URL, database, login and API key,
+    checked with one authenticated call before anything is stored."""
+    conn = connection_for_admin(request, ODOO)
+    typed = credentials_facts(conn)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        typed = {**typed, **{name: request.POST.get(name, "") for name in ODOO_FIELDS}}
+        try:
+            saved = do_save_odoo_credentials(
+                workspace_of(request),
+                url=typed["url"],
+                database=typed["database"],
+                login=typed["login"],
+                api_key=request.POST.get("api_key", ""),
+                actor=signed_in_user(request),
+            )
+        except CredentialsRefused as exc:
+            errors = exc.errors
+            log.info("odoo credentials refused", extra={"category": "oauth", "error_code": exc.error_code})
+        else:
+            facts = credentials_facts(saved)
+            what = "credentials updated" if conn else "connected"
+            dry = "" if conn else " New connections start in dry-run mode."
+            messages.success(
+                request,
+                f"Odoo {what}: {facts['url']}, database {facts['database']}, over {facts['api_label']} "
+                f"(Odoo {facts['version'] or 'version unknown'}), key …{facts['key_last4']}.{dry}",
+            )
+            return redirect("integrations")
+    context = {
+        "updating": conn is not None,
+        "current": credentials_facts(conn) if conn else None,
+        "values": {name: typed[name] for name in ODOO_FIELDS},
+        "errors": errors,
+        "form_error": errors.get("", ""),
+        "sandbox_url": settings.ODOO_SANDBOX_URL,
+    }
+    return render(request, "integrations/odoo_credentials.html", context, status=400 if errors else 200)
 
 
 def install(request: HttpRequest, crm: str) -> HttpResponse:

@@ -19,6 +19,7 @@ PROVIDERS: dict[str, str] = {
     "hubspot": "integrations.providers.hubspot.HubSpotProvider",
     "salesforce": "integrations.providers.salesforce.SalesforceProvider",
     "zoho": "integrations.providers.zoho.ZohoProvider",
+    "odoo": "integrations.providers.odoo.OdooProvider",
 }
 
 

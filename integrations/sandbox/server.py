@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from integrations.sandbox.common import SandboxApp, SandboxServer, SandboxState
 from integrations.sandbox.hubspot import HubSpotApp
+from integrations.sandbox.odoo import OdooApp
 from integrations.sandbox.salesforce import SalesforceApp
 from integrations.sandbox.zoho import ZohoApp
 
@@ -15,14 +16,15 @@ APPS: dict[str, Callable[[], SandboxApp]] = {
     "hubspot": HubSpotApp,
     "salesforce": SalesforceApp,
     "zoho": ZohoApp,
+    "odoo": OdooApp,
 }
 
 
 @dataclass
 class RunningSandbox:
-    provider: str  # "hubspot" | "salesforce" | "zoho"
+    provider: str  # "hubspot" | "salesforce" | "zoho" | "odoo"
     base_url: str  # e.g. "http://127.0.0.1:54321", no trailing slash
-    state: SandboxState  # HubSpotState, SalesforceState or ZohoState; tests may change it under state.lock
+    state: SandboxState  # that provider's state (HubSpotState, ...); tests may change it under state.lock
     _server: SandboxServer = field(repr=False)
     _thread: threading.Thread = field(repr=False)
 

@@ -11,6 +11,7 @@ from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.connections.tokens import refresh_connection
 from integrations.models import CRM_CHOICES, CrmConnection
+from integrations.providers import get_provider
 from integrations.providers.errors import ProviderError
 
 
@@ -43,6 +44,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"refresh refused by the provider: connection is now {conn.status} ({conn.last_error})"
             )
+        if not get_provider(conn.crm).uses_oauth:
+            self.stdout.write(
+                f"{workspace.slug} {conn.crm}: an API key has no refresh; nothing changed "
+                "(save a new key with Update credentials on the Integrations page)"
+            )
+            return
         expiry = (
             conn.token_expires_at.isoformat() if conn.token_expires_at else "none (refreshed after a 401)"
         )

@@ -1,4 +1,5 @@
-"""`manage.py run_sandbox`: serve the HubSpot, Salesforce and Zoho CRM sandboxes until SIGINT/SIGTERM."""
+"""`manage.py run_sandbox`: serve the HubSpot, Salesforce, Zoho CRM and Odoo sandboxes until
+SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from integrations.sandbox.server import RunningSandbox, start_sandbox
 
 class Command(BaseCommand):
     help = (
-        "Serve the local HubSpot, Salesforce and Zoho CRM sandboxes until interrupted (never in production)."
+        "Serve the local HubSpot, Salesforce, Zoho CRM and Odoo sandboxes until interrupted "
+        "(never in production)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -23,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--hubspot-port", type=int, help="default: settings.SANDBOX_HUBSPOT_PORT")
         parser.add_argument("--salesforce-port", type=int, help="default: settings.SANDBOX_SALESFORCE_PORT")
         parser.add_argument("--zoho-port", type=int, help="default: settings.SANDBOX_ZOHO_PORT")
+        parser.add_argument("--odoo-port", type=int, help="default: settings.SANDBOX_ODOO_PORT")
         parser.add_argument(
             "--if-enabled",
             action="store_true",
@@ -46,6 +49,7 @@ class Command(BaseCommand):
                 ("hubspot", options["hubspot_port"]),
                 ("salesforce", options["salesforce_port"]),
                 ("zoho", options["zoho_port"]),
+                ("odoo", options["odoo_port"]),
             )
         }
         running: list[RunningSandbox] = []
