@@ -947,3 +947,24 @@ def test_sandbox_odoo_22_answers_only_json2(
     assert (account.details["api"], account.details["version"]) == ("json2", "22.0")
     answer = requests.post(f"{odoo_server.base_url}/xmlrpc/2/common", data=b"", timeout=5)
     assert answer.status_code == 404
+
+
+def test_finding_a_note_that_reached_only_the_partner_posts_the_opportunitys_copy(
+    sandbox: dict[str, Any], provider: OdooProvider
+) -> None:
+    if sandbox["api"] != "json2":
+        pytest.skip("the sandbox's faults match a path; XML-RPC names the model only in its body")
+    account, base = sandbox["account"], sandbox["base"]
+    note = activity("7", "21")
+    inject(base, "server_error", path_contains="crm.lead/message_post")
+    with pytest.raises(ProviderError):
+        provider.write(account, "create_note", note)
+    assert [m["model"] for m in state(base)["messages"]] == ["res.partner"]
+    found = provider.find_write(account, "create_note", note)
+    assert sorted((m["model"], m["res_id"]) for m in state(base)["messages"]) == [
+        ("crm.lead", 21),
+        ("res.partner", 7),
+    ]
+    assert found == str(state(base)["messages"][0]["id"])
+    assert provider.find_write(account, "create_note", note) == found  # nothing posted twice
+    assert len(state(base)["messages"]) == 2

@@ -288,4 +288,15 @@ class OdooProvider(OdooWire):
             # a To-Do marked done is deleted (or archived) and lives on as a chatter message
         domain = [["model", "=", "res.partner"], ["res_id", "=", contact], ["body", "ilike", marker]]
         found = self._first(account, "find_write", "mail.message", domain)
+        if found is not None and operation == "create_note" and activity.deal_id:
+            self._finish_note_on_deal(account, activity)
         return str(found) if found is not None else None
+
+    def _finish_note_on_deal(self, account: Account, activity: Activity) -> None:
+        """A note goes on the partner, then on its opportunity. When only the first made it (the
+        second call failed, and the write's outcome became unknown), finding the write finishes
+        it: the opportunity's copy is posted unless it is there already."""
+        deal = as_id(str(activity.deal_id))
+        domain = [["model", "=", "crm.lead"], ["res_id", "=", deal], ["body", "ilike", activity.marker]]
+        if self._first(account, "find_write", "mail.message", domain) is None:
+            self._post_note(account, "crm.lead", str(activity.deal_id), self.note_payload(activity))
