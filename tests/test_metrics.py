@@ -87,3 +87,22 @@ def test_staff_login_sees_metrics_and_other_users_do_not(alice) -> None:  # type
     response = client.get("/metrics")
     assert response.status_code == 200
     assert "crm_sync_duration_seconds" in families(response.content)
+
+
+@pytest.mark.django_db
+def test_an_operator_token_reads_metrics_and_a_revoked_or_workspace_token_does_not(alice) -> None:  # type: ignore[no-untyped-def]
+    from conduit.services import do_revoke_staff_token
+    from conduit.tenancy import system_scope
+    from tests.ops_helpers import make_staff, staff_token, workspace_token
+
+    staff = make_staff()
+    raw = staff_token(staff)
+    answer = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert answer.status_code == 200
+    assert "crm_sync_duration_seconds" in families(answer.content)
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {workspace_token(alice)}").status_code == 401
+    with system_scope():
+        token = staff.staff_tokens.get()
+    do_revoke_staff_token(token, actor=staff)
+    refused = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert refused.status_code == 401 and "operator token" in refused.json()["message"]

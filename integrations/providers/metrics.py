@@ -22,6 +22,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from conduit.models import STAFF_TOKEN_PREFIX
+from conduit.tenancy import bearer_token, resolve_staff_token
+
 SYNC_ERRORS = Counter(
     "crm_sync_errors_total", "Failed CRM provider operations", ["provider", "operation", "error_code"]
 )
@@ -66,9 +69,14 @@ def set_connection_status(provider: str, workspace_id: int | None, ok: bool) -> 
 
 
 def _authorized(request: HttpRequest) -> bool:
+    """A staff login, an operator token (Bearer cds_...: live, its user still active staff) or
+    the scraper's CONDUIT_METRICS_TOKEN."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_staff:
         return True
+    raw = bearer_token(request)
+    if raw and raw.startswith(STAFF_TOKEN_PREFIX):
+        return resolve_staff_token(raw) is not None
     token = settings.CONDUIT_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
@@ -84,7 +92,10 @@ def render_metrics() -> bytes:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _authorized(request):
         response = JsonResponse(
-            {"code": "unauthorized", "message": "metrics need a staff login or the metrics bearer token"},
+            {
+                "code": "unauthorized",
+                "message": "metrics need a staff login, an operator token or the metrics bearer token",
+            },
             status=401,
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
