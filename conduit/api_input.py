@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
+from rest_framework.parsers import JSONParser
 
 from conduit.api_errors import ApiError
 
@@ -26,3 +27,20 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("not_a_string")
         return str(super().to_internal_value(data))
+
+
+class JsonSentAsForm(JSONParser):
+    """`curl -d '{"enabled": false}'` sends the body as application/x-www-form-urlencoded unless
+    told otherwise, and the seed runbooks' commands do just that: a body of that type that is JSON
+    is read as JSON. Anything else of that type is still a 415 that says what to send. Views list
+    it after JSONParser and keep their schema JSON-only (a documented form body would be a lie)."""
+
+    media_type = "application/x-www-form-urlencoded"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except exceptions.ParseError:
+            raise exceptions.UnsupportedMediaType(
+                self.media_type, detail="send the body as JSON (Content-Type: application/json)"
+            ) from None

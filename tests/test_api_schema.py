@@ -454,3 +454,28 @@ def test_the_message_schema_requires_what_ingest_requires(api_schema: Any) -> No
 def test_ingest_refuses_json_the_schema_refuses(alice: Tenant, body: dict[str, Any]) -> None:
     response = answer("post", "/api/v1/messages", workspace_token(alice), body=body)
     assert response.status_code == 400, response.content
+
+
+def test_the_runbooks_curl_d_json_typed_as_a_form_switches_the_tenant(
+    alice: Tenant, operator_token: str
+) -> None:
+    """Runbook 001 sends `curl -X PATCH ... -d '{"enabled": false}'` with no content type: curl
+    types it as a form, and the JSON it holds is read as JSON."""
+    path = "/api/v1/admin/tenants/alice/integrations/hubspot"
+    form_typed = {"content_type": "application/x-www-form-urlencoded"}
+    response = answer("patch", path, operator_token, '{"enabled": false}', **form_typed)
+    assert response.status_code == 200, response.content
+    assert response.json()["enabled"] is False and response.json()["changed"] is True
+    refused = answer("patch", path, operator_token, "[]", **form_typed)
+    assert refused.status_code == 400 and "JSON object" in refused.json()["message"]
+    other = answer("patch", path, operator_token, '{"enabled": true}', content_type="text/plain")
+    assert other.status_code == 415
+    not_json = answer("patch", path, operator_token, "enabled=true", **form_typed)
+    assert not_json.status_code == 415 and "Content-Type: application/json" in not_json.json()["message"]
+
+
+def test_the_schema_keeps_the_tenant_switch_json_only(api_schema: Any) -> None:
+    operation = api_schema.find_operation_by_label(
+        "PATCH /api/v1/admin/tenants/{tenant_id}/integrations/{provider}"
+    )
+    assert list(operation.definition.raw["requestBody"]["content"]) == ["application/json"]

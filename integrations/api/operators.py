@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from conduit.api_auth import IsStaff, StaffTokenAuthentication
 from conduit.api_errors import ApiError
-from conduit.api_input import body_object
+from conduit.api_input import JsonSentAsForm, body_object
 from conduit.health import broker_queue_length
 from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
@@ -80,7 +80,9 @@ def actor_of(request: Request) -> str:
 class TenantIntegrationView(OperatorView):
     """PATCH /api/v1/admin/tenants/{tenant_id}/integrations/{provider} {"enabled": false}."""
 
-    parser_classes = [JSONParser]  # "enabled" must be a JSON boolean, which a form cannot send
+    # "enabled" must be a JSON boolean, which a form cannot send; runbook 001's `curl -d` sends JSON
+    # typed as a form, which is read as the JSON it is
+    parser_classes = [JSONParser, JsonSentAsForm]
 
     @extend_schema(
         operation_id="admin_tenant_integration_update",
@@ -88,7 +90,7 @@ class TenantIntegrationView(OperatorView):
             OpenApiParameter("tenant_id", str, OpenApiParameter.PATH, description="workspace id or slug"),
             PROVIDER_PATH,
         ],
-        request=IntegrationSwitchSerializer,
+        request={"application/json": IntegrationSwitchSerializer},
         responses={200: IntegrationSwitchResultSerializer, 415: ErrorSerializer, **ERRORS},
     )
     def patch(self, request: Request, tenant_id: str, provider: str) -> Response:
