@@ -5,6 +5,7 @@ production URL does not point at this machine or a private network."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,37 +27,13 @@ class Env(environ.Env):
             raise ImproperlyConfigured(f"{var} must be {kind}") from exc
 
 
-def _c_number(text: str) -> int:
-    """A number as C's strtoul reads it: 0x.. hexadecimal, 0.. octal, else decimal."""
-    if text.lower().startswith("0x"):
-        return int(text, 16)
-    return int(text, 8) if text.startswith("0") and text != "0" else int(text)
-
-
 def legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
-    """What inet_aton reads a host as: 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 are all 127.0.0.1."""
-    parts = host.split(".")
-    if not 1 <= len(parts) <= 4 or not all(parts):
-        return None
+    """What inet_aton reads a host as: 127.1, 0x7f.1, 2130706433 and 0177.0.0.1 are all 127.0.0.1
+    (the C library's own parser, so Conduit reads a host exactly as a connect() would)."""
     try:
-        numbers = [
-            int(p, 16)
-            if p.lower().startswith("0x")
-            else int(p, 8)
-            if p.startswith("0") and p != "0"
-            else int(p)
-            for p in parts
-        ]
-    except ValueError:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
         return None
-    *head, last = numbers
-    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
-        return None
-    value = 0
-    for n in head:
-        value = value * 256 + n
-    value = value * 256 ** (5 - len(numbers)) + last
-    return ipaddress.IPv4Address(value) if value < 2**32 else None
 
 
 def points_at_this_machine(url: str) -> bool:
