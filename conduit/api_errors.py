@@ -12,6 +12,8 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from conduit.tenancy import API_PREFIXES
+
 
 class ErrorSerializer(serializers.Serializer):
     """The body of every API error (for the OpenAPI schema)."""
@@ -57,8 +59,8 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """handler404: a URL under /api/ that matches no route (e.g. a negative id) answers JSON too."""
-    if request.path.startswith("/api/"):
+    """handler404: a URL under /api/ or /crm/ that matches no route (e.g. a negative id) answers JSON too."""
+    if request.path.startswith(API_PREFIXES):
         return JsonResponse(
             {"code": "not_found", "message": f"no API endpoint at {request.path}"}, status=404
         )
@@ -66,7 +68,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 class JsonNotFoundUnderApi:
-    """A 404 under /api/ is JSON even where Django would render its HTML page first: with DEBUG
+    """A 404 under /api/ or /crm/ is JSON even where Django would render its HTML page first: with DEBUG
     on (the development server, `make run`) a URL that matches no route gets the technical 404
     page before handler404 is consulted."""
 
@@ -77,7 +79,7 @@ class JsonNotFoundUnderApi:
         response = self.get_response(request)
         if (
             response.status_code == 404
-            and request.path.startswith("/api/")
+            and request.path.startswith(API_PREFIXES)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             return not_found(request)

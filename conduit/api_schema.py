@@ -30,3 +30,8 @@ class StaffTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "An operator token (cds_...), created by a staff user in Settings.",
         }
+
+
+def only_api_v1(endpoints: list[tuple[str, str, str, Any]], **kwargs: Any) -> list[tuple[str, str, str, Any]]:
+    """PREPROCESSING_HOOKS: the schema documents /api/v1; the playbook's /crm/ twins share its views."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/")]

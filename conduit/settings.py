@@ -451,6 +451,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    "PREPROCESSING_HOOKS": ["conduit.api_schema.only_api_v1"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -481,7 +482,13 @@ if PRODUCTION:
 
 # --- Logging: JSON lines, one redaction filter on every handler ---
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = json_logging(LOG_LEVEL, ["django", "celery"])
+# Empty: console only. Else a file that also gets the provider-call and webhook lines (runbook 14).
+CONDUIT_INTEGRATIONS_LOG = env.str("CONDUIT_INTEGRATIONS_LOG", default="")
+if CONDUIT_INTEGRATIONS_LOG and not (
+    Path(CONDUIT_INTEGRATIONS_LOG).is_absolute() and Path(CONDUIT_INTEGRATIONS_LOG).parent.is_dir()
+):
+    raise ImproperlyConfigured("CONDUIT_INTEGRATIONS_LOG must be an absolute path in an existing directory")
+LOGGING = json_logging(LOG_LEVEL, ["django", "celery"], integrations_log=CONDUIT_INTEGRATIONS_LOG)
 # urllib3's debug lines carry request paths (HubSpot puts tokens in some): never below WARNING.
 LOGGING["loggers"]["urllib3"] = {"handlers": ["console"], "level": "WARNING", "propagate": False}
 # Celery keeps Django's LOGGING (JSON + redaction) instead of installing its own handlers.

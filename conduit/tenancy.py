@@ -90,7 +90,8 @@ def current_scope() -> dict[str, str]:
 
 
 SESSION_WORKSPACE_KEY = "workspace_id"
-API_PREFIX = "/api/"
+# /crm/ serves runbook 003's operator paths as the playbook writes them (integrations.api.playbook)
+API_PREFIXES = ("/api/", "/crm/")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -175,7 +176,7 @@ class WorkspaceScopeMiddleware:
 
     Sets request.workspace, request.membership, request.api_token and request.staff_token.
     Pages are scoped by the signed-in user's membership only; an API token counts only under
-    /api/, so a token can never open the HTML pages of its workspace. A request that ends in a
+    /api/ (and /crm/), so a token can never open the HTML pages of its workspace. A request that ends in a
     5xx is rolled back.
     """
 
@@ -189,7 +190,7 @@ class WorkspaceScopeMiddleware:
         scoped.memberships = []
         if request.path_info.startswith("/admin/"):
             return self._respond(request, system_scope())
-        if request.path_info.startswith(API_PREFIX) and (raw := bearer_token(request)):
+        if request.path_info.startswith(API_PREFIXES) and (raw := bearer_token(request)):
             if raw.startswith(STAFF_TOKEN_PREFIX):
                 # an operator token acts for no workspace: operator views open system scope themselves
                 scoped.staff_token = resolve_staff_token(raw)

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from conduit import api, api_schema, health, views
 from integrations.api import connections as integration_api
 from integrations.api import operators as api_admin
+from integrations.api import playbook
 from integrations.api import status as api_status
 from integrations.pages import views as integration_views
 from integrations.providers.metrics import metrics_view
@@ -37,6 +38,13 @@ urlpatterns = [
         "settings/integrations/odoo/credentials/",
         integration_views.odoo_credentials,
         name="integrations-odoo-credentials",
+    ),
+    path("settings/integrations/pause/", integration_views.pause_sync, name="integrations-pause"),
+    path("settings/integrations/resume/", integration_views.resume_sync, name="integrations-resume"),
+    path(
+        "settings/integrations/write-settings/",
+        reconcile_views.write_settings,
+        name="integrations-write-settings",
     ),
     path("settings/integrations/<str:crm>/connect/", integration_views.connect, name="integrations-connect"),
     path(
@@ -119,5 +127,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/", include("integrations.webhooks.urls")),
+    path("crm/", include(playbook)),
     path("admin/", admin.site.urls),
 ]

@@ -3,15 +3,22 @@ the encrypted columns are left out of every list, form and detail page."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from conduit.admin import ReadOnlyAdmin
-from conduit.services import ConduitError
+from conduit.models import Workspace
+from conduit.services import ConduitError, workspace_by_ref
+from integrations.connections import claims
 from integrations.connections.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.connections.tokens import refresh_connection
 from integrations.health.checks import run_checks
@@ -113,8 +120,27 @@ class ConnectionHealthAdmin(ReadOnlyAdmin):
             )
 
 
+class OperatorClaimForm(forms.Form):
+    workspace = forms.CharField(
+        label="Workspace (id or slug)", max_length=100, help_text="Where the customer asked for it."
+    )
+    reason = forms.CharField(
+        max_length=claims.OPERATOR_REASON_MAX,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Who asked and why (e.g. the ticket). Stored in the install_claimed audit event.",
+    )
+
+    def clean_workspace(self) -> Workspace:
+        found = workspace_by_ref(self.cleaned_data["workspace"])
+        if found is None:
+            raise ValidationError("No workspace has this id or slug.")
+        return found
+
+
 @admin.register(PendingInstall)
 class PendingInstallAdmin(ReadOnlyAdmin):
+    """Read-only, but for one audited path: an operator claims an install for a customer."""
+
     list_display = (
         "id",
         "crm",
@@ -127,6 +153,74 @@ class PendingInstallAdmin(ReadOnlyAdmin):
     list_filter = ("crm", "status")
     search_fields = ("external_account_key", "claimed_workspace__slug")
     exclude = ("install_id",)
+    actions = ["claim_into_workspace"]
+
+    def has_claim_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return bool(user.is_active and user.is_staff and user.has_perm("integrations.change_pendinginstall"))
+
+    def get_urls(self) -> list[URLPattern]:
+        claim = path(
+            "<int:object_id>/claim/",
+            self.admin_site.admin_view(self.claim_view),
+            name="integrations_pendinginstall_claim",
+        )
+        return [claim, *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_claim": self.has_claim_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Claim into a workspace…", permissions=["claim"])
+    def claim_into_workspace(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        picked = list(queryset.values_list("pk", flat=True)[:2])
+        if len(picked) != 1:
+            self.message_user(request, "Select exactly one pending install to claim.", messages.ERROR)
+            return None
+        return redirect("admin:integrations_pendinginstall_claim", object_id=picked[0])
+
+    def claim_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_claim_permission(request):
+            raise PermissionDenied
+        pending = PendingInstall.objects.select_related("connection").filter(pk=object_id).first()
+        if pending is None:
+            raise Http404("No pending install has this id.")
+        back = reverse("admin:integrations_pendinginstall_change", args=[pending.pk])
+        try:
+            claims.check_claimable(pending, timezone.now())
+        except ConduitError as exc:
+            self.message_user(request, exc.user_message, messages.ERROR)
+            return redirect(back)
+        form = OperatorClaimForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            workspace = form.cleaned_data["workspace"]
+            try:
+                claims.do_operator_claim(
+                    pending, workspace, operator=cast(User, request.user), reason=form.cleaned_data["reason"]
+                )
+            except ConduitError as exc:
+                form.add_error(None, exc.user_message)
+            else:
+                self.message_user(
+                    request,
+                    f"Claimed the {pending.get_crm_display()} install {pending.external_account_key} "
+                    f"into {workspace.name} ({workspace.slug}): connected, in dry-run mode.",
+                    messages.SUCCESS,
+                )
+                return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": pending,
+            "title": f"Claim the {pending.get_crm_display()} install {pending.external_account_key}",
+            "form": form,
+            "account": pending.metadata.get("account_name", ""),
+            "installed_by": pending.metadata.get("installing_user_email", ""),
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/integrations/pendinginstall/claim.html", context)
 
 
 @admin.register(OAuthState)

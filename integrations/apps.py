@@ -8,6 +8,7 @@ class IntegrationsConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
+        from conduit.operator_role import OperatorGrant, register_grants
         from conduit.pruning import register_pruner
         from conduit.secrets_scan import register_secret
         from integrations.providers.synclog_pruning import SyncLogPruner
@@ -18,3 +19,19 @@ class IntegrationsConfig(AppConfig):
         register_secret(settings.ZOHO_CLIENT_SECRET)
         # the retention purge ages out crm_sync_logs through this app's own statements
         register_pruner("sync_logs", SyncLogPruner())
+        # what runbook SQL may read and update as the operator role: never a token, a state or
+        # an install id; runbook 003's cursor reset is the one UPDATE
+        register_grants(
+            [
+                OperatorGrant("integrations"),
+                OperatorGrant("crm_connections", hidden=("access_token", "refresh_token")),
+                OperatorGrant("oauth_states", hidden=("state_hash", "code_verifier", "pending_tokens")),
+                OperatorGrant("pending_installs", hidden=("install_id",)),
+                OperatorGrant("crm_sync_logs"),
+                OperatorGrant("crm_sync_pauses"),
+                OperatorGrant("connection_health"),
+                OperatorGrant("workspace_integrations"),
+                OperatorGrant("webhook_events"),
+                OperatorGrant("crm_sync_cursors", update=("since_ts",)),
+            ]
+        )

@@ -23,6 +23,12 @@ CRM_CHOICES = [
     ("odoo", "Odoo"),
 ]
 
+# A connection in `error` for one of these reasons has lost its grant: only the customer's
+# reconnect (or new credentials) brings it back. Runbook 001 calls that state `needs_reauth`; the
+# `integrations` SQL view (migration 0014) spells the same list.
+REAUTH_REASONS = ("access_token_rejected", "missing_scope", "refresh_token_missing", "refresh_token_revoked")
+NEEDS_REAUTH = "needs_reauth"
+
 
 class CrmConnection(models.Model):
     class Status(models.TextChoices):
@@ -61,6 +67,13 @@ class CrmConnection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.crm} {self.external_account_key or '?'} ({self.status})"
+
+    @property
+    def runbook_status(self) -> str:
+        """The status runbook 001 reads: `needs_reauth` for a lost grant, else the binding one."""
+        if self.status == self.Status.ERROR and self.last_error in REAUTH_REASONS:
+            return NEEDS_REAUTH
+        return str(self.status)
 
     @property
     def environment(self) -> str:

@@ -8,6 +8,7 @@ class ReconcileConfig(AppConfig):
     def ready(self) -> None:
         # Wiring at start (the models are loaded only now): reconcile listens to the core's
         # ingest signal and serves integrations as its write ledger.
+        from conduit.operator_role import OperatorGrant, register_grants
         from conduit.signals import messages_stored
         from integrations import ledger
         from reconcile.ledger import ReconcileLedger
@@ -15,3 +16,10 @@ class ReconcileConfig(AppConfig):
 
         messages_stored.connect(on_messages_stored, dispatch_uid="reconcile.plan_on_ingest")
         ledger.register(ReconcileLedger())
+        register_grants(
+            [
+                OperatorGrant("crm_write_log"),
+                OperatorGrant("crm_deal_mappings"),
+                OperatorGrant("crm_write_policies"),
+            ]
+        )

@@ -48,7 +48,13 @@ def test_status_lists_every_crm_with_health_switches_and_counts(alice: Tenant, t
         "succeeded": 1,
         "skipped": 0,
     }
-    assert salesforce == {**salesforce, "status": "not_connected", "connection_id": None, "health": None}
+    assert salesforce == {
+        **salesforce,
+        "status": "not_connected",
+        "connection_status": "not_connected",
+        "connection_id": None,
+        "health": None,
+    }
     assert conn.access_token not in response.content.decode()
     assert conn.refresh_token not in response.content.decode()
 
@@ -57,7 +63,8 @@ def test_provider_status_and_its_errors(alice: Tenant, token: str) -> None:
     make_connection(alice.workspace, "salesforce", status="error", last_error="refresh_token_revoked")
     one = get("/api/v1/integrations/salesforce/status", token)
     assert one.status_code == 200
-    assert one.json()["status"] == "error" and one.json()["last_error"] == "refresh_token_revoked"
+    assert one.json()["status"] == "needs_reauth" and one.json()["last_error"] == "refresh_token_revoked"
+    assert one.json()["connection_status"] == "error"
 
     unknown = get("/api/v1/integrations/pipedrive/status", token)
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_provider"

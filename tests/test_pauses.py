@@ -157,7 +157,8 @@ def test_pause_sync_api_follows_the_runbook_shape(alice: Tenant) -> None:
         ("provider=hubspot", 400, "invalid"),
         ("provider=pipedrive&pause=true", 400, "invalid_pause"),
         ("pause=true", 400, "invalid_pause"),
-        ("workspace_id=abc&pause=true", 400, "invalid"),
+        ("workspace_id=abc&pause=true", 404, "not_found"),  # an id or a slug: no workspace "abc"
+        ("workspace_id=%00&pause=true", 400, "invalid"),
         ("workspace_id=999999&pause=true", 404, "not_found"),
         ("connection_id=999999&pause=true", 404, "not_found"),
     ],

@@ -19,7 +19,7 @@ from conduit.api_auth import StaffTokenAuthentication
 from conduit.api_errors import ApiError
 from conduit.api_input import body_object
 from conduit.models import Workspace
-from conduit.services import ConduitError
+from conduit.services import ConduitError, workspace_by_ref
 from conduit.tenancy import system_scope, workspace_of
 from integrations.api.serializers import (
     ClaimRequestSerializer,
@@ -199,6 +199,19 @@ class StaffOnly(permissions.BasePermission):
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
+def find_workspace(raw: Any, name: str = "workspace_id") -> Workspace:
+    """A workspace by id or slug; 404 when there is none."""
+    text = str(raw or "").strip()
+    if not text:
+        raise ApiError(f"send {name} (a workspace id or slug)", code="invalid", status=400)
+    if "\x00" in text:
+        raise ApiError(f"{name} must not contain NUL characters", code="invalid", status=400)
+    workspace = workspace_by_ref(text)
+    if workspace is None:
+        raise ApiError(f"no workspace {text!r}", code="not_found", status=404)
+    return workspace
+
+
 class PauseSyncView(APIView):
     """POST /api/v1/admin/pause-sync?provider=hubspot&pause=true (or workspace_id=, connection_id=,
     all=true; reason=): the kill switch. Paused writes stay queued and burn no attempts."""
@@ -242,9 +255,7 @@ class PauseSyncView(APIView):
         workspace = connection = None
         with system_scope():
             if (raw := params.get("workspace_id")) not in (None, ""):
-                workspace = Workspace.objects.filter(pk=int_param("workspace_id", raw)).first()
-                if workspace is None:
-                    raise ApiError(f"no workspace with id {raw}", code="not_found", status=404)
+                workspace = find_workspace(raw)
             if (raw := params.get("connection_id")) not in (None, ""):
                 connection = (
                     CrmConnection.objects.select_related("workspace")

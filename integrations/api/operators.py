@@ -21,10 +21,9 @@ from conduit.api_auth import IsStaff, StaffTokenAuthentication
 from conduit.api_errors import ApiError
 from conduit.api_input import JsonSentAsForm, body_object
 from conduit.health import broker_queue_length
-from conduit.models import Workspace
-from conduit.services import ConduitError, workspace_by_ref
+from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.api.connections import PROVIDER_QUERY, check_provider, valid
+from integrations.api.connections import PROVIDER_QUERY, check_provider, find_workspace, valid
 from integrations.api.reads import SyncLogFilter, health_matrix, sync_logs, sync_status
 from integrations.api.serializers import (
     ErrorSerializer,
@@ -58,19 +57,6 @@ class OperatorView(APIView):
         if request.authenticators and not request.successful_authenticator:
             raise exceptions.NotAuthenticated(message or IsStaff.message)
         raise exceptions.PermissionDenied(message or IsStaff.message)
-
-
-def find_workspace(raw: Any, name: str = "workspace_id") -> Workspace:
-    """A workspace by id or slug; 404 when there is none."""
-    text = str(raw or "").strip()
-    if not text:
-        raise ApiError(f"send {name} (a workspace id or slug)", code="invalid", status=400)
-    if "\x00" in text:
-        raise ApiError(f"{name} must not contain NUL characters", code="invalid", status=400)
-    workspace = workspace_by_ref(text)
-    if workspace is None:
-        raise ApiError(f"no workspace {text!r}", code="not_found", status=404)
-    return workspace
 
 
 def actor_of(request: Request) -> str:

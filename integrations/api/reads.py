@@ -44,7 +44,8 @@ def integration_status(workspace: Workspace, provider: str) -> dict[str, Any]:
         health = ConnectionHealth.objects.filter(workspace=workspace, crm=provider).first()
     return {
         "provider": provider,
-        "status": conn.status if conn else "not_connected",
+        "status": conn.runbook_status if conn else "not_connected",
+        "connection_status": conn.status if conn else "not_connected",
         "connection_id": conn.pk if conn else None,
         "external_account_key": conn.external_account_key if conn else "",
         "last_error": conn.last_error if conn else "",

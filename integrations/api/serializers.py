@@ -40,7 +40,15 @@ class WriteCountsSerializer(serializers.Serializer):
 
 class IntegrationStatusSerializer(serializers.Serializer):
     provider = serializers.CharField()
-    status = serializers.CharField(help_text="connected, error, disconnected, pending_claim or not_connected")
+    status = serializers.CharField(
+        help_text=(
+            "runbook 001's status: connected, needs_reauth (the grant is gone: reconnect), error, "
+            "disconnected, pending_claim or not_connected"
+        )
+    )
+    connection_status = serializers.CharField(
+        help_text="crm_connections.status as stored: connected, error, disconnected or pending_claim"
+    )
     connection_id = serializers.IntegerField(allow_null=True)
     external_account_key = serializers.CharField(allow_blank=True)
     last_error = serializers.CharField(allow_blank=True)

@@ -1,4 +1,5 @@
-"""Install-first (Plan 007): pending installs, claiming one into a workspace, expiring the rest.
+"""Install-first (Plan 007): pending installs, claiming one into a workspace (by an owner or
+admin of it, or by an operator for a customer who cannot), expiring the rest.
 
 A repeated install of the same external account updates the one pending row (its metadata,
 expiry and grant), so whoever claims it gets the latest grant: ownership stays deterministic.
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from conduit.audit import record_audit
 from conduit.models import Membership, Workspace
+from conduit.secrets_scan import looks_secret_value
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.connections.lifecycle import apply_grant, do_disconnect, live_connection, revoke_quietly
@@ -27,6 +29,11 @@ from integrations.providers.base import ExternalAccount, TokenSet
 
 log = logging.getLogger("conduit.integrations")
 EXPIRE_BATCH = 100
+OPERATOR_REASON_MAX = 200
+OPERATOR_REPLACE_HINT = (
+    "An operator does not replace a live connection: an owner or admin of the workspace "
+    "disconnects it first, or claims the install and chooses to replace it."
+)
 
 
 class ClaimRefused(ConduitError):
@@ -51,6 +58,14 @@ class NotWorkspaceAdmin(ClaimRefused):
 
 class WorkspaceAlreadyConnected(ClaimRefused):
     error_code = "workspace_already_connected"
+
+
+class NotOperator(ClaimRefused):
+    error_code = "not_operator"
+
+
+class InvalidClaimReason(ClaimRefused):
+    error_code = "invalid_reason"
 
 
 def install_metadata(account: ExternalAccount, tokens: TokenSet, environment: str) -> dict[str, Any]:
@@ -164,38 +179,96 @@ def do_claim_install(
             raise NotWorkspaceAdmin(
                 "You can claim an install only into a workspace where you are an owner or admin."
             )
-        existing = live_connection(workspace, crm)
-        if existing is not None and not replace_existing:
-            raise WorkspaceAlreadyConnected(
-                f"{workspace.name} is already connected to {pending.get_crm_display()} "
-                f"{existing.account_label}. Choose to replace that connection, or pick another workspace."
-            )
-        if existing is not None:
-            do_disconnect(existing, actor=actor, reason="replaced_by_install")
-        conn = pending.connection
-        assert conn is not None  # check_claimable
-        conn.workspace = workspace
-        conn.status = CrmConnection.Status.CONNECTED
-        conn.connected_at = now
-        conn.save(update_fields=["workspace", "status", "connected_at", "updated_at"])
-        pending.status = PendingInstall.Status.CLAIMED
-        pending.claimed_workspace = workspace
-        pending.claimed_by = actor
-        pending.claimed_at = now
-        pending.save(update_fields=["status", "claimed_workspace", "claimed_by", "claimed_at", "updated_at"])
-        record_audit(
-            "install_claimed",
-            actor=actor,
-            workspace=workspace,
-            target=pending,
-            payload={
-                "crm": crm,
-                "external_account_key": pending.external_account_key,
-                "connection_id": conn.pk,
-                "replaced_connection_id": existing.pk if existing else None,
-            },
+        return bind_install(pending, workspace, actor=actor, replace_existing=replace_existing, now=now)
+
+
+def do_operator_claim(
+    pending: PendingInstall,
+    workspace: Workspace,
+    *,
+    operator: User,
+    reason: str,
+    now: datetime | None = None,
+) -> CrmConnection:
+    """Claim an install into a named workspace for a customer who cannot: the customer claim's
+    checks and writes, less the membership check (the operator is staff, the reason is audited).
+    An operator never replaces a live connection: the workspace's owner or admin disconnects it."""
+    now = now or timezone.now()
+    if not (operator.is_active and operator.is_staff):
+        raise NotOperator("Only Conduit operators (staff) can claim an install for a customer.")
+    reason = operator_reason(reason)
+    with system_scope():
+        locked = find_install(pending.install_id, pending.crm)
+        check_claimable(locked, now)
+        return bind_install(
+            locked,
+            workspace,
+            actor=operator,
+            replace_existing=False,
+            now=now,
+            audit={"by_operator": True, "reason": reason},
+            replace_hint=OPERATOR_REPLACE_HINT,
         )
-        return conn
+
+
+def operator_reason(reason: str) -> str:
+    """The reason an operator gives, as stored in the audit row: one bounded line, no secret."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise InvalidClaimReason("Give the reason for claiming on the customer's behalf (e.g. the ticket).")
+    if len(reason) > OPERATOR_REASON_MAX:
+        raise InvalidClaimReason(f"Keep the reason to {OPERATOR_REASON_MAX} characters.")
+    if "\x00" in reason or looks_secret_value(reason):
+        raise InvalidClaimReason("The reason looks like it holds a secret; describe the request without it.")
+    return reason
+
+
+def bind_install(
+    pending: PendingInstall,
+    workspace: Workspace,
+    *,
+    actor: User,
+    replace_existing: bool,
+    now: datetime,
+    audit: dict[str, Any] | None = None,
+    replace_hint: str = "Choose to replace that connection, or pick another workspace.",
+) -> CrmConnection:
+    """Bind a locked, claimable install and its connection to the workspace; `install_claimed`.
+    The caller holds system scope and has checked who may claim into this workspace."""
+    crm = pending.crm
+    existing = live_connection(workspace, crm)
+    if existing is not None and not replace_existing:
+        raise WorkspaceAlreadyConnected(
+            f"{workspace.name} is already connected to {pending.get_crm_display()} "
+            f"{existing.account_label}. {replace_hint}"
+        )
+    if existing is not None:
+        do_disconnect(existing, actor=actor, reason="replaced_by_install")
+    conn = pending.connection
+    assert conn is not None  # check_claimable
+    conn.workspace = workspace
+    conn.status = CrmConnection.Status.CONNECTED
+    conn.connected_at = now
+    conn.save(update_fields=["workspace", "status", "connected_at", "updated_at"])
+    pending.status = PendingInstall.Status.CLAIMED
+    pending.claimed_workspace = workspace
+    pending.claimed_by = actor
+    pending.claimed_at = now
+    pending.save(update_fields=["status", "claimed_workspace", "claimed_by", "claimed_at", "updated_at"])
+    record_audit(
+        "install_claimed",
+        actor=actor,
+        workspace=workspace,
+        target=pending,
+        payload={
+            "crm": crm,
+            "external_account_key": pending.external_account_key,
+            "connection_id": conn.pk,
+            "replaced_connection_id": existing.pk if existing else None,
+            **(audit or {}),
+        },
+    )
+    return conn
 
 
 def expire_pending_installs(*, now: datetime | None = None) -> int:

@@ -1,18 +1,23 @@
 """Pause switches (kill switches) for CRM sync: global, provider, workspace, connection.
 
 A pause holds writes back without touching them: they stay queued with their retry_count and
-next_retry_at, and resume where they were. Every pause and resume is audited."""
+next_retry_at, and resume where they were. Every pause and resume is audited.
+
+Operators pause any scope (admin, API, command). A workspace's own admins pause and resume only
+their workspace's scope, from the Integrations page (do_resume_own_sync): a pause they set is
+theirs to lift; a pause Conduit's operators set is not, whatever its scope (set_by_workspace)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from conduit.audit import actor_label, record_audit
-from conduit.models import Workspace
+from conduit.models import Membership, Workspace
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from integrations.models import CRM_CHOICES, CrmConnection, SyncPause
@@ -22,6 +27,12 @@ Actor = AbstractBaseUser | str
 
 class InvalidPause(ConduitError):
     error_code = "invalid_pause"
+
+
+class PauseNotYours(ConduitError):
+    """The workspace's pause was set by Conduit's operators: only they lift it."""
+
+    error_code = "pause_not_yours"
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,46 @@ def do_resume_sync(target: PauseTarget, *, actor: Actor) -> bool:
         )
         pause.delete()
     return True
+
+
+def pausing_user(pause: SyncPause) -> User | None:
+    """The user who set the pause (actor `user:<id>`), if it was a user and still exists."""
+    kind, _, ref = pause.actor.partition(":")
+    if kind != "user" or not ref.isascii() or not ref.isdigit():
+        return None
+    with system_scope():
+        return User.objects.filter(pk=int(ref)).first()
+
+
+def set_by_workspace(pause: SyncPause, user: User | None = None) -> bool:
+    """A workspace-scope pause set by one of the workspace's own people: a member of it, or a
+    user who is not staff (an admin since removed). Operators' pauses (staff users, commands,
+    jobs) are not, nor is any pause of another scope. `user`: pausing_user(pause), if known."""
+    if pause.scope != SyncPause.Scope.WORKSPACE or pause.workspace_id is None:
+        return False
+    user = user if user is not None else pausing_user(pause)
+    if user is None:
+        return False
+    if not user.is_staff:
+        return True
+    with system_scope():
+        return Membership.objects.filter(workspace_id=pause.workspace_id, user=user).exists()
+
+
+def do_resume_own_sync(workspace: Workspace, *, actor: Actor) -> bool:
+    """A workspace admin lifts the workspace's pause; returns whether one was lifted. Refuses
+    (PauseNotYours, nothing changed) a pause of the workspace that Conduit's operators set."""
+    target = target_for(workspace=workspace)
+    with system_scope():
+        pause = SyncPause.objects.select_for_update().filter(target.lookup()).first()
+        if pause is None:
+            return False
+        if not set_by_workspace(pause):
+            raise PauseNotYours(
+                f"Conduit's operators paused sync for this workspace ({pause.reason}); only they can "
+                "lift that pause. Contact Conduit support."
+            )
+        return do_resume_sync(target, actor=actor)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Integrations pages: connection cards (cards.py), connect / disconnect, the OAuth callback,
-install-first claim, and the credentials form of a CRM connected with an API key (Odoo). Views
-parse the request, call one service, render a card or redirect."""
+"""Integrations pages: connection cards (cards.py), the Pause sync card (sync_pause.py) with its
+pause / resume buttons, connect / disconnect, the OAuth callback, install-first claim, and the
+credentials form of a CRM connected with an API key (Odoo). Views parse the request, call one
+service, render a card or redirect."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,11 +25,18 @@ from conduit.views import signed_in_user, workspace_required
 from integrations.connections import claims, oauth
 from integrations.connections.credentials import CredentialsRefused, do_save_odoo_credentials
 from integrations.connections.lifecycle import do_disconnect, live_connection
-from integrations.connections.pauses import pause_for
+from integrations.connections.pauses import (
+    PauseNotYours,
+    active_pauses,
+    do_pause_sync,
+    do_resume_own_sync,
+    target_for,
+)
 from integrations.health.checks import do_check_now
 from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
 from integrations.pages.cards import card_for, credentials_facts, health_for
+from integrations.pages.sync_pause import PauseForm, card_note, still_paused, sync_card
 from integrations.providers import get_provider
 
 log = logging.getLogger("conduit.integrations")
@@ -62,6 +71,11 @@ def connection_for_admin(request: HttpRequest, crm: str) -> CrmConnection | None
 
 @workspace_required
 def integrations_page(request: HttpRequest) -> HttpResponse:
+    return show_integrations(request)
+
+
+def show_integrations(request: HttpRequest, *, pause_form: PauseForm | None = None) -> HttpResponse:
+    """The page; a refused pause form comes back with its errors (400) and nothing changed."""
     workspace = workspace_of(request)
     live = {
         c.crm: c
@@ -74,6 +88,10 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
     switched_off = {
         row.provider: row for row in IntegrationSetting.objects.filter(workspace=workspace, enabled=False)
     }
+    active = active_pauses()
+    sync = sync_card(
+        workspace, list(live.values()), can_admin=is_admin(request), form=pause_form, active=active
+    )
     for card in cards:
         if conn := live.get(card["crm"]):
             card["health"] = health_for(health.get(conn.crm), card["label"], uses_oauth=card["uses_oauth"])
@@ -81,14 +99,69 @@ def integrations_page(request: HttpRequest) -> HttpResponse:
                 card["health"]["words"] = ""  # said once, in the card's alert
             card["writes"] = ledger().counts(conn)
             card["previews"] = ledger().previews(conn) if conn.dry_run else []
-            pause = pause_for(conn)
-            card["paused"] = pause.reason if pause else ""
+            card["paused"] = card_note(active.for_connection(conn), sync["by_id"])
             card["switched_off"] = switched_off.get(conn.crm)
-    return render(
-        request,
-        "integrations/integrations.html",
-        {"cards": cards, "can_admin": is_admin(request), "forced_dry_run": settings.CONDUIT_FORCE_DRY_RUN},
+    context = {
+        "cards": cards,
+        "sync": sync,
+        "can_admin": is_admin(request),
+        "forced_dry_run": settings.CONDUIT_FORCE_DRY_RUN,
+    }
+    refused = pause_form is not None and bool(pause_form.errors)
+    return render(request, "integrations/integrations.html", context, status=400 if refused else 200)
+
+
+def require_pause_admin(request: HttpRequest) -> None:
+    if not is_admin(request):
+        raise PermissionDenied("only workspace owners and admins can pause or resume sync")
+
+
+@require_POST
+@workspace_required
+def pause_sync(request: HttpRequest) -> HttpResponse:
+    """Runbook 001's Pause Sync: a workspace admin pauses the workspace's writes (audited)."""
+    require_pause_admin(request)
+    form = PauseForm(request.POST)
+    if not form.is_valid():
+        return show_integrations(request, pause_form=form)
+    workspace = workspace_of(request)
+    pause, created = do_pause_sync(
+        target_for(workspace=workspace), reason=form.pause_reason(), actor=signed_in_user(request)
     )
+    if created:
+        messages.success(
+            request,
+            f"Sync paused for {workspace.name}: Conduit sends nothing to your CRMs until an admin resumes "
+            "it. Writes wait in the queue; nothing is lost.",
+        )
+    else:
+        messages.info(
+            request,
+            f"Sync was already paused for {workspace.name} (since {pause.paused_at:%Y-%m-%d %H:%M} UTC); "
+            "nothing changed.",
+        )
+    return redirect("integrations")
+
+
+@require_POST
+@workspace_required
+def resume_sync(request: HttpRequest) -> HttpResponse:
+    """Lift the workspace's own pause; an operator's pause is shown but not lifted here."""
+    require_pause_admin(request)
+    workspace = workspace_of(request)
+    try:
+        lifted = do_resume_own_sync(workspace, actor=signed_in_user(request))
+    except PauseNotYours as exc:
+        messages.error(request, exc.user_message)
+        return redirect("integrations")
+    if not lifted:
+        messages.info(request, f"Sync was not paused for {workspace.name}; nothing changed.")
+        return redirect("integrations")
+    still = " Conduit's operators still hold a pause: see below." if still_paused(workspace) else ""
+    messages.success(
+        request, f"Sync resumed for {workspace.name}: queued writes go out within about 10 minutes.{still}"
+    )
+    return redirect("integrations")
 
 
 @require_POST

@@ -2,20 +2,20 @@
 
 `Provider._call` paces the call through the shared rate limiter, sends it on the process's
 requests.Session with connect/read timeouts and no redirects, maps every failure into the
-closed set in errors.py, and records a crm_sync_logs row and the Prometheus metrics. Providers
-override the hooks (`classify_client_error`, `refused_in_body`, `default_retry_after`,
-`observe_response`, `before_call`, `open_transport`) and never look at a status code outside them.
+closed set in errors.py, and records a crm_sync_logs row, a log line with the answer's rate-limit
+headers and the Prometheus metrics. Providers override the hooks (`classify_client_error`,
+`refused_in_body`, `default_retry_after`, `observe_response`, `rate_limit_quota`, `before_call`,
+`open_transport`) and never look at a status code outside them.
 """
 
 from __future__ import annotations
 
 import email.utils
-import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -34,9 +34,8 @@ from integrations.providers.errors import (
     Transient,
 )
 from integrations.providers.ratelimit import Bucket, get_limiter
-from integrations.providers.synclog import NO_CONTEXT, CallContext, record_sync
-
-log = logging.getLogger("conduit.integrations")
+from integrations.providers.ratelimit_headers import as_count, rate_limit_headers
+from integrations.providers.synclog import NO_CONTEXT, CallContext, log_call, record_sync
 
 _sessions: dict[int, requests.Session] = {}
 _last_call = threading.local()
@@ -185,6 +184,11 @@ class Provider:
     auth_scheme: ClassVar[str] = "Bearer"  # the Authorization scheme of API calls (Zoho: Zoho-oauthtoken)
     # False for a provider connected with a typed API key (Odoo): nothing to authorize or refresh.
     uses_oauth: ClassVar[bool] = True
+    # The answer headers that carry the provider's rate-limit state, logged verbatim with each call
+    # (ratelimit_headers.py); the two after them give the normalised X-RateLimit-* pair.
+    rate_limit_header_names: ClassVar[tuple[str, ...]] = ()
+    rate_limit_limit_header: ClassVar[str] = ""
+    rate_limit_remaining_header: ClassVar[str] = ""
 
     # --- OAuth (overridden by each provider) ---
     def authorize_url(
@@ -287,6 +291,14 @@ class Provider:
     def observe_response(self, account_key: str, resp: requests.Response) -> None:
         """Read usage headers (e.g. Salesforce's daily allocation)."""
 
+    def rate_limit_quota(self, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
+        """(limit, remaining) of the provider's rate limit, from an answer's headers (looked up
+        case-insensitively); None for what the headers do not say."""
+        return (
+            as_count(headers.get(self.rate_limit_limit_header)),
+            as_count(headers.get(self.rate_limit_remaining_header)),
+        )
+
     def before_call(self, account_key: str, *, write: bool) -> None:
         """Refuse a call before it is sent (e.g. writes paused near a daily limit)."""
 
@@ -339,6 +351,7 @@ class Provider:
         started = time.monotonic()
         http_status: int | None = None
         error: ProviderError | None = None
+        rate_limit: dict[str, str] = {}
         _last_call.ms = None
         try:
             if account_key:
@@ -351,6 +364,7 @@ class Provider:
             finally:
                 _last_call.ms = int((time.monotonic() - started) * 1000)
             http_status = resp.status_code
+            rate_limit = rate_limit_headers(self, resp.headers)
             if account_key:
                 self.observe_response(account_key, resp)
             if not 200 <= resp.status_code < 300:
@@ -370,7 +384,7 @@ class Provider:
                     get_limiter().block(bucket, account_key, exc.retry_after)
             raise
         finally:
-            self._record(operation, context, started, http_status, error)
+            self._record(operation, context, started, http_status, error, rate_limit)
 
     SECRET_FORM_FIELDS = ("code", "refresh_token", "client_secret", "code_verifier", "token")
 
@@ -447,6 +461,7 @@ class Provider:
         started: float,
         http_status: int | None,
         error: ProviderError | None,
+        rate_limit: dict[str, str],
     ) -> None:
         elapsed = time.monotonic() - started
         sent = http_status is not None or isinstance(error, Transient)
@@ -454,14 +469,16 @@ class Provider:
             metrics.SYNC_DURATION.labels(provider=self.name, operation=operation).observe(elapsed)
         if error is not None and sent:
             metrics.SYNC_ERRORS.labels(provider=self.name, operation=operation, error_code=error.code).inc()
+        log_call(
+            provider=self.name,
+            operation=operation,
+            http_status=http_status,
+            error_code=error.code if error else None,
+            duration_ms=int(elapsed * 1000),
+            rate_limit=rate_limit,
+        )
         if error is not None:
             summary = f"{operation} failed: {error.code}" + (f": {error.message}" if error.message else "")
-            log.info(
-                "%s %s failed",
-                self.name,
-                operation,
-                extra={"category": "provider", "error_code": error.code, "http_status": http_status},
-            )
         else:
             summary = f"{operation} ok"
         if operation == "health_check":

@@ -94,6 +94,19 @@ class HubSpotProvider(Provider):
     )
     supports_pkce = False  # HubSpot's documented flow has no PKCE parameters
     search_window = SEARCH_WINDOW
+    # OAuth calls get Max / Remaining / Interval-Milliseconds; Daily* only API-key calls, Secondly*
+    # are deprecated; search answers carry none (provider-facts.md).
+    rate_limit_header_names = (
+        "X-HubSpot-RateLimit-Max",
+        "X-HubSpot-RateLimit-Remaining",
+        "X-HubSpot-RateLimit-Interval-Milliseconds",
+        "X-HubSpot-RateLimit-Daily",
+        "X-HubSpot-RateLimit-Daily-Remaining",
+        "X-HubSpot-RateLimit-Secondly",
+        "X-HubSpot-RateLimit-Secondly-Remaining",
+    )
+    rate_limit_limit_header = "X-HubSpot-RateLimit-Max"
+    rate_limit_remaining_header = "X-HubSpot-RateLimit-Remaining"
 
     @property
     def api(self) -> str:

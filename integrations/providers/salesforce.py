@@ -8,6 +8,7 @@ before `validate_instance_url` accepts it. The login vs test host is the connect
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -122,6 +123,8 @@ class SalesforceProvider(Provider):
     label = "Salesforce"
     required_scopes = ("api", "refresh_token")
     supports_pkce = True
+    # `api-usage=<used>/<limit>` (and `; api-bursts=...` on newer versions) on every REST answer.
+    rate_limit_header_names = ("Sforce-Limit-Info",)
 
     def host(self, environment: str) -> str:
         if environment not in ENVIRONMENTS:
@@ -333,6 +336,13 @@ class SalesforceProvider(Provider):
         match = LIMIT_INFO_RE.search(resp.headers.get("Sforce-Limit-Info", ""))
         if match:
             get_limiter().record_daily_usage(self.name, account_key, int(match[1]), int(match[2]))
+
+    def rate_limit_quota(self, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
+        match = LIMIT_INFO_RE.search(headers.get("Sforce-Limit-Info") or "")
+        if not match:
+            return None, None
+        used, limit = int(match[1]), int(match[2])
+        return limit, max(limit - used, 0)
 
     def before_call(self, account_key: str, *, write: bool) -> None:
         if (

@@ -1,7 +1,8 @@
-"""Writes one crm_sync_logs row per provider operation.
+"""Writes one crm_sync_logs row and one log line per provider operation.
 
 A log row must never break or roll back the call it describes: it is written in its own
 savepoint under the scope of its workspace, and a database error is logged and swallowed.
+The log line carries the answer's rate-limit headers (ratelimit_headers.py) for runbook 14.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError, transaction
 
@@ -16,6 +18,7 @@ from conduit.context import current_workspace_id
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope, workspace_scope
 from integrations.models import SyncLog
+from integrations.providers.ratelimit_headers import as_text
 
 log = logging.getLogger("conduit.integrations")
 SUMMARY_MAX = 300
@@ -79,3 +82,30 @@ def record_sync(
             type(exc).__name__,
             extra={"category": "sync_log", "error_code": "sync_log_write_failed"},
         )
+
+
+def log_call(
+    *,
+    provider: str,
+    operation: str,
+    http_status: int | None,
+    error_code: str | None,
+    duration_ms: int,
+    rate_limit: dict[str, str],
+) -> None:
+    """One INFO line per provider call, sent or held back: its outcome and the answer's
+    rate-limit headers, in the text (for a plain grep) and as the `rate_limit` field."""
+    parts = [provider, operation, "ok" if error_code is None else f"failed error_code={error_code}"]
+    if http_status is not None:
+        parts.append(f"http_status={http_status}")
+    if rate_limit:
+        parts.append(as_text(rate_limit))
+    extra: dict[str, Any] = {
+        "category": "provider",
+        "error_code": error_code,
+        "http_status": http_status,
+        "duration_ms": duration_ms,
+    }
+    if rate_limit:
+        extra["rate_limit"] = rate_limit
+    log.info("%s", " ".join(parts), extra=extra)

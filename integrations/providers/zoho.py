@@ -125,6 +125,11 @@ class ZohoProvider(Provider):
     )
     supports_pkce = False  # [verify] Conduit uses the documented web-server flow without PKCE
     auth_scheme = "Zoho-oauthtoken"
+    # [verify] named by Zoho's v2 API-limits page (per-minute limits); whether today's credit-based
+    # API still sends them is unconfirmed. Logged only when an answer carries them.
+    rate_limit_header_names = ("X-RATELIMIT-LIMIT", "X-RATELIMIT-REMAINING", "X-RATELIMIT-RESET")
+    rate_limit_limit_header = "X-RATELIMIT-LIMIT"
+    rate_limit_remaining_header = "X-RATELIMIT-REMAINING"
 
     def missing_scopes(self, granted: tuple[str, ...] | list[str]) -> list[str]:
         have = {s.lower() for s in granted}
