@@ -79,13 +79,20 @@ def exit_with_parent(parent_pid: int, *, poll: float = PARENT_POLL_SECONDS) -> t
     return thread
 
 
+def embedding_worker_pid() -> int:
+    """The worker that started this embedded beat, as billiard recorded it before the fork: if the
+    worker died while beat was still starting, os.getppid() would already name its new parent."""
+    return getattr(current_process(), "_parent_pid", None) or os.getppid()
+
+
 class SingleRunScheduler(DatabaseScheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if is_embedded():
+            # before the database work of the scheduler's start-up, which can take seconds
+            exit_with_parent(embedding_worker_pid())
         super().__init__(*args, **kwargs)
         self.sender = f"{socket.gethostname()}:{os.getpid()}"
         self.sends = 0
-        if is_embedded():
-            exit_with_parent(os.getppid())
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         slot = slot_of(entry.schedule, time.time())

@@ -168,3 +168,28 @@ def test_an_embedded_beat_dies_with_its_killed_worker(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_beat_whose_worker_died_while_it_started_exits_at_once() -> None:
+    # the watcher is handed the worker's pid recorded before the fork; if that worker is already
+    # gone (the beat's parent is now someone else), the beat exits without waiting for a poll
+    code = (
+        "import time, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'conduit.settings'); "
+        "django.setup(); from conduit.beat import exit_with_parent; "
+        "exit_with_parent(os.getppid() + 987654, poll=60); time.sleep(30)"
+    )
+    started = time.monotonic()
+    done = subprocess.run([str(BIN / "python"), "-c", code], cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0 and time.monotonic() - started < 25
+
+
+def test_the_embedding_worker_is_the_pid_recorded_before_the_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conduit import beat
+
+    class Child:
+        _parent_pid = 4242
+
+    monkeypatch.setattr(beat, "current_process", lambda: Child())
+    assert beat.embedding_worker_pid() == 4242
+    Child._parent_pid = None  # type: ignore[assignment]
+    assert beat.embedding_worker_pid() == os.getppid()
