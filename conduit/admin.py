@@ -1,5 +1,8 @@
 """Operator screens. Message bodies and raw email are never shown (sizes only); API tokens
-show their prefix, never a hash or value; audit events are read-only."""
+show their prefix, never a hash or value; audit events are read-only.
+
+This module also makes the default admin site the operator console (conduit/admin_console.py):
+Django imports it before the other apps' admin modules, which add their home-page panels."""
 
 from __future__ import annotations
 
@@ -8,13 +11,17 @@ from typing import Any, cast
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.http import HttpRequest
+from django.utils import timezone
 
+from conduit import admin_console, admin_panels
+from conduit.admin_display import ConsoleAdmin, words
 from conduit.audit import record_audit
 from conduit.models import (
     ApiToken,
     Attachment,
     AuditEvent,
     Heartbeat,
+    Invitation,
     Membership,
     Message,
     PeriodicRun,
@@ -24,12 +31,15 @@ from conduit.models import (
 )
 from conduit.services import do_revoke_api_token, do_revoke_staff_token
 
+admin_console.install(admin.site)
+assert admin_panels  # registers the beat jobs panel of the home page
+
 
 def _workspace_of(obj: Any) -> Workspace | None:
     return obj if isinstance(obj, Workspace) else getattr(obj, "workspace", None)
 
 
-class AuditedAdmin(admin.ModelAdmin):
+class AuditedAdmin(ConsoleAdmin):
     """Operator edits are audited like any other state change (field names, never values)."""
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
@@ -91,7 +101,7 @@ class AuditedAdmin(admin.ModelAdmin):
         )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ConsoleAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -146,7 +156,8 @@ class AttachmentInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
-    list_display = ["subject", "from_address", "workspace", "sent_at", "received_at", "is_redacted"]
+    list_display = ["subject", "from_address", "workspace", "sent_at", "received_at", "body"]
+    body = words("is_redacted", "redacted", "kept", "body")
     search_fields = ["subject", "from_address", "message_id"]
     list_filter = ["is_redacted", "workspace", "received_at"]
     fields = (
@@ -206,7 +217,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ConsoleAdmin):
     list_display = ["name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["name", "prefix", "workspace__slug"]
     list_filter = ["revoked_at", "workspace"]
@@ -229,7 +240,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(StaffToken)
-class StaffTokenAdmin(admin.ModelAdmin):
+class StaffTokenAdmin(ConsoleAdmin):
     list_display = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["name", "prefix", "user__email"]
     list_filter = ["revoked_at"]
@@ -266,3 +277,18 @@ class PeriodicRunAdmin(ReadOnlyAdmin):
     search_fields = ["job", "sent_by"]
     list_filter = ["job"]
     ordering = ["-sent_at"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Read-only: owners and admins invite and revoke on their members page (audited there)."""
+
+    list_display = ["email", "workspace", "role", "state", "invited_by", "created_at", "expires_at"]
+    search_fields = ["email", "workspace__slug", "workspace__name"]
+    list_filter = ["role", "created_at"]
+    list_select_related = ["workspace", "invited_by"]
+    exclude = ["token_hash"]
+
+    @admin.display(description="status")
+    def state(self, obj: Invitation) -> str:
+        return str(Invitation.Status(obj.status_at(timezone.now())).label)

@@ -26,3 +26,24 @@ class SignUpForm(forms.Form):
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, label="Token name", help_text="e.g. mail-gateway")
+
+
+# A search link stays far below gunicorn's limit_request_line (conduit/gunicorn.py) even when every
+# character is percent-encoded UTF-8, so an over-long search reaches the view and gets a sentence.
+SEARCH_MAX_CHARS = 200
+
+
+class MessageSearchForm(forms.Form):
+    q = forms.CharField(
+        required=False,
+        max_length=SEARCH_MAX_CHARS,
+        error_messages={
+            "max_length": "Search for at most %(limit_value)d characters; this search has %(show_value)d. "
+            "Shorten it and try again.",
+            "null_characters_not_allowed": "Search text cannot contain a NUL character.",
+        },
+    )
+
+    def first_error(self) -> str:
+        errors = self.errors.get("q") or ["This search cannot be run."]
+        return str(errors[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,8 +11,17 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
+from django.utils.log import log_response
 
 from conduit.models import Heartbeat
+
+# While a process starts, beat has not beaten yet (or its last heartbeat is from the previous run):
+# /healthz answers 503, as it must for a load balancer, but that is no error worth an ERROR line.
+# For this long after the process began, a 503 whose only failing check is beat is logged at INFO
+# with a "starting" reason; a database or broker that is down, or beat still down after the grace,
+# keeps Django's ERROR line. (`make run`'s announcer polls /healthz until beat is fresh.)
+STARTUP_GRACE_SECONDS = 120
+PROCESS_STARTED = time.monotonic()
 
 
 def check_database() -> dict[str, Any]:
@@ -50,10 +61,27 @@ def check_beat(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def is_starting(checks: dict[str, dict[str, Any]], *, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Only beat is down, and this process started less than STARTUP_GRACE_SECONDS ago."""
+    waiting_for_beat_only = [name for name, check in checks.items() if not check["ok"]] == ["beat"]
+    return waiting_for_beat_only and clock() - PROCESS_STARTED < STARTUP_GRACE_SECONDS
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": check_database(), "broker": check_broker(), "beat": check_beat()}
     ok = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ok" if ok else "down", **checks}, status=200 if ok else 503)
+    response = JsonResponse({"status": "ok" if ok else "down", **checks}, status=200 if ok else 503)
+    if not ok and is_starting(checks):
+        # Logged here, so django.request does not log it again at ERROR.
+        log_response(
+            "Service Unavailable: %s (starting: waiting for beat: %s)",
+            request.path,
+            checks["beat"].get("error") or f"last heartbeat {checks['beat'].get('age_seconds')} s old",
+            response=response,
+            request=request,
+            level="info",
+        )
+    return response
 
 
 def broker_queue_length(queue: str = "celery") -> dict[str, Any]:

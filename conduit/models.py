@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -17,6 +18,8 @@ class Workspace(models.Model):
 
     class Meta:
         db_table = "workspaces"
+        verbose_name = "workspace"
+        verbose_name_plural = "workspaces"
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -31,6 +34,8 @@ class Profile(models.Model):
 
     class Meta:
         db_table = "profiles"
+        verbose_name = "profile"
+        verbose_name_plural = "profiles"
 
     def __str__(self) -> str:
         return self.email
@@ -49,6 +54,8 @@ class Membership(models.Model):
 
     class Meta:
         db_table = "memberships"
+        verbose_name = "membership"
+        verbose_name_plural = "memberships"
         constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="membership_unique")]
 
     def __str__(self) -> str:
@@ -83,6 +90,8 @@ class Message(models.Model):
 
     class Meta:
         db_table = "messages"
+        verbose_name = "message"
+        verbose_name_plural = "messages"
         ordering = ["-received_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["workspace", "message_id"], name="message_unique_per_workspace")
@@ -126,6 +135,8 @@ class Attachment(models.Model):
 
     class Meta:
         db_table = "attachments"
+        verbose_name = "attachment"
+        verbose_name_plural = "attachments"
         indexes = [
             # The retention purge looks only at attachments whose file is still stored.
             models.Index(
@@ -154,6 +165,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         db_table = "audit_events"
+        verbose_name = "audit event"
+        verbose_name_plural = "audit events"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["workspace", "created_at"], name="audit_ws_created"),
@@ -185,6 +198,8 @@ class ApiToken(models.Model):
 
     class Meta:
         db_table = "api_tokens"
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -208,6 +223,8 @@ class StaffToken(models.Model):
 
     class Meta:
         db_table = "staff_api_tokens"
+        verbose_name = "operator token"
+        verbose_name_plural = "operator tokens"
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -222,6 +239,8 @@ class Heartbeat(models.Model):
 
     class Meta:
         db_table = "heartbeats"
+        verbose_name = "heartbeat"
+        verbose_name_plural = "heartbeats"
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
@@ -238,8 +257,58 @@ class PeriodicRun(models.Model):
 
     class Meta:
         db_table = "periodic_runs"
+        verbose_name = "beat job run"
+        verbose_name_plural = "beat job runs"
         constraints = [models.UniqueConstraint(fields=["job", "slot"], name="periodic_run_once_per_slot")]
         indexes = [models.Index(fields=["sent_at"], name="periodic_runs_sent_at")]
 
     def __str__(self) -> str:
         return f"{self.job} @ {self.slot}"
+
+
+INVITATION_TOKEN_PREFIX = "cdi_"  # noqa: S105 - a prefix, not a secret
+
+
+class Invitation(models.Model):
+    """An invitation to join a workspace with a role: a single-use link that expires. Only the
+    SHA-256 of the link's token is stored; the link is shown once, to the person who invited."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        REVOKED = "revoked", "Revoked"
+        EXPIRED = "expired", "Expired"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=150)  # the account it is for; also the username
+    role = models.CharField(max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "invitations"
+        verbose_name = "invitation"
+        verbose_name_plural = "invitations"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "email"], name="invitations_ws_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.workspace_id} as {self.role}"
+
+    def status_at(self, now: datetime) -> str:
+        if self.accepted_at is not None:
+            return self.Status.ACCEPTED
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        if self.expires_at <= now:
+            return self.Status.EXPIRED
+        return self.Status.PENDING

@@ -50,6 +50,7 @@ CORE_GRANTS = (
     OperatorGrant("attachments"),
     OperatorGrant("audit_events"),
     OperatorGrant("api_tokens", hidden=("token_hash",)),
+    OperatorGrant("invitations", hidden=("token_hash",)),
     OperatorGrant("staff_api_tokens", hidden=("token_hash",)),
     OperatorGrant("heartbeats"),
     OperatorGrant("periodic_runs"),

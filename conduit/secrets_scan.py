@@ -21,7 +21,8 @@ PARAM_RE = re.compile(
 )
 AUTH_HEADER_RE = re.compile(r"(?i)(authorization\s*[:=]\s*)(\S+(\s+\S+)?)")
 FERNET_TOKEN_RE = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}=*")
-API_TOKEN_RE = re.compile(r"\bcdt_[A-Za-z0-9_\-]{16,}")
+# workspace API tokens (cdt_) and invitation tokens (cdi_)
+API_TOKEN_RE = re.compile(r"\bcd[ti]_[A-Za-z0-9_\-]{16,}")
 # HubSpot puts tokens in URL paths (token info, refresh-token revoke): urllib3 debug lines show them.
 TOKEN_PATH_RE = re.compile(r"(?i)(/(?:access|refresh)-tokens/)[^\s/?#\"']+")
 # Zoho revokes a token named in the query string (/oauth/v2/token/revoke?token=...).
@@ -80,7 +81,7 @@ def redact_text(text: str) -> str:
     text = BEARER_RE.sub(lambda m: f"{m.group(1)} [redacted]", text)
     text = PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = FERNET_TOKEN_RE.sub("[redacted]", text)
-    text = API_TOKEN_RE.sub("cdt_[redacted]", text)
+    text = API_TOKEN_RE.sub(lambda m: m.group(0)[:4] + "[redacted]", text)
     text = TOKEN_PATH_RE.sub(r"\1[redacted]", text)
     text = QUERY_TOKEN_RE.sub(r"\1[redacted]", text)
     for secret in known_secret_values():

@@ -62,14 +62,25 @@ def unique_slug(name: str) -> str:
     return slug
 
 
+def normalize_email(email: str) -> str:
+    """How Conduit stores an email: the username, the profile's email, an invitation's email."""
+    return User.objects.normalize_email(email.strip()).lower()
+
+
+def create_account(*, email: str, password: str) -> User:
+    """The user and their profile, for a normalized email (the caller holds system scope)."""
+    if User.objects.filter(username=email).exists() or Profile.objects.filter(email=email).exists():
+        raise EmailTaken("An account with this email already exists; sign in instead.")
+    user = User.objects.create_user(username=email, email=email, password=password)
+    Profile.objects.create(user=user, email=email)
+    return user
+
+
 def do_sign_up(*, email: str, password: str, workspace_name: str) -> User:
     """Create the user, their profile, a workspace and the owner membership, atomically."""
-    email = User.objects.normalize_email(email).lower()
+    email = normalize_email(email)
     with system_scope():
-        if User.objects.filter(username=email).exists() or Profile.objects.filter(email=email).exists():
-            raise EmailTaken("An account with this email already exists; sign in instead.")
-        user = User.objects.create_user(username=email, email=email, password=password)
-        Profile.objects.create(user=user, email=email)
+        user = create_account(email=email, password=password)
         workspace = Workspace.objects.create(name=workspace_name, slug=unique_slug(workspace_name))
         Membership.objects.create(workspace=workspace, user=user, role=Membership.Role.OWNER)
         record_audit("user_signed_up", actor=user, workspace=workspace, target=user)

@@ -3,7 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from conduit import api, api_schema, health, views
+from conduit import api, api_schema, health, member_views, views
+from conduit.auth_views import SignInView
 from integrations.api import connections as integration_api
 from integrations.api import operators as api_admin
 from integrations.api import playbook
@@ -11,18 +12,23 @@ from integrations.api import status as api_status
 from integrations.pages import views as integration_views
 from integrations.providers.metrics import metrics_view
 from reconcile import api as reconcile_api
+from reconcile import customer_writes
 from reconcile import views as reconcile_views
 from retention import views as retention_views
 
 assert api_schema  # registers the token schemes with the schema generator
 
+handler400 = "conduit.error_pages.bad_request"
+handler403 = "conduit.error_pages.permission_denied"
 handler404 = "conduit.api_errors.not_found"
+handler500 = "conduit.error_pages.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("metrics", metrics_view, name="metrics"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
     path("settings/", views.settings_home, name="settings-home"),
@@ -33,6 +39,16 @@ urlpatterns = [
         "settings/operator-tokens/<int:token_id>/revoke/", views.revoke_staff_token, name="staff-token-revoke"
     ),
     path("settings/workspace/", views.switch_workspace, name="switch-workspace"),
+    path("settings/members/", member_views.members_page, name="members"),
+    path("settings/members/invite/", member_views.invite, name="member-invite"),
+    path(
+        "settings/members/invitations/<int:invitation_id>/revoke/",
+        member_views.revoke_invitation,
+        name="invitation-revoke",
+    ),
+    path("settings/members/<int:membership_id>/role/", member_views.change_role, name="member-role"),
+    path("settings/members/<int:membership_id>/remove/", member_views.remove_member, name="member-remove"),
+    path("invite/", member_views.invitation, name="invitation"),
     path("settings/integrations/", integration_views.integrations_page, name="integrations"),
     path(
         "settings/integrations/odoo/credentials/",
@@ -58,6 +74,17 @@ urlpatterns = [
         "settings/integrations/<str:crm>/dry-run/",
         reconcile_views.back_to_dry_run,
         name="integrations-dry-run",
+    ),
+    path("settings/integrations/<str:crm>/writes/", customer_writes.writes_page, name="integrations-writes"),
+    path(
+        "settings/integrations/<str:crm>/writes/<int:write_id>/retry/",
+        customer_writes.retry_write,
+        name="integrations-write-retry",
+    ),
+    path(
+        "settings/integrations/<str:crm>/writes/<int:write_id>/skip/",
+        customer_writes.skip_write,
+        name="integrations-write-skip",
     ),
     path("integrations/install/<str:crm>/", integration_views.install, name="integrations-install"),
     path("integrations/oauth/callback/<str:crm>/", integration_views.callback, name="oauth-callback"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from typing import Any, cast
 
@@ -12,16 +13,25 @@ from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.db.models.functions import Left
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_POST
 
 from conduit import services
 from conduit.crypto import decrypt, encrypt
-from conduit.forms import ApiTokenForm, SignUpForm
+from conduit.forms import SEARCH_MAX_CHARS, ApiTokenForm, MessageSearchForm, SignUpForm
+from conduit.install_notice import install_notice
 from conduit.models import ApiToken, Attachment, Membership, Message, StaffToken
 from conduit.paths import safe_relative_path
 from conduit.tenancy import SESSION_WORKSPACE_KEY, workspace_of
+
+log = logging.getLogger(__name__)
+
+# A list row reads at most this much of a subject or sender (the detail page shows all of it), so a
+# 200,000-character subject costs the list page no more than an ordinary one.
+PREVIEW_CHARS = 300
 
 
 def workspace_required(view: Any) -> Any:
@@ -69,7 +79,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, "Welcome to Conduit. Your workspace is ready.")
             return redirect(next_path or "settings-home")
-    context = {"form": form, "next": next_path}
+    context = {"form": form, "next": next_path, "install_notice": install_notice(next_path)}
     return render(request, "registration/signup.html", context, status=400 if form.errors else 200)
 
 
@@ -177,12 +187,25 @@ def switch_workspace(request: HttpRequest) -> HttpResponse:
 
 @workspace_required
 def message_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
-    rows = Message.objects.filter(workspace=workspace_of(request)).defer("raw", "body_html", "body_text")
+    search = MessageSearchForm(request.GET)
+    context: dict[str, Any] = {"search_max": SEARCH_MAX_CHARS, "preview_chars": PREVIEW_CHARS}
+    if not search.is_valid():
+        # The refused text is not echoed back: it may be kilobytes long.
+        context.update(query="", search_error=search.first_error())
+        return render(request, "conduit/message_list.html", context, status=400)
+    query = search.cleaned_data["q"]
+    rows = (
+        Message.objects.filter(workspace=workspace_of(request))
+        .defer("raw", "body_html", "body_text", "subject", "from_address")
+        .annotate(
+            subject_preview=Left("subject", PREVIEW_CHARS + 1),
+            from_preview=Left("from_address", PREVIEW_CHARS + 1),
+        )
+    )
     if query:
         rows = rows.filter(Q(subject__icontains=query) | Q(from_address__icontains=query))
-    page = Paginator(rows, 25).get_page(request.GET.get("page"))
-    return render(request, "conduit/message_list.html", {"page": page, "query": query})
+    context.update(query=query, page=Paginator(rows, 25).get_page(request.GET.get("page")))
+    return render(request, "conduit/message_list.html", context)
 
 
 @workspace_required
@@ -196,14 +219,25 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @workspace_required
-def attachment_download(request: HttpRequest, pk: int) -> FileResponse:
+def attachment_download(request: HttpRequest, pk: int) -> HttpResponse | FileResponse:
     attachment = get_object_or_404(Attachment, pk=pk, workspace=workspace_of(request))
     name = attachment.file.name
     if attachment.removed_at or not name or not default_storage.exists(name):
-        raise Http404("this attachment was removed by the retention policy")
+        if not attachment.removed_at:
+            log.warning(
+                "attachment file missing from storage",
+                extra={"category": "storage", "error_code": "attachment_file_missing", "attachment_id": pk},
+            )
+        context = {"attachment": attachment, "message_id": attachment.message_id}
+        return render(request, "conduit/attachment_removed.html", context, status=404)
     return FileResponse(
         default_storage.open(name, "rb"),
         as_attachment=True,
         filename=attachment.filename,
         content_type=attachment.content_type,
     )
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page links to; send them to the SVG."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))

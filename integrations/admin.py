@@ -4,6 +4,7 @@ the encrypted columns are left out of every list, form and detail page."""
 from __future__ import annotations
 
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,13 +15,18 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from conduit.admin import ReadOnlyAdmin
+from conduit.admin_display import ConsoleAdmin, clip, words
 from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
 from integrations.connections import claims
+from integrations.connections.lifecycle import same_account_elsewhere, workspaces_sharing_account
 from integrations.connections.pauses import do_pause_sync, do_resume_sync, target_for, target_of
 from integrations.connections.tokens import refresh_connection
+from integrations.console import panels as admin_panels
+from integrations.console.filters import ExpiresFilter
 from integrations.health.checks import run_checks
 from integrations.models import (
     ConnectionHealth,
@@ -37,6 +43,22 @@ from integrations.providers import get_provider
 from integrations.providers.errors import ProviderError
 from integrations.webhooks.processing import do_replay_webhooks
 
+assert admin_panels  # registers the home page's panels of connections, installs, webhooks, pauses
+
+
+class SharedAccountFilter(admin.SimpleListFilter):
+    """Connections whose CRM account (a HubSpot portal, a Salesforce org) another workspace also
+    connects; the customer is told only that one exists (integrations/pages/connect_messages.py)."""
+
+    title = "CRM account also connected elsewhere"
+    parameter_name = "shared_account"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Also connected in another workspace")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(same_account_elsewhere()) if self.value() == "yes" else queryset
+
 
 @admin.register(CrmConnection)
 class CrmConnectionAdmin(ReadOnlyAdmin):
@@ -47,17 +69,20 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
         "status",
         "last_error",
         "external_account_key",
-        "dry_run",
+        "mode",
         "updated_at",
     )
-    list_filter = ("crm", "status", "dry_run")
+    mode = words("dry_run", "dry run", "live", "mode")
+    list_filter = ("crm", "status", "dry_run", SharedAccountFilter)
     search_fields = ("external_account_key", "workspace__slug", "last_error")
+    readonly_fields = ("also_connected_in",)
     fields = (
         "workspace",
         "crm",
         "status",
         "last_error",
         "external_account_key",
+        "also_connected_in",
         "external_account_json",
         "token_expires_at",
         "granted_scopes",
@@ -68,6 +93,14 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     actions = ["force_token_refresh"]
+
+    @admin.display(description="Also connected in")
+    def also_connected_in(self, obj: CrmConnection) -> str:
+        if not (count := workspaces_sharing_account(obj)):
+            return "no other workspace"
+        search = urlencode({"q": obj.external_account_key})
+        url = reverse("admin:integrations_crmconnection_changelist")
+        return format_html('<a href="{}?{}">{} other workspace(s)</a>', url, search, count)
 
     @admin.action(description="Force a token refresh now")
     def force_token_refresh(self, request: HttpRequest, queryset: Any) -> None:
@@ -150,7 +183,7 @@ class PendingInstallAdmin(ReadOnlyAdmin):
         "claimed_workspace",
         "claimed_at",
     )
-    list_filter = ("crm", "status")
+    list_filter = ("crm", "status", ExpiresFilter)
     search_fields = ("external_account_key", "claimed_workspace__slug")
     exclude = ("install_id",)
     actions = ["claim_into_workspace"]
@@ -270,17 +303,24 @@ class SyncPauseForm(forms.ModelForm):
 
 
 @admin.register(SyncPause)
-class SyncPauseAdmin(admin.ModelAdmin):
+class SyncPauseAdmin(ConsoleAdmin):
     """Add a row to pause, delete it to resume; both go through the audited services."""
 
     form = SyncPauseForm
-    list_display = ("__str__", "scope", "provider", "workspace", "connection", "reason", "actor", "paused_at")
+    list_display = ("what", "scope", "reason", "actor", "paused_at")
+    list_select_related = ("workspace", "connection")
     list_filter = ("scope", "provider")
     autocomplete_fields = ("workspace",)
     raw_id_fields = ("connection",)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="paused")
+    def what(self, obj: SyncPause) -> Any:
+        if obj.scope == SyncPause.Scope.GLOBAL:
+            return "all CRM sync"
+        return clip(obj.get_provider_display() or obj.workspace or obj.connection)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         # the form refused a scope that is already paused (one pause per scope)
@@ -304,9 +344,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "event_type",
         "status",
         "attempts",
-        "deliveries",
         "workspace",
-        "processed_at",
     )
     list_filter = ("status", "provider", "event_type")
     search_fields = ("event_id", "object_id", "external_account_key", "workspace__slug")
@@ -347,7 +385,8 @@ class SyncCursorAdmin(ReadOnlyAdmin):
 class IntegrationSettingAdmin(ReadOnlyAdmin):
     """Read-only: switching goes through the audited API or `manage.py set_integration_enabled`."""
 
-    list_display = ("workspace", "provider", "enabled", "reason", "changed_by", "changed_at")
+    list_display = ("workspace", "provider", "switch", "reason", "changed_by", "changed_at")
+    switch = words("enabled", "on", "off", "integration")
     list_filter = ("enabled", "provider")
     search_fields = ("workspace__slug", "reason")
     list_select_related = ("workspace",)

@@ -4,13 +4,16 @@ from django.apps import AppConfig
 class IntegrationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "integrations"
+    verbose_name = "CRM integrations"
 
     def ready(self) -> None:
         from django.conf import settings
 
+        from conduit.install_notice import register_install_describer
         from conduit.operator_role import OperatorGrant, register_grants
         from conduit.pruning import register_pruner
         from conduit.secrets_scan import register_secret
+        from integrations.connections.install_notice import PendingInstallDescriber
         from integrations.providers.synclog_pruning import SyncLogPruner
 
         # logs and audit payloads never show the OAuth client secrets, in any form
@@ -19,6 +22,8 @@ class IntegrationsConfig(AppConfig):
         register_secret(settings.ZOHO_CLIENT_SECRET)
         # the retention purge ages out crm_sync_logs through this app's own statements
         register_pruner("sync_logs", SyncLogPruner())
+        # the sign-in and sign-up pages name an install waiting to be claimed (conduit.install_notice)
+        register_install_describer(PendingInstallDescriber())
         # what runbook SQL may read and update as the operator role: never a token, a state or
         # an install id; runbook 003's cursor reset is the one UPDATE
         register_grants(

@@ -3,8 +3,8 @@
 Reconcile owns crm_write_log and the cached contact -> deal lookups, and depends on
 integrations; integrations never imports it. Instead reconcile registers one WriteLedger here
 when Django starts (reconcile/apps.py), and integrations talks to that:
-- it asks for a connection's write counts and dry-run previews (the Integrations card, the
-  status API) and the write queue's numbers (queue metrics);
+- it asks for a connection's write counts, dry-run previews and when its next waiting write is
+  due (the Integrations card, the status API) and the write queue's numbers (queue metrics);
 - it tells which CRM records changed, appeared or were deleted (webhooks, sync cursors), so that
   cached lookups naming them are looked up again before the next write.
 """
@@ -35,10 +35,36 @@ class WriteCounts:
     last_error_at: Any = None
 
 
+@dataclass(frozen=True)
+class WritePreview:
+    """One dry-run write as the Integrations card shows it: what Conduit's curated activity says
+    (its summary text, never an email body), whom it is about, and the exact request
+    body the provider would be sent."""
+
+    id: int
+    operation: str  # create_note / create_task
+    target: str  # the participant's email
+    created_at: datetime
+    text: str  # Conduit's summary: subject, participants, time, link
+    due_at: datetime | None
+    # From the write itself or the lookup cache; "" before the lookup has run, or when it found
+    # no contact / no open deal (`looked_up` tells the two apart).
+    contact_id: str
+    deal_id: str
+    looked_up: bool
+    payload: dict[str, Any]
+    payload_json: str
+
+
 class WriteLedger(Protocol):
     def counts(self, conn: CrmConnection) -> WriteCounts: ...
 
-    def previews(self, conn: CrmConnection) -> list[dict[str, Any]]: ...
+    def previews(self, conn: CrmConnection) -> list[WritePreview]: ...
+
+    def next_attempt_at(self, conn: CrmConnection, *, now: datetime | None = None) -> datetime | None:
+        """The earliest time one of the connection's waiting writes (retrying, or queued but not
+        due yet) is tried again; None when none waits for a time."""
+        ...
 
     def queue_stats(self, *, now: datetime) -> dict[str, Any]: ...
 

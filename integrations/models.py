@@ -7,6 +7,7 @@ create and change them. crm_sync_logs has one row per provider operation (see pr
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -57,6 +58,8 @@ class CrmConnection(models.Model):
 
     class Meta:
         db_table = "crm_connections"
+        verbose_name = "CRM connection"
+        verbose_name_plural = "CRM connections"
         constraints = [
             models.UniqueConstraint(
                 fields=["workspace", "crm"],
@@ -81,11 +84,14 @@ class CrmConnection(models.Model):
 
     @property
     def account_label(self) -> str:
-        """What a person recognises: the HubSpot portal domain, the Zoho org's name or the
-        Salesforce instance."""
+        """The account as a person recognises it: the HubSpot portal's domain, the Salesforce or
+        Zoho org's name, and its id; a connection made before Conduit stored the org's name shows
+        its instance's host (acme.my.salesforce.com), never the raw URL."""
         details = self.external_account_json
-        name = details.get("hub_domain") or details.get("org_name") or details.get("instance_url") or ""
-        return f"{name} ({self.external_account_key})" if name else self.external_account_key
+        name = str(details.get("hub_domain") or details.get("org_name") or "")
+        name = name or urlsplit(str(details.get("instance_url") or "")).netloc
+        key = self.external_account_key
+        return f"{name} ({key})" if name and key else name or key
 
 
 def new_install_id() -> str:
@@ -114,6 +120,8 @@ class OAuthState(models.Model):
 
     class Meta:
         db_table = "oauth_states"
+        verbose_name = "OAuth state"
+        verbose_name_plural = "OAuth states"
         indexes = [models.Index(fields=["expires_at"], name="oauth_state_expires")]
 
     def __str__(self) -> str:
@@ -149,6 +157,8 @@ class PendingInstall(models.Model):
 
     class Meta:
         db_table = "pending_installs"
+        verbose_name = "pending install"
+        verbose_name_plural = "pending installs"
         constraints = [
             models.UniqueConstraint(
                 fields=["crm", "external_account_key"],
@@ -188,6 +198,8 @@ class SyncLog(models.Model):
 
     class Meta:
         db_table = "crm_sync_logs"
+        verbose_name = "sync log entry"
+        verbose_name_plural = "sync logs"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["workspace", "provider", "created_at"], name="sync_ws_provider_created"),
@@ -227,6 +239,8 @@ class SyncPause(models.Model):
 
     class Meta:
         db_table = "crm_sync_pauses"
+        verbose_name = "sync pause"
+        verbose_name_plural = "sync pauses"
         constraints = [
             models.UniqueConstraint(
                 fields=["scope"],
@@ -299,6 +313,8 @@ class ConnectionHealth(models.Model):
 
     class Meta:
         db_table = "connection_health"
+        verbose_name = "connection health"
+        verbose_name_plural = "connection health"
         constraints = [
             models.UniqueConstraint(fields=["workspace", "crm"], name="connection_health_one_per_crm")
         ]
@@ -324,6 +340,8 @@ class IntegrationSetting(models.Model):
 
     class Meta:
         db_table = "workspace_integrations"
+        verbose_name = "integration switch"
+        verbose_name_plural = "integration switches"
         constraints = [
             models.UniqueConstraint(fields=["workspace", "provider"], name="workspace_integration_unique")
         ]
@@ -364,6 +382,8 @@ class WebhookEvent(models.Model):
 
     class Meta:
         db_table = "webhook_events"
+        verbose_name = "webhook event"
+        verbose_name_plural = "webhook events"
         ordering = ["-received_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_unique_per_provider")
@@ -403,6 +423,8 @@ class SyncCursor(models.Model):
 
     class Meta:
         db_table = "crm_sync_cursors"
+        verbose_name = "sync cursor"
+        verbose_name_plural = "sync cursors"
         constraints = [models.UniqueConstraint(fields=["connection", "object"], name="sync_cursor_unique")]
         indexes = [models.Index(fields=["provider", "object"], name="sync_cursor_provider_object")]
 

@@ -1,37 +1,49 @@
-"""Operator triage of the write ledger (filters, retry now, skip, payload view), the contact ->
-deal mappings operators may override, and the workspaces' write policies."""
+"""Operator triage of the write ledger (filters, retry now, skip, payload view; the buttons on a
+write's page are in admin_triage.py), the contact -> deal mappings operators may override, and
+the workspaces' write policies."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from conduit.admin import AuditedAdmin, ReadOnlyAdmin
+from conduit.admin_display import pretty_json, short_time
+from reconcile import admin_panels
+from reconcile.admin_triage import SkippedFilter, WriteTriageMixin
 from reconcile.models import CrmWriteLog, DealMapping, WritePolicy
+from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_retry_writes, do_skip_writes, provider_payload
+
+assert admin_panels  # registers the permanent failures panel of the home page
 
 
 @admin.register(CrmWriteLog)
-class CrmWriteLogAdmin(ReadOnlyAdmin):
+class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
     list_display = (
         "id",
+        "target",
         "workspace",
         "provider",
-        "operation",
-        "target",
-        "status",
-        "permanent_failure",
-        "retry_count",
-        "next_retry_at",
+        "state",
+        "tries",
         "last_error_code",
         "created_at",
     )
-    list_filter = ("status", "permanent_failure", "provider", "last_error_code", "operation", "workspace")
+    list_filter = (
+        "status",
+        "permanent_failure",
+        SkippedFilter,
+        "provider",
+        "last_error_code",
+        "operation",
+        "workspace",
+    )
     search_fields = ("target", "idempotency_key", "external_id", "last_error_code", "workspace__slug")
     date_hierarchy = "created_at"
     list_select_related = ("workspace",)
@@ -39,23 +51,44 @@ class CrmWriteLogAdmin(ReadOnlyAdmin):
     readonly_fields = ("marker", "curated_payload", "request_body")
     actions = ["retry_now", "skip"]
 
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: CrmWriteLog) -> SafeString | str:
+        label = obj.get_status_display()
+        if obj.permanent_failure:
+            return format_html("{}, <strong>permanent</strong>", label)
+        if obj.next_retry_at and obj.status in (CrmWriteLog.Status.FAILED, CrmWriteLog.Status.PLANNED):
+            return format_html(
+                '{}<br><span class="quiet">next {}</span>', label, short_time(obj.next_retry_at)
+            )
+        return label
+
+    @admin.display(description="tries", ordering="retry_count")
+    def tries(self, obj: CrmWriteLog) -> int:
+        return obj.retry_count
+
     @admin.display(description="Curated content (what Conduit summarised)")
-    def curated_payload(self, obj: CrmWriteLog) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+    def curated_payload(self, obj: CrmWriteLog) -> SafeString:
+        return pretty_json(obj.payload)
 
     @admin.display(description="Request body sent to the CRM")
-    def request_body(self, obj: CrmWriteLog) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(provider_payload(obj), indent=2, sort_keys=True))
+    def request_body(self, obj: CrmWriteLog) -> SafeString | str:
+        try:
+            return pretty_json(provider_payload(obj))
+        except (KeyError, ValueError, TypeError):  # a row whose curated content lacks a field
+            return "Cannot be built: the curated content above is incomplete."
 
-    @admin.action(description="Retry now (clears the failure and the attempt count)")
+    @admin.action(description="Retry now (clears the failure and the attempt count)", permissions=["triage"])
     def retry_now(self, request: HttpRequest, queryset: Any) -> None:
-        count = do_retry_writes(list(queryset), actor=request.user, reason="admin: retry now")  # type: ignore[arg-type]
+        chosen = list(queryset)
+        count = do_retry_writes(chosen, actor=request.user, reason="admin: retry now")  # type: ignore[arg-type]
+        if count:  # sent at once after commit, not at the next ten-minute run
+            dispatch_after_commit(w.connection_id for w in chosen)
         skipped = queryset.count() - count
         self.message_user(
             request, f"{count} write(s) requeued; {skipped} were not failed and were left alone."
         )
 
-    @admin.action(description="Skip (give up on these writes; kept and audited)")
+    @admin.action(description="Skip (give up on these writes; kept and audited)", permissions=["triage"])
     def skip(self, request: HttpRequest, queryset: Any) -> None:
         count = do_skip_writes(list(queryset), actor=request.user, reason="admin: skip")  # type: ignore[arg-type]
         level = messages.SUCCESS if count else messages.WARNING
@@ -64,11 +97,16 @@ class CrmWriteLogAdmin(ReadOnlyAdmin):
 
 @admin.register(DealMapping)
 class DealMappingAdmin(AuditedAdmin):
-    list_display = ("email", "workspace", "connection", "contact_id", "deal_id", "source", "refreshed_at")
+    list_display = ("email", "workspace", "crm", "contact_id", "deal_id", "source")
     list_filter = ("source", "connection__crm")
     search_fields = ("email", "contact_id", "deal_id", "workspace__slug")
     readonly_fields = ("workspace", "connection", "email", "source", "refreshed_at")
     fields = ("workspace", "connection", "email", "contact_id", "deal_id", "source", "refreshed_at")
+    list_select_related = ("workspace", "connection")
+
+    @admin.display(description="CRM", ordering="connection__crm")
+    def crm(self, obj: DealMapping) -> str:
+        return obj.connection.get_crm_display()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,6 +4,7 @@ from django.apps import AppConfig
 class ReconcileConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "reconcile"
+    verbose_name = "CRM writes (reconcile)"
 
     def ready(self) -> None:
         # Wiring at start (the models are loaded only now): reconcile listens to the core's

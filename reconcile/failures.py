@@ -1,5 +1,6 @@
 """What failed and why, and the runbook's "retry failed syncs" (001 §4): the failure summary of a
-workspace's writes to one CRM, grouped by error code, and requeueing them by error code."""
+workspace's writes to one CRM, grouped by error code, and requeueing them by error code. Also
+what triage may do with one write, and which skipped writes an operator gave up on."""
 
 from __future__ import annotations
 
@@ -7,14 +8,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    CharField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+)
+from django.db.models.functions import Cast
 
 from conduit.audit import record_audit
-from conduit.models import Workspace
+from conduit.models import AuditEvent, Workspace
 from conduit.tenancy import system_scope
 from integrations.models import SyncLog
 from reconcile.models import CrmWriteLog
-from reconcile.services import Actor, do_retry_writes
+from reconcile.queue import dispatch_after_commit
+from reconcile.services import RETRYABLE, SKIPPABLE, Actor, do_retry_writes
 
 Status = CrmWriteLog.Status
 RETRY_CHUNK = 500
@@ -76,11 +90,13 @@ def do_retry_failed(
 ) -> int:
     """Requeue a workspace's failed and permanently failed writes to one CRM (optionally only
     these error codes), due now with their attempts reset. Each write is audited
-    (crm_write_retry_requested) and the request once (crm_writes_retry_failed). Returns how many."""
+    (crm_write_retry_requested) and the request once (crm_writes_retry_failed). Once that commits,
+    they are dispatched at once (one batch; the reconcile run sends the rest). Returns how many."""
     with system_scope():
-        ids = list(
-            failed_writes(workspace, provider, error_codes).order_by("id").values_list("id", flat=True)
+        found = list(
+            failed_writes(workspace, provider, error_codes).order_by("id").values_list("id", "connection_id")
         )
+    ids = [pk for pk, _ in found]
     retried = 0
     for start in range(0, len(ids), RETRY_CHUNK):
         chunk = [CrmWriteLog(pk=pk) for pk in ids[start : start + RETRY_CHUNK]]
@@ -92,4 +108,39 @@ def do_retry_failed(
             workspace=workspace,
             payload={"crm": provider, "error_codes": error_codes or [], "requeued": retried},
         )
+    if retried:
+        dispatch_after_commit(conn_id for _, conn_id in found)
     return retried
+
+
+@dataclass(frozen=True)
+class TriageChoices:
+    retry: bool
+    skip: bool
+
+
+def triage_choices(write: CrmWriteLog) -> TriageChoices:
+    """Whether Retry now and Skip would take this write (the services' own rules, one query)."""
+    found = (
+        CrmWriteLog.objects.filter(pk=write.pk)
+        .annotate(
+            can_retry=ExpressionWrapper(RETRYABLE, output_field=BooleanField()),
+            can_skip=ExpressionWrapper(SKIPPABLE, output_field=BooleanField()),
+        )
+        .values("can_retry", "can_skip")
+        .first()
+    )
+    return TriageChoices(retry=bool(found and found["can_retry"]), skip=bool(found and found["can_skip"]))
+
+
+def operator_skipped(rows: QuerySet[Any], *, was_permanent: bool = False) -> QuerySet[Any]:
+    """The skipped writes among `rows` that an operator gave up on (their crm_write_skipped
+    event); with `was_permanent`, only those that were permanent failures then."""
+    events = AuditEvent.objects.filter(
+        event="crm_write_skipped",
+        target_type=CrmWriteLog._meta.model_name,
+        target_id=Cast(OuterRef("pk"), output_field=CharField()),
+    )
+    if was_permanent:
+        events = events.filter(payload_json__permanent_failure=True)
+    return rows.filter(Exists(events), status=Status.SKIPPED)

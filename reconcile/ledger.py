@@ -1,24 +1,65 @@
-"""Reconcile's side of integrations.ledger: the write counts, previews and queue numbers that
-integrations shows, and what a changed CRM record does to the cached lookups (mapping.py).
+"""Reconcile's side of integrations.ledger: the write counts, previews, next attempt and queue
+numbers that integrations shows, and what a changed CRM record does to the cached lookups (mapping.py).
 Registered in ReconcileConfig.ready()."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from integrations.ledger import CrmObject, WriteCounts
+from django.utils import timezone
+
+from integrations.ledger import CrmObject, WriteCounts, WritePreview
 from integrations.models import CrmConnection
 from reconcile import mapping, queue, services
+from reconcile.models import CrmWriteLog, DealMapping
+
+PREVIEWS = 5  # the latest dry-run writes a card shows
+
+
+def preview_of(row: CrmWriteLog, cached: DealMapping | None) -> WritePreview:
+    """The write in plain values, and the exact body it would send (services.provider_payload:
+    the contact from the write, else from the lookup cache, else a placeholder naming the email)."""
+    contact, deal = str(row.payload.get("contact_id") or ""), str(row.payload.get("deal_id") or "")
+    looked_up = bool(contact)
+    if not contact and cached is not None:
+        contact, deal, looked_up = cached.contact_id, cached.deal_id, True
+    body = services.provider_payload(row, cached)
+    due = row.payload.get("due_at")
+    return WritePreview(
+        id=row.pk,
+        operation=row.operation,
+        target=row.target,
+        created_at=row.created_at,
+        text=str(row.payload.get("text") or ""),
+        due_at=datetime.fromisoformat(due) if due else None,
+        contact_id=contact,
+        deal_id=deal,
+        looked_up=looked_up,
+        payload=body,
+        payload_json=json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False),
+    )
 
 
 class ReconcileLedger:
     def counts(self, conn: CrmConnection) -> WriteCounts:
         return services.counts_for(conn)
 
-    def previews(self, conn: CrmConnection) -> list[dict[str, Any]]:
-        return services.preview_writes(conn)
+    def previews(self, conn: CrmConnection) -> list[WritePreview]:
+        """The latest dry-run writes, newest first."""
+        rows = list(
+            CrmWriteLog.objects.filter(connection=conn, status=CrmWriteLog.Status.DRY_RUN).order_by(
+                "-created_at", "-id"
+            )[:PREVIEWS]
+        )
+        emails = [r.target for r in rows]
+        cached = {m.email: m for m in DealMapping.objects.filter(connection=conn, email__in=emails)}
+        return [preview_of(row, cached.get(row.target)) for row in rows]
+
+    def next_attempt_at(self, conn: CrmConnection, *, now: datetime | None = None) -> datetime | None:
+        return queue.next_attempt_at(conn.pk, now=now or timezone.now())
 
     def queue_stats(self, *, now: datetime) -> dict[str, Any]:
         return queue.queue_stats(now=now)

@@ -64,6 +64,8 @@ class CrmWriteLog(models.Model):
 
     class Meta:
         db_table = "crm_write_log"
+        verbose_name = "CRM write"
+        verbose_name_plural = "CRM writes"
         ordering = ["-created_at", "-id"]
         indexes = [
             # the reconcile queue: only due-able rows are in it, ordered by when they are due
@@ -107,6 +109,8 @@ class DealMapping(models.Model):
 
     class Meta:
         db_table = "crm_deal_mappings"
+        verbose_name = "deal mapping"
+        verbose_name_plural = "deal mappings"
         constraints = [models.UniqueConstraint(fields=["connection", "email"], name="deal_mapping_unique")]
         indexes = [models.Index(fields=["connection", "contact_id"], name="deal_mapping_contact")]
 
@@ -132,6 +136,7 @@ class WritePolicy(models.Model):
 
     class Meta:
         db_table = "crm_write_policies"
+        verbose_name = "write policy"
         verbose_name_plural = "write policies"
 
     def __str__(self) -> str:

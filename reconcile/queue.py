@@ -3,25 +3,32 @@
 Rule: no per-row loops in SQL; at most one batch per statement; locked rows are skipped, not
 waited on (two runs at once each claim different rows); re-running is safe. A claimed row
 carries its batch's lease token, and delivery acts only on a row whose token it holds.
+
+Going live and Retry now do not wait for the ten-minute run: after their transaction commits,
+`dispatch_after_commit` claims one batch of the connections' due writes through the same
+`claim_due` and hands them over; the run stays the safety net for the rest.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
+from conduit.logging import log_failure
 from conduit.tenancy import system_scope
 from integrations.connections.pauses import ActivePauses, active_pauses
 from integrations.connections.tenant_switch import DISABLED_SQL
 from reconcile.delivery import new_lease_token
 from reconcile.dispatch import deliver_crm_write
+from reconcile.models import CrmWriteLog
 
 log = logging.getLogger("conduit.reconcile")
 Dispatch = Callable[[int, str], Any]
@@ -35,8 +42,10 @@ def _skip_locked() -> str:
     return " FOR UPDATE OF w SKIP LOCKED" if connection.vendor == "postgresql" else ""
 
 
-def due_filter(pauses: ActivePauses, workspace_id: int | None, now: datetime) -> tuple[str, list[Any]]:
-    """The WHERE clause of due rows, minus every paused scope."""
+def due_filter(
+    pauses: ActivePauses, workspace_id: int | None, now: datetime, connection_ids: Sequence[int] = ()
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of due rows, minus every paused scope (only these connections' when given)."""
     sql: str = DUE_WHERE
     params: list[Any] = [now]
     exclusions: list[tuple[str, list[Any]]] = [
@@ -51,15 +60,23 @@ def due_filter(pauses: ActivePauses, workspace_id: int | None, now: datetime) ->
     if workspace_id is not None:
         sql += " AND w.workspace_id = %s"
         params.append(workspace_id)
+    if connection_ids:
+        sql += f" AND w.connection_id IN ({', '.join(['%s'] * len(connection_ids))})"
+        params += list(connection_ids)
     return sql, params
 
 
 def claim_due(
-    limit: int, *, pauses: ActivePauses, workspace_id: int | None = None, now: datetime
+    limit: int,
+    *,
+    pauses: ActivePauses,
+    workspace_id: int | None = None,
+    connection_ids: Sequence[int] = (),
+    now: datetime,
 ) -> tuple[str, list[int]]:
     """Lease up to `limit` due rows in one statement; returns (lease token, ids)."""
     token = new_lease_token()
-    where, params = due_filter(pauses, workspace_id, now)
+    where, params = due_filter(pauses, workspace_id, now, connection_ids)
     lease_until = now + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
     sql = f"""
 UPDATE crm_write_log SET status = 'sending', lease_token = %s, lease_expires_at = %s, updated_at = %s
@@ -201,10 +218,95 @@ def reconcile_crm_writes(
             break
         result.claimed += len(ids)
         result.batches.append(len(ids))
-        for write_id in ids:
-            dispatch(write_id, token)
+        hand_over(ids, token, dispatch)
     log.info("reconcile: %s", result.line(), extra={"category": "reconcile"})
     return result
+
+
+# A claimed row that could not be handed over goes back to the queue, still due: guarded by its
+# lease token, so a message that did reach the broker finds no row to act on ("not_claimed").
+RELEASE = """
+UPDATE crm_write_log SET lease_token = '', lease_expires_at = NULL, updated_at = %s,
+  status = CASE WHEN retry_count > 0 OR last_error_code <> '' THEN 'failed' ELSE 'planned' END
+WHERE status = 'sending' AND lease_token = %s AND id IN ({ids})"""
+
+
+def hand_over(ids: list[int], token: str, dispatch: Dispatch) -> None:
+    """Dispatch each claimed id; when the broker refuses one, release it and the rest, then raise."""
+    for n, write_id in enumerate(ids):
+        try:
+            dispatch(write_id, token)
+        except Exception:
+            release_claims(ids[n:], token, now=timezone.now())
+            raise
+
+
+def release_claims(ids: list[int], token: str, *, now: datetime) -> int:
+    with system_scope(), connection.cursor() as cur:
+        cur.execute(RELEASE.format(ids=", ".join(["%s"] * len(ids))), [now, token, *ids])
+        return cur.rowcount
+
+
+def dispatch_due_now(
+    connection_ids: Iterable[int],
+    *,
+    now: Callable[[], datetime] = timezone.now,
+    dispatch: Dispatch = enqueue_delivery,
+) -> int:
+    """Claim these connections' due writes at once, through the reconcile run's own claim (a
+    write is leased to one sender, whoever claims first), and dispatch them. At most one batch:
+    the rest goes with the next run. Returns how many were claimed."""
+    ids = sorted(set(connection_ids))
+    pauses = active_pauses()
+    if not ids or pauses.everything is not None or settings.CONDUIT_FORCE_DRY_RUN:
+        return 0
+    token, claimed = claim_due(
+        settings.CONDUIT_RECONCILE_BATCH_SIZE, pauses=pauses, connection_ids=ids, now=now()
+    )
+    hand_over(claimed, token, dispatch)
+    if claimed:
+        log.info(
+            "dispatched %d write(s) of connection(s) %s at once",
+            len(claimed),
+            ids,
+            extra={"category": "reconcile"},
+        )
+    return len(claimed)
+
+
+def _dispatch_quietly(connection_ids: list[int]) -> None:
+    try:
+        dispatch_due_now(connection_ids)
+    except Exception as exc:  # the boundary: the change has committed; the next run sends them
+        log_failure(
+            log,
+            "dispatching the due writes of connection(s) %s failed; the next reconcile run sends them",
+            connection_ids,
+            exc=exc,
+            category="reconcile",
+            error_code="dispatch_failed",
+        )
+
+
+def dispatch_after_commit(connection_ids: Iterable[int]) -> None:
+    """Once the caller's transaction commits (at once outside one), dispatch these connections'
+    due writes. A rollback dispatches nothing; a failure is logged and left to the reconcile run."""
+    ids = sorted(set(connection_ids))
+    if ids:
+        transaction.on_commit(lambda: _dispatch_quietly(ids))
+
+
+def next_attempt_at(conn_id: int, *, now: datetime) -> datetime | None:
+    """When the connection's next waiting write is due: the earliest next_retry_at of its queued
+    writes that are not due yet (a parked write, next_retry_at NULL, has no time)."""
+    waiting = CrmWriteLog.objects.filter(
+        connection_id=conn_id,
+        status__in=[CrmWriteLog.Status.PLANNED, CrmWriteLog.Status.FAILED],
+        permanent_failure=False,
+        next_retry_at__gt=now,
+    )
+    earliest: datetime | None = waiting.aggregate(at=Min("next_retry_at"))["at"]
+    return earliest
 
 
 def queue_stats(*, now: datetime) -> dict[str, Any]:

@@ -3,7 +3,6 @@ and the plain reads the pages, admin and API show."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -94,6 +93,7 @@ def do_enable_dry_run(conn: CrmConnection, *, actor: Actor) -> int:
 # failed (incl. permanent) writes, and writes skipped because no contact matched (the person
 # may have been added to the CRM since: the cached "no contact" answer is dropped on retry)
 RETRYABLE = Q(status=Status.FAILED) | Q(status=Status.SKIPPED, last_error_code="no_matching_contact")
+SKIPPABLE = Q(status__in=[Status.PLANNED, Status.FAILED, Status.DRY_RUN])
 
 
 def _lock(writes: Iterable[CrmWriteLog], allowed: Q) -> list[CrmWriteLog]:
@@ -144,12 +144,15 @@ def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str 
 
 
 def do_skip_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
-    """Give up on queued or failed writes on purpose (they are kept, marked skipped, audited)."""
+    """Give up on queued or failed writes on purpose (they are kept, marked skipped, audited).
+
+    A skipped permanent failure leaves the permanent-failure queue: `permanent_failure` is
+    cleared, and the crm_write_skipped event keeps what it was (the admin's "Skipped" filter)."""
     now = timezone.now()
     with system_scope():
-        rows = _lock(writes, Q(status__in=[Status.PLANNED, Status.FAILED, Status.DRY_RUN]))
+        rows = _lock(writes, SKIPPABLE)
         CrmWriteLog.objects.filter(pk__in=[r.pk for r in rows]).update(
-            status=Status.SKIPPED, next_retry_at=None, updated_at=now
+            status=Status.SKIPPED, permanent_failure=False, next_retry_at=None, updated_at=now
         )
         _audit_each("crm_write_skipped", rows, actor, reason=reason)
     return len(rows)
@@ -199,29 +202,3 @@ def provider_payload(row: CrmWriteLog, mapping: DealMapping | None = None) -> di
     return get_provider(row.provider).write_payload(
         row.operation, activity_for(row, contact, str(deal or ""))
     )
-
-
-def preview_writes(conn: CrmConnection, limit: int = 5) -> list[dict[str, Any]]:
-    """The latest dry-run writes with the request body each would send."""
-    rows = list(
-        CrmWriteLog.objects.filter(connection=conn, status=Status.DRY_RUN).order_by("-created_at", "-id")[
-            :limit
-        ]
-    )
-    mappings = {
-        m.email: m for m in DealMapping.objects.filter(connection=conn, email__in=[r.target for r in rows])
-    }
-    previews = []
-    for row in rows:
-        body = provider_payload(row, mappings.get(row.target))
-        previews.append(
-            {
-                "id": row.pk,
-                "operation": row.get_operation_display(),
-                "target": row.target,
-                "created_at": row.created_at,
-                "payload": body,
-                "payload_json": json.dumps(body, indent=2, sort_keys=True),
-            }
-        )
-    return previews

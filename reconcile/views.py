@@ -6,6 +6,7 @@ workspace's crm_write_policies row). The Integrations page itself belongs to int
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -16,8 +17,11 @@ from conduit.services import ConduitError
 from conduit.tenancy import workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations.connections import oauth
+from integrations.connections.pauses import pause_for
+from integrations.models import CrmConnection
 from integrations.pages.views import connection_for_admin, is_admin
 from reconcile.forms import WritePolicyForm
+from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_enable_dry_run, do_go_live
 from reconcile.write_settings import (
     do_update_write_policy,
@@ -44,9 +48,25 @@ def go_live(request: HttpRequest, crm: str) -> HttpResponse:
     except ConduitError as exc:
         messages.error(request, exc.user_message)
         return redirect("integrations")
-    what = f"{moved} planned write(s) will be sent" if send == "yes" else f"{moved} planned write(s) skipped"
+    if send == "yes":
+        dispatch_after_commit([conn.pk])  # at once, not at the next ten-minute run
+        what = sending_now(conn, moved)
+    else:
+        what = f"{moved} planned write(s) skipped"
     messages.success(request, f"{oauth.crm_label(crm)} is live: Conduit now writes to it. {what}.")
     return redirect("integrations")
+
+
+def sending_now(conn: CrmConnection, moved: int) -> str:
+    """What happens to the writes released by Go live, in one clause."""
+    if not moved:
+        return "0 planned write(s) to send"
+    if pause_for(conn) is not None:
+        return f"{moved} planned write(s) will be sent when sync resumes (it is paused)"
+    batch = settings.CONDUIT_RECONCILE_BATCH_SIZE
+    if moved > batch:
+        return f"{moved} planned write(s) will be sent: {batch} now, the rest within about 10 minutes"
+    return f"{moved} planned write(s) will be sent now"
 
 
 @require_POST

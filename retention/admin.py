@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from conduit.admin import AuditedAdmin
+from conduit.admin_display import words
 from retention.models import RetentionPolicy
 from retention.policy import do_update_policy
 
@@ -25,13 +26,22 @@ COLUMNS = (
 
 @admin.register(RetentionPolicy)
 class RetentionPolicyAdmin(AuditedAdmin):
-    list_display = COLUMNS
+    list_display = (
+        "workspace",
+        "purge",
+        "message_days",
+        "attachment_days",
+        "sync_log_days",
+        "updated_at",
+        "updated_by",
+    )
     list_filter = ("purge_enabled",)
     search_fields = ("workspace__slug", "workspace__name")
     list_select_related = ("workspace",)
     autocomplete_fields = ("workspace",)
     fields = COLUMNS
     readonly_fields = ("updated_at", "updated_by")
+    purge = words("purge_enabled", "on", "off", "purge")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return (*self.readonly_fields, "workspace") if obj is not None else self.readonly_fields

@@ -31,6 +31,7 @@ class RetentionPolicy(models.Model):
 
     class Meta:
         db_table = "retention_policies"
+        verbose_name = "retention policy"
         verbose_name_plural = "retention policies"
 
     def __str__(self) -> str:

@@ -45,7 +45,10 @@ def test_health_card_states_and_check_now(
     assert "Last checked 42\xa0minutes ago" in health.inner_text()
     assert "UTC" in health.inner_text()
     assert health.locator("time[data-last-checked]").get_attribute("title", timeout=2000)
-    assert "Connected just now" in health.locator(".health-words").inner_text()
+    # the connect was the last check: the real connect time, not "just now" 42 minutes later
+    connected = f"{hubspot.connected_at.day} {hubspot.connected_at:%b %Y, %H:%M} UTC"
+    words = health.locator(".health-words").inner_text()
+    assert words.startswith(f"Connected on {connected}: HubSpot accepted Conduit's access.")
     shot(page, tmp_path, "health-01-connected")
 
     # Check now: a real call to the sandbox, the verdict and its latency

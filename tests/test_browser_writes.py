@@ -1,6 +1,6 @@
 """The dry-run -> live flow on the Integrations page in a real browser, against the HubSpot
-sandbox: previews of the exact request bodies, going live with the planned writes, delivery
-counts, a permanent failure, and back to dry run."""
+sandbox: previews of the planned writes in words with their exact request bodies, going live with
+the planned writes, delivery counts, a permanent failure, and back to dry run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from reconcile.curation import plan_messages
 from reconcile.delivery import deliver_write
+from reconcile.dispatch import deliver_crm_write
 from reconcile.models import CrmWriteLog
 from reconcile.queue import reconcile_crm_writes
 from tests.conftest import Tenant, shot
@@ -40,7 +41,13 @@ def count(card: Any, name: str) -> str:
 
 
 def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
-    page: Any, live_server: Any, crm_env: dict[str, str], settings: Any, alice: Tenant, tmp_path: Path
+    page: Any,
+    live_server: Any,
+    crm_env: dict[str, str],
+    settings: Any,
+    alice: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hubspot = crm_env["hubspot"]
     connect_crm(alice, "hubspot", live=False)  # the test client's callback is on http://testserver
@@ -62,20 +69,35 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert count(card, "dry_run") == "2"
     previews = card.locator("details.previews")
     assert previews.is_visible()
-    assert "What Conduit would write (2 latest of 2)" in previews.locator("summary").inner_text()
-    assert previews.locator("pre.payload").count() == 2
-    shown = previews.inner_text()
-    assert "hs_note_body" in shown and "associationTypeId" in shown
-    assert f"{url}/messages/{first.pk}/" in shown  # the note links back to the message in Conduit
-    assert all(w.marker in shown for w in held)
+    assert "What Conduit would write (2 latest of 2)" in previews.locator("summary").first.inner_text()
+    # each planned write in words: what HubSpot gets, on whom, the text; the request body folded
+    assert previews.locator("[data-what]").all_inner_texts() == ["A note", "A note"]
+    where = previews.locator("[data-where]").first.inner_text()
+    assert where.startswith("On the contact ") and "maya.lopez@" in where and " deal" in where
+    texts = previews.locator("[data-text]").all_inner_texts()
+    assert sorted(t.splitlines()[0] for t in texts) == [
+        "Email (inbound): Delivery schedule",
+        "Email (inbound): Renewal terms",
+    ]
+    assert (
+        previews.locator("pre.payload").count() == 2
+        and not previews.locator("pre.payload").first.is_visible()
+    )
+    bodies = previews.locator("pre.payload").all_text_contents()
+    assert all("hs_note_body" in b and "associationTypeId" in b for b in bodies)
+    assert f"{url}/messages/{first.pk}/" in "".join(bodies)  # the note links back to the message in Conduit
+    assert sorted(w.marker in "".join(bodies) for w in held) == [True, True]
     assert "SECRET-BODY-TEXT" not in page.content()
     assert card.get_by_role("radio", name="Also send the 2 planned write(s)").is_checked()
     shot(page, tmp_path, "writes-01-dry-run-previews")
-    # the note body (long, wrapped) sits below the associations in each scrollable preview
-    previews.locator("pre.payload").first.evaluate("pre => { pre.scrollTop = pre.scrollHeight; }")
-    shot(page, tmp_path, "writes-02-dry-run-note-body")
+    # the exact request body, one click away, pretty-printed and wrapped
+    previews.locator("details.request summary").first.click()
+    assert previews.locator("pre.payload").first.is_visible()
+    shot(page, tmp_path, "writes-02-dry-run-request-body")
 
-    # 2. go live sending the planned writes, then deliver them
+    # 2. go live sending the planned writes: they are dispatched at once (a worker at hand here
+    # delivers in this process), not at the next ten-minute reconcile run
+    monkeypatch.setattr(deliver_crm_write, "delay", lambda write_id, token: deliver_write(write_id, token))
     card.get_by_role("radio", name="Also send the 2 planned write(s)").check()
     page.once("dialog", lambda dialog: dialog.accept())
     with page.expect_navigation():
@@ -86,12 +108,10 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
     assert card.locator(".badge", has_text="Dry run").count() == 0
     assert card.locator("[data-count=dry_run]").count() == 0
     assert card.locator("details.previews").count() == 0
-    assert count(card, "planned") == "2"
     assert card.get_by_role("button", name="Back to dry run").is_visible()
-    assert [w.status for w in writes()] == [Status.PLANNED, Status.PLANNED]
-    shot(page, tmp_path, "writes-03-went-live-queued")
-
-    deliver_due()
+    shot(page, tmp_path, "writes-03-went-live-sent-at-once")
+    assert [w.status for w in writes()] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    deliver_due()  # the reconcile run finds nothing left to send
     page.reload()
     assert (count(card, "planned"), count(card, "succeeded"), count(card, "permanent")) == ("0", "2", "0")
     notes = sandbox_state(hubspot)["notes"]

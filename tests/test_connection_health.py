@@ -221,7 +221,8 @@ def test_missing_scopes_are_a_warning_that_names_them(crm_env: Any, alice: Tenan
     assert "crm.objects.contacts.write" in missing or missing, missing
     assert reload(conn).status == "connected"
     page = alice.client().get("/settings/integrations/").content.decode()
-    assert "lacks permissions Conduit now needs" in page and missing[0] in page and "Reconnect" in page
+    assert "HubSpot has not granted permissions Conduit now needs" in page and missing[0] in page
+    assert "Reconnect" in page
 
     sandbox_fault(crm_env["hubspot"], kind="missing_scope", path_contains="account-info")
     assert check_connection(conn.pk).reason == "missing_scope"

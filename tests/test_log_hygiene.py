@@ -160,3 +160,86 @@ def test_a_database_error_raised_from_another_is_withheld_too(every_line: Lines)
     lines = every_line()
     assert_clean(lines, PAYLOAD_EMAIL)
     assert "RuntimeError (text withheld)" in lines[-1]
+
+
+@pytest.fixture
+def configured_lines() -> Iterator[Lines]:
+    """Every line the handlers configured by settings.LOGGING write (their own filters and
+    formatter), redirected from stderr to a buffer."""
+    stream = io.StringIO()
+    handlers = {h for name in ("", "django", "celery") for h in logging.getLogger(name).handlers}
+    streams = [h for h in handlers if isinstance(h, logging.StreamHandler) and h.filters]
+    assert streams, "settings.LOGGING configured no filtered stream handler"
+    previous = [(h, h.setStream(stream)) for h in streams]
+    try:
+        yield lambda: stream.getvalue().splitlines()
+    finally:
+        for handler, old in previous:
+            handler.setStream(old)  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db
+def test_a_failed_callback_is_one_warning_with_its_query_keys_and_no_values(configured_lines: Lines) -> None:
+    response = Client().get("/integrations/oauth/callback/hubspot/", {"code": CODE, "state": STATE})
+    assert response.status_code == 400
+    lines = configured_lines()
+    assert_clean(lines, CODE, STATE)
+    records = [json.loads(line) for line in lines]
+    (warning,) = [r for r in records if r["logger"] == "django.request"]
+    assert warning["level"] == "WARNING" and warning["status_code"] == 400
+    assert warning["request"] == "GET /integrations/oauth/callback/hubspot/?code=[redacted]&state=[redacted]"
+    assert any(r["message"] == "oauth callback refused" for r in records)
+
+
+SENSITIVE = {
+    "code": CODE,
+    "state": STATE,
+    "install_id": INSTALL,
+    "token": "tok-9d8e7f6a5b4c",
+    "access_token": "at-1a2b3c4d5e6f",
+    "refresh_token": "rt-6f5e4d3c2b1a",
+    "client_secret": "cs-0a9b8c7d6e5f",
+    "validationToken": "vt-3c4d5e6f7a8b",
+}
+
+
+def test_sensitive_query_values_are_withheld_from_every_logger_and_field(every_line: Lines) -> None:
+    query = "&".join(f"{key}={value}" for key, value in SENSITIVE.items())
+    url = f"https://conduit.example/integrations/oauth/callback/hubspot/?crm=hubspot&{query}"
+    encoded = "redirect_uri=https%3A%2F%2Fc.example%2Fcb%3Fcode%3D" + CODE + "%26state%3D" + STATE
+    logging.getLogger("gunicorn.error").warning("Invalid request from ip=10.0.0.1: %s", url)
+    logging.getLogger("conduit.test").info("redirecting", extra={"location": url, "hops": [{"to": encoded}]})
+    try:
+        raise ValueError(f"Unsafe redirect to {url}")
+    except ValueError:
+        logging.getLogger("django.request").exception("redirect refused")
+    lines = every_line()
+    assert_clean(lines, *SENSITIVE.values())
+    by_logger = {json.loads(line)["logger"]: line for line in lines}
+    keys_only = "?crm=hubspot&code=[redacted]&state=[redacted]&install_id=[redacted]&token=[redacted]"
+    assert (
+        keys_only in by_logger["gunicorn.error"]
+        and "validationToken=[redacted]" in by_logger["gunicorn.error"]
+    )
+    assert keys_only in by_logger["conduit.test"]
+    assert "%3Fcode%3D[redacted]%26state%3D[redacted]" in by_logger["conduit.test"]
+    assert "Unsafe redirect to https://conduit.example/" in by_logger["django.request"]
+    assert keys_only in by_logger["django.request"]
+
+
+def test_the_formatter_scrubs_a_line_that_skipped_the_filter() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": "x",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "msg": f"GET /claim-install?install_id={INSTALL}",
+        }
+    )
+    line = json_formatter().format(record)
+    assert INSTALL not in line and "install_id=[redacted]" in line
+
+
+def test_error_codes_and_source_in_tracebacks_are_not_mistaken_for_query_values(every_line: Lines) -> None:
+    logging.getLogger("conduit.test").info("refused error_code=invalid_state http_status=400 code=kept")
+    assert "error_code=invalid_state http_status=400 code=kept" in every_line()[-1]

@@ -106,7 +106,7 @@ def test_saving_checks_the_credentials_then_connects_with_the_key_encrypted(alic
         "key_last4": SEEDED_API_KEY[-4:],
     }
     assert details["address_check"]["address"] == "127.0.0.1"
-    assert conn.account_label == f"{odoo} ({conn.external_account_key})"
+    assert conn.account_label == f"127.0.0.1:{port} ({conn.external_account_key})"  # the host, not the URL
     with system_scope():
         stored = CrmConnection.objects.get(pk=conn.pk)
         assert (stored.access_token, stored.refresh_token, stored.token_expires_at) == (

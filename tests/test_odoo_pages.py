@@ -107,7 +107,10 @@ def test_missing_rights_ask_for_the_rights_in_odoo(alice: Tenant) -> None:
     assert "The Odoo user lacks access rights Conduit needs (mail.activity access)" in guidance_for(
         conn, "Odoo", uses_oauth=False
     )
-    assert "Reconnect and grant: mail.activity access" in guidance_for(conn, "Odoo", uses_oauth=True)
+    assert (
+        "Odoo did not grant the permissions Conduit needs: mail.activity access. Reconnect"
+        in guidance_for(conn, "Odoo", uses_oauth=True)
+    )
 
 
 @pytest.mark.parametrize(
@@ -222,7 +225,8 @@ def test_saving_connects_then_updates_and_says_which(crm_env: dict[str, str], al
     said = [str(m) for m in first.context["messages"]]
     assert said == [
         f"Odoo connected: {crm_env['odoo']}, database {DATABASE}, over JSON-2 (Odoo 19.0), key …"
-        f"{SEEDED_API_KEY[-4:]}. New connections start in dry-run mode."
+        f"{SEEDED_API_KEY[-4:]}. New connections start in dry-run mode: Conduit plans the writes and "
+        "shows them on this page, and sends nothing until you choose Go live."
     ]
     [conn] = connections()
     assert (conn.status, conn.dry_run, conn.access_token) == ("connected", True, SEEDED_API_KEY)
@@ -235,7 +239,10 @@ def test_saving_connects_then_updates_and_says_which(crm_env: dict[str, str], al
     new_key = requests.post(f"{crm_env['odoo']}/_sandbox/tokens", json={}, timeout=5).json()["api_key"]
     second = client.post(FORM, odoo_form(api_key=new_key), follow=True)
     said = [str(m) for m in second.context["messages"]]
-    assert said[0].startswith("Odoo credentials updated: ") and said[0].endswith(f"key …{new_key[-4:]}.")
+    assert said[0].startswith("Odoo credentials updated: ")
+    assert said[0].endswith(
+        f"key …{new_key[-4:]}. It is still in dry run: Conduit sends nothing until you choose Go live."
+    )
     [again] = connections()
     assert (again.pk, again.access_token) == (conn.pk, new_key)
     assert events() == ["odoo_credentials_saved", "odoo_credentials_updated"]

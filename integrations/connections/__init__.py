@@ -5,6 +5,7 @@ workspace_integrations, crm_sync_pauses and the connection_health rows: OAuth (o
 typed credentials checked before they are saved (credentials.py: Odoo's API key), install-first
 claims (claims.py), connect / disconnect (lifecycle.py), valid tokens and refresh
 (tokens.py), the per-workspace tenant switch (tenant_switch.py), the kill switches (pauses.py)
-and the single writer of health verdicts (health_rows.py). May use providers/ and the core;
+the single writer of health verdicts (health_rows.py) and the
+description of a waiting install for the sign-in page (install_notice.py). May use providers/ and the core;
 nothing above it (health, webhooks, cursors, api, pages).
 """

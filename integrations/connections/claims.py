@@ -22,7 +22,13 @@ from conduit.models import Membership, Workspace
 from conduit.secrets_scan import looks_secret_value
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.connections.lifecycle import apply_grant, do_disconnect, live_connection, revoke_quietly
+from integrations.connections.lifecycle import (
+    apply_grant,
+    do_disconnect,
+    live_connection,
+    record_connected,
+    revoke_quietly,
+)
 from integrations.connections.tokens import clear_grant
 from integrations.models import CrmConnection, OAuthState, PendingInstall
 from integrations.providers.base import ExternalAccount, TokenSet
@@ -233,8 +239,9 @@ def bind_install(
     audit: dict[str, Any] | None = None,
     replace_hint: str = "Choose to replace that connection, or pick another workspace.",
 ) -> CrmConnection:
-    """Bind a locked, claimable install and its connection to the workspace; `install_claimed`.
-    The caller holds system scope and has checked who may claim into this workspace."""
+    """Bind a locked, claimable install and its connection to the workspace; `install_claimed`,
+    and its health row (ok / connected), as a connect from settings records it. The caller holds
+    system scope and has checked who may claim into this workspace."""
     crm = pending.crm
     existing = live_connection(workspace, crm)
     if existing is not None and not replace_existing:
@@ -268,6 +275,7 @@ def bind_install(
             **(audit or {}),
         },
     )
+    record_connected(conn, now=now, actor=actor)  # as a connect from settings: "Healthy" at once
     return conn
 
 

@@ -1,4 +1,5 @@
-"""State changes of crm_connections: connect (or reconnect) with a fresh grant, disconnect.
+"""State changes of crm_connections: connect (or reconnect) with a fresh grant, disconnect; and
+whether another workspace connects the same CRM account.
 
 Every change is audited in the caller's transaction. Callers hold the row lock.
 """
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from conduit.audit import record_audit
@@ -24,6 +26,7 @@ from integrations.providers.synclog import NO_CONTEXT
 
 log = logging.getLogger("conduit.integrations")
 Actor = AbstractBaseUser | str | None
+LIVE_STATUSES = (CrmConnection.Status.CONNECTED, CrmConnection.Status.ERROR)
 
 
 def account_details(account: ExternalAccount, environment: str) -> dict[str, Any]:
@@ -93,9 +96,46 @@ def do_connect(
         target=conn,
         payload=payload,
     )
-    # identify() just made an authenticated call with this grant: that is a passing check
-    health_state.record(conn, health_state.Verdict(health_state.Status.OK, "connected"), now=now, actor=actor)
+    record_connected(conn, now=now, actor=actor)
     return conn
+
+
+def record_connected(conn: CrmConnection, *, now: datetime, actor: Actor) -> None:
+    """The health verdict of a fresh connection (a connect, reconnect or claimed install): the
+    grant has just passed identify(), an authenticated call, so that is a passing check."""
+    health_state.record(conn, health_state.Verdict(health_state.Status.OK, "connected"), now=now, actor=actor)
+
+
+def same_account_elsewhere() -> Exists:
+    """True for a connection whose CRM account (crm + external account key) another workspace
+    also holds a live (connected or error) connection to (an admin list filter)."""
+    return Exists(
+        CrmConnection.objects.filter(
+            crm=OuterRef("crm"),
+            external_account_key=OuterRef("external_account_key"),
+            workspace__isnull=False,
+            status__in=LIVE_STATUSES,
+        )
+        .exclude(external_account_key="")
+        .exclude(workspace_id=OuterRef("workspace_id"))
+    )
+
+
+def workspaces_sharing_account(conn: CrmConnection) -> int:
+    """How many other workspaces hold a live connection to the same CRM account: the same
+    portal, org or instance written to from two workspaces (the caller holds system scope, which
+    sees every workspace). Never names them: a customer learns only that there are some."""
+    if not conn.external_account_key:
+        return 0
+    others = CrmConnection.objects.filter(
+        crm=conn.crm,
+        external_account_key=conn.external_account_key,
+        workspace__isnull=False,
+        status__in=LIVE_STATUSES,
+    )
+    if conn.workspace_id is not None:
+        others = others.exclude(workspace_id=conn.workspace_id)
+    return others.values("workspace_id").distinct().count()
 
 
 def do_record_missing_scopes(

@@ -6,21 +6,26 @@ characters)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.urls import reverse
+from django.utils import timezone
 
+from integrations.ledger import ledger
 from integrations.models import ConnectionHealth, CrmConnection
+from integrations.pages.previews import words_for
 from integrations.providers import get_provider
 
+NOT_GRANTED = "{crm} did not grant the permissions Conduit needs: {missing}. Reconnect and grant them."
 GUIDANCE = {
     "refresh_token_revoked": (
-        "The CRM no longer accepts Conduit's access (it was revoked or the app was uninstalled). "
+        "{crm} no longer accepts Conduit's access (it was revoked or the app was uninstalled). "
         "Reconnect to resume."
     ),
-    "access_token_rejected": "The CRM refused Conduit's access token twice. Reconnect to resume.",
+    "access_token_rejected": "{crm} refused Conduit's access token twice. Reconnect to resume.",
     "refresh_token_missing": "Conduit holds no refresh token for this connection. Reconnect to resume.",
-    "missing_scope": "The connection lacks permissions Conduit needs. Reconnect and grant: {missing}.",
+    "missing_scope": NOT_GRANTED,
 }
 # A CRM connected with an API key (Odoo) has no token to refresh and no consent to give again:
 # the customer makes a new key, or grants the user rights, and updates the credentials.
@@ -35,18 +40,25 @@ KEY_GUIDANCE = {
         "update the credentials to resume."
     ),
 }
+# Any other error: its code as recorded (the runbook lists them) and the way out.
+OTHER_ERROR = {
+    True: "{crm} stopped working with this connection ({code}). Reconnect to resume.",
+    False: "{crm} stopped working with this connection ({code}). Update the credentials to resume.",
+}
 API_LABELS = {"json2": "JSON-2", "xmlrpc": "XML-RPC"}
 
 
 # The health verdict in plain words ({crm}: the CRM's name); error reasons use GUIDANCE.
 HEALTH_WORDS = {
     "ok": "The last check reached {crm} and Conduit's access works.",
-    "connected": "Connected just now: {crm} accepted Conduit's access.",
+    "connected": (
+        "Connected on {connected}: {crm} accepted Conduit's access. Conduit checks it again every hour."
+    ),
     "scope_drift": (
-        "Conduit's access works, but the connection lacks permissions Conduit now needs: {missing}. "
+        "Conduit's access works, but {crm} has not granted permissions Conduit now needs: {missing}. "
         "Reconnect and grant them."
     ),
-    "missing_scope": "{crm} refused the check for want of permissions: {missing}. Reconnect and grant them.",
+    "missing_scope": NOT_GRANTED,
     "rate_limited": "{crm} asked Conduit to slow down (rate limit). Conduit checks again within the hour.",
     "unreachable": "{crm} did not answer properly ({code}). Conduit checks again within the hour.",
     "check_rejected": "{crm} rejected the check ({code}). If this persists, reconnect.",
@@ -57,7 +69,7 @@ HEALTH_WORDS = {
 }
 KEY_HEALTH_WORDS = {
     "missing_scope": (
-        "{crm} refused the check for want of access rights: {missing}. Grant them to the {crm} user."
+        "The {crm} user lacks access rights Conduit needs: {missing}. Grant them to the {crm} user."
     ),
     "check_rejected": "{crm} rejected the check ({code}). If this persists, update the credentials.",
     "auth_failed": (
@@ -72,15 +84,34 @@ HEALTH_BADGES = {
 }
 
 
+# Only connected connections are checked: one that needs attention gets no new verdict, and its
+# card says why instead of repeating the alert above it.
+STOPPED_WORDS = (
+    "Conduit does not check a connection that needs attention: the hourly checks resume once {fix}."
+)
+STOPPED_FIX = {True: "you reconnect", False: "the credentials are updated"}
+
+
 def plain_code(code: str) -> str:
     """http_503 -> HTTP 503; other codes read as they are (they are in the runbook)."""
     return f"HTTP {code[5:]}" if code.startswith("http_") else code
 
 
-def health_for(row: ConnectionHealth | None, label: str, *, uses_oauth: bool = True) -> dict[str, Any] | None:
-    """The health block of a card, in plain values (templates run no queries)."""
+def when_text(moment: datetime) -> str:
+    """7 Dec 2026, 05:04 UTC"""
+    moment = timezone.localtime(moment)
+    return f"{moment.day} {moment:%b %Y, %H:%M} {moment:%Z}"
+
+
+def health_for(
+    row: ConnectionHealth | None, label: str, *, uses_oauth: bool = True, conn: CrmConnection | None = None
+) -> dict[str, Any] | None:
+    """The health block of a card, in plain values (templates run no queries). With the
+    connection: its real connect time in the "connected" verdict, and no verdict words while it
+    needs attention (nothing checks it then)."""
     if row is None:
         return None
+    stopped = conn is not None and conn.status == CrmConnection.Status.ERROR
     details = row.details_json or {}
     missing = ", ".join((details.get("scopes") or {}).get("missing") or []) or "the scopes listed by the CRM"
     words = HEALTH_WORDS if uses_oauth else {**HEALTH_WORDS, **KEY_HEALTH_WORDS}
@@ -90,27 +121,37 @@ def health_for(row: ConnectionHealth | None, label: str, *, uses_oauth: bool = T
     code = str(details.get("error_code") or row.reason)
     n = row.consecutive_auth_failures
     runs = "the last check" if n <= 1 else f"the last {n} checks in a row"
+    connected = when_text(conn.connected_at if conn and conn.connected_at else row.last_checked_at)
+    if stopped:
+        template = STOPPED_WORDS.format(fix=STOPPED_FIX[uses_oauth])
     return {
         "status": row.status,
         "status_label": status_label,
         "badge": badge,
         "reason": row.reason,
-        "words": template.format(crm=label, missing=missing, code=plain_code(code), runs=runs),
+        "words": template.format(
+            crm=label, missing=missing, code=plain_code(code), runs=runs, connected=connected
+        ),
         "last_checked_at": row.last_checked_at,
         "last_ok_at": row.last_ok_at,
         "latency_ms": details.get("latency_ms"),
-        "needs_reconnect": row.reason in ("scope_drift", "missing_scope", "auth_failed"),
+        # a warning that asks for a reconnect (a connection in error asks in the card's alert)
+        "needs_reconnect": not stopped and row.reason in ("scope_drift", "missing_scope", "auth_failed"),
+        "stopped": stopped,
     }
 
 
 def guidance_for(conn: CrmConnection | None, label: str, *, uses_oauth: bool) -> str:
-    """What to do about the connection's last error, in one or two sentences."""
-    if conn is None or not conn.last_error:
+    """What to do about the connection's last error, in one or two sentences (a connection in
+    error always gets one: its card's Reconnect / Update credentials sits beside it)."""
+    if conn is None or not (conn.last_error or conn.status == CrmConnection.Status.ERROR):
         return ""
     missing = ", ".join(conn.external_account_json.get("missing_scopes", []))
     missing = missing or "the scopes listed by the CRM"
     guidance = GUIDANCE if uses_oauth else {**GUIDANCE, **KEY_GUIDANCE}
-    return guidance.get(conn.last_error, conn.last_error).format(crm=label, missing=missing)
+    other = OTHER_ERROR[uses_oauth].format(crm=label, code=conn.last_error or "no reason recorded")
+    template = guidance.get(conn.last_error)
+    return template.format(crm=label, missing=missing) if template else other
 
 
 def credentials_facts(conn: CrmConnection | None) -> dict[str, str]:
@@ -129,6 +170,10 @@ def credentials_facts(conn: CrmConnection | None) -> dict[str, str]:
     }
 
 
+def account_text(conn: CrmConnection) -> str:
+    return conn.account_label
+
+
 def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]:
     """Plain values for one connection card (templates run no queries)."""
     provider = get_provider(crm)
@@ -143,17 +188,22 @@ def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]
             "pending_claim": "Pending claim",
             "not_connected": "Not connected",
         }.get(status, status),
-        "account": conn.account_label if conn else "",
+        "account": account_text(conn) if conn else "",
         "environment": conn.environment if conn else "",
         "data_centre": str(conn.external_account_json.get("data_centre") or "") if conn else "",
         "connected_at": conn.connected_at if conn else None,
         "dry_run": conn.dry_run if conn else True,
         "guidance": guidance_for(conn, label, uses_oauth=provider.uses_oauth),
+        "sends": words_for(crm).sends,  # what Conduit writes there, in the CRM's own words
         "required_scopes": provider.required_scopes,
         "uses_oauth": provider.uses_oauth,
         "credentials": None if provider.uses_oauth else credentials_facts(conn),
         # the credentials form of a CRM connected with an API key (integrations-odoo-credentials)
         "credentials_url": "" if provider.uses_oauth else reverse(f"integrations-{crm}-credentials"),
+        # when a waiting write is tried again (cards/next_attempt.html); live connections only
+        "next_attempt_at": (
+            ledger().next_attempt_at(conn) if status == "connected" and conn and not conn.dry_run else None
+        ),
         "can_connect": status in ("not_connected", "error"),
         "can_disconnect": status in ("connected", "error"),
     }

@@ -35,7 +35,9 @@ from integrations.connections.pauses import (
 from integrations.health.checks import do_check_now
 from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
+from integrations.pages import connect_messages as said
 from integrations.pages.cards import card_for, credentials_facts, health_for
+from integrations.pages.previews import preview_cards
 from integrations.pages.sync_pause import PauseForm, card_note, still_paused, sync_card
 from integrations.providers import get_provider
 
@@ -94,11 +96,10 @@ def show_integrations(request: HttpRequest, *, pause_form: PauseForm | None = No
     )
     for card in cards:
         if conn := live.get(card["crm"]):
-            card["health"] = health_for(health.get(conn.crm), card["label"], uses_oauth=card["uses_oauth"])
-            if card["health"] and card["health"]["words"] == card["guidance"]:
-                card["health"]["words"] = ""  # said once, in the card's alert
+            row = health.get(conn.crm)
+            card["health"] = health_for(row, card["label"], uses_oauth=card["uses_oauth"], conn=conn)
             card["writes"] = ledger().counts(conn)
-            card["previews"] = ledger().previews(conn) if conn.dry_run else []
+            card["previews"] = preview_cards(conn.crm, ledger().previews(conn)) if conn.dry_run else []
             card["paused"] = card_note(active.for_connection(conn), sync["by_id"])
             card["switched_off"] = switched_off.get(conn.crm)
     context = {
@@ -254,12 +255,14 @@ def odoo_credentials(request: HttpRequest) -> HttpResponse:
         else:
             facts = credentials_facts(saved)
             what = "credentials updated" if conn else "connected"
-            dry = "" if conn else " New connections start in dry-run mode."
+            mode = said.mode_sentence(saved, new=conn is None)
             messages.success(
                 request,
                 f"Odoo {what}: {facts['url']}, database {facts['database']}, over {facts['api_label']} "
-                f"(Odoo {facts['version'] or 'version unknown'}), key …{facts['key_last4']}.{dry}",
+                f"(Odoo {facts['version'] or 'version unknown'}), key …{facts['key_last4']}. {mode}",
             )
+            if warning := said.shared_account_warning("Odoo", saved):
+                messages.warning(request, warning)
             return redirect("integrations")
     context = {
         "updating": conn is not None,
@@ -316,8 +319,11 @@ def callback(request: HttpRequest, crm: str) -> HttpResponse:
         messages.error(
             request, f"{label} did not grant: {', '.join(outcome.missing)}. Reconnect and allow them."
         )
-    else:
-        messages.success(request, f"{label} {outcome.kind}. New connections start in dry-run mode.")
+    elif outcome.connection is not None:  # connected, or reconnected to the same account
+        conn = outcome.connection
+        messages.success(request, said.connected(label, conn, reconnected=outcome.kind == "reconnected"))
+        if warning := said.shared_account_warning(label, conn):
+            messages.warning(request, warning)
     return redirect(outcome.state.return_path or "integrations")
 
 
@@ -328,6 +334,7 @@ def confirm_replace(request: HttpRequest, state_id: int) -> HttpResponse:
     workspace, user = workspace_of(request), signed_in_user(request)
     if request.method == "POST":
         accept = request.POST.get("decision") == "replace"
+        previous = replaced_account(state_id, workspace, user)
         try:
             conn = oauth.decide_replacement(state_id, workspace=workspace, user=user, accept=accept)
         except ConduitError as exc:
@@ -336,7 +343,10 @@ def confirm_replace(request: HttpRequest, state_id: int) -> HttpResponse:
         if conn is None:
             messages.info(request, "Kept the current connection; the new authorization was discarded.")
         else:
-            messages.success(request, f"{conn.get_crm_display()} now connected to {conn.account_label}.")
+            label = conn.get_crm_display()
+            messages.success(request, said.switched(label, conn, previous))
+            if warning := said.shared_account_warning(label, conn):
+                messages.warning(request, warning)
         return redirect("integrations")
     with system_scope():
         state = OAuthState.objects.filter(pk=state_id, workspace=workspace, user=user).first()
@@ -383,7 +393,11 @@ def claim_install(request: HttpRequest) -> HttpResponse:
                 error = exc.user_message
             else:
                 request.session["workspace_id"] = workspace_id
-                messages.success(request, f"{conn.get_crm_display()} {conn.account_label} is now connected.")
+                label = conn.get_crm_display()
+                mode = said.mode_sentence(conn, new=True)
+                messages.success(request, f"{label} {conn.account_label} is now connected. {mode}")
+                if warning := said.shared_account_warning(label, conn):
+                    messages.warning(request, warning)
                 return redirect("integrations")
     try:
         with system_scope():
@@ -413,6 +427,14 @@ def claim_install(request: HttpRequest) -> HttpResponse:
         "error": error,
     }
     return render(request, "integrations/claim_install.html", context, status=400 if error else 200)
+
+
+def replaced_account(state_id: int, workspace: Any, user: Any) -> str:
+    """The account an account switch would replace (for the message saying what happened)."""
+    with system_scope():
+        state = OAuthState.objects.filter(pk=state_id, workspace=workspace, user=user).first()
+        current = live_connection(workspace, state.crm) if state else None
+        return current.account_label if current else ""
 
 
 def held_name(details: dict[str, Any]) -> str:

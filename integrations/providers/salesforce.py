@@ -1,4 +1,5 @@
-"""Salesforce: OAuth web-server flow with PKCE, identity from the `id` URL, REST v66.0 Tasks.
+"""Salesforce: OAuth web-server flow with PKCE, identity from the `id` URL (and the org's name
+from one Organization query), REST v66.0 Tasks.
 
 Facts: ../shared/provider-facts.md, "Salesforce". No token is ever sent to an instance_url
 before `validate_instance_url` accepts it. The login vs test host is the connection's
@@ -68,6 +69,11 @@ CHANGED_SOQL = {
     "deal": "SELECT Id, SystemModstamp FROM Opportunity",
 }
 SUBJECT_MAX = 255
+ORG_NAME_SOQL = "SELECT Name FROM Organization LIMIT 1"
+ORG_NAME_MAX = 200
+# What each write operation sends, as the sync log and the metrics name the call: Salesforce gets a
+# Task either way, a completed one for a note. A fixed set, so metric labels stay bounded.
+SENT_AS = {"create_note": "create_completed_task", "create_task": "create_task"}
 DESCRIPTION_MAX = 32000
 ID_URL_RE = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
 
@@ -236,9 +242,27 @@ class SalesforceProvider(Provider):
             "environment": environment,
             "username": str(info.get("preferred_username") or ""),
         }
+        if org_name := self.org_name(instance_url, tokens.access_token, context):
+            details["org_name"] = org_name
         return ExternalAccount(
             key=match["org"], details=details, scopes=tokens.scopes, user_email=str(info.get("email") or "")
         )
+
+    def org_name(self, instance_url: str, token: str, context: CallContext) -> str:
+        """The org's name (Setup → Company Information), which the Integrations card shows: one
+        query at connect (userinfo does not carry it). Only a label: when the query is refused
+        (a user who may not read Organization) or fails, the connection is made all the same and
+        the card shows the instance's host."""
+        url = f"{instance_url}/services/data/{settings.SALESFORCE_API_VERSION}/query"
+        try:
+            result = self._call(
+                "identify", "GET", url, context=context, token=token, params={"q": ORG_NAME_SOQL}
+            )
+        except ProviderError:  # recorded in crm_sync_logs like any failed call
+            return ""
+        records = result.get("records") if isinstance(result, dict) else None
+        first = records[0] if isinstance(records, list) and records and isinstance(records[0], dict) else {}
+        return str(first.get("Name") or "")[:ORG_NAME_MAX]
 
     # --- API ---
     def _rest(self, account: Account, operation: str, method: str, path: str, **kw: Any) -> Any:
@@ -318,10 +342,11 @@ class SalesforceProvider(Provider):
         return self.task_payload(activity, completed=check_operation(operation) == "create_note")
 
     def create_note(self, account: Account, activity: Activity) -> str:
-        return self._create_task(account, "create_note", self.write_payload("create_note", activity))
+        payload = self.write_payload("create_note", activity)
+        return self._create_task(account, SENT_AS["create_note"], payload)
 
     def create_task(self, account: Account, activity: Activity) -> str:
-        return self._create_task(account, "create_task", self.write_payload("create_task", activity))
+        return self._create_task(account, SENT_AS["create_task"], self.write_payload("create_task", activity))
 
     def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
         # Notes and tasks are both Tasks; the marker alone tells them apart. The marker is

@@ -210,7 +210,7 @@ class SalesforceApp(SandboxApp):
     def index_sections(self) -> tuple[list[tuple[str, str]], list[Section]]:
         state, now = self.state, self.state.clock()
         summary = [
-            ("Org", ORG_ID),
+            ("Org", f"{state.org_name} ({ORG_ID})"),
             ("User", f"{USERNAME} ({USER_ID})"),
             ("Instance URL", state.base_url),
             ("Client id", str(setting("SALESFORCE_CLIENT_ID"))),

@@ -1,5 +1,6 @@
-"""Salesforce REST resources in the sandbox: the seeded org, limits, the three supported SOQL
-queries, Task create/read and composite. Each resource returns (status, JSON body)."""
+"""Salesforce REST resources in the sandbox: the seeded org, limits, the supported SOQL queries
+(contact, open opportunity, marked task, changed records, the org's name), Task create/read and
+composite. Each resource returns (status, JSON body)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ ORG_ID = "00D5g000004SbxAEAS"
 USER_ID = "0055g00000SbxUsAAJ"
 USERNAME = "admin@sandbox-demo.example"
 DISPLAY_NAME = "Sandbox Admin"
+ORG_NAME = "Sandbox Demo Inc."
 REQUIRED_SCOPES = ["api", "refresh_token", "id"]
 CONTACTS = [
     ("0035g00000SbxC1AAJ", "Maya", "Lopez", "maya.lopez@acme-logistics.example"),
@@ -65,6 +67,7 @@ MARKED_TASK_QUERY = re.compile(
     r"(?:\s+LIMIT\s+(\d+))?\s*$",
     re.I,
 )
+ORGANIZATION_QUERY = re.compile(r"^\s*SELECT\s+Name\s+FROM\s+Organization(?:\s+LIMIT\s+(\d+))?\s*$", re.I)
 _STAMP = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
 CHANGED_QUERY = re.compile(
     r"^\s*SELECT\s+Id\s*,\s*(Email\s*,\s*)?SystemModstamp\s+FROM\s+(Contact|Opportunity)\s+WHERE\s+(.+?)"
@@ -124,6 +127,7 @@ class SalesforceState(SandboxState):
             for oid, _, _, _, ci, rid, _ in OPPORTUNITIES
         ]
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.org_name = ORG_NAME
         self.next_task = 1
         self.next_record = 1
 
@@ -191,6 +195,8 @@ def run_query(state: SalesforceState, version: str, soql: str) -> Result:
         ]
     elif m := CHANGED_QUERY.match(soql):
         return changed_records(state, version, m)
+    elif ORGANIZATION_QUERY.match(soql):  # an org has exactly one Organization record
+        records = [_record("Organization", version, ORG_ID, {"Name": state.org_name})]
     elif m := MARKED_TASK_QUERY.match(soql):
         who, subject, limit = _unquote(m[1]), like(m[2]), int(m[3] or 2000)
         records = [
