@@ -79,6 +79,12 @@ class WriteLedger(Protocol):
 
     def records_created(self, conn: CrmConnection, *, object: CrmObject) -> int: ...
 
+    def account_switched(self, conn: CrmConnection) -> int:
+        """The connection now reaches another CRM account: every contact / deal lookup cached for
+        the old one is dropped (queued writes look theirs up again in the new account). Returns
+        the lookups dropped."""
+        ...
+
     def records_deleted(
         self, conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: Iterable[str] = ()
     ) -> int: ...

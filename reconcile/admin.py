@@ -14,9 +14,10 @@ from django.utils.safestring import SafeString
 
 from conduit.admin import AuditedAdmin, ReadOnlyAdmin
 from conduit.admin_display import pretty_json, short_time
+from integrations.pages.previews import words_for
 from reconcile import admin_panels
 from reconcile.admin_triage import SkippedFilter, WriteTriageMixin
-from reconcile.models import CrmWriteLog, DealMapping, WritePolicy
+from reconcile.models import CrmWriteLog, DealMapping, WriteOperation, WritePolicy
 from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_retry_writes, do_skip_writes, provider_payload
 
@@ -48,7 +49,7 @@ class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("workspace",)
     exclude = ("payload", "lease_token")
-    readonly_fields = ("marker", "curated_payload", "request_body")
+    readonly_fields = ("sent_as", "marker", "curated_payload", "request_body")
     actions = ["retry_now", "skip"]
 
     @admin.display(description="status", ordering="status")
@@ -65,6 +66,12 @@ class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
     @admin.display(description="tries", ordering="retry_count")
     def tries(self, obj: CrmWriteLog) -> int:
         return obj.retry_count
+
+    @admin.display(description="sent as")
+    def sent_as(self, obj: CrmWriteLog) -> str:
+        """What the CRM receives, in its own word: a Salesforce "note" is a completed Task."""
+        words = words_for(obj.provider)
+        return (words.task if obj.operation == WriteOperation.TASK else words.note).what
 
     @admin.display(description="Curated content (what Conduit summarised)")
     def curated_payload(self, obj: CrmWriteLog) -> SafeString:

@@ -74,6 +74,9 @@ class ReconcileLedger:
     ) -> int:
         return mapping.expire(conn, contact_ids=contact_ids, deal_ids=deal_ids, emails=emails)
 
+    def account_switched(self, conn: CrmConnection) -> int:
+        return mapping.forget_account(conn)
+
     def records_created(self, conn: CrmConnection, *, object: CrmObject) -> int:
         return mapping.expire_empty(conn, field="contact_id" if object == "contact" else "deal_id")
 

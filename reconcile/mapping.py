@@ -120,6 +120,13 @@ def forget(conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: It
     return changed
 
 
+def forget_account(conn: CrmConnection) -> int:
+    """The connection switched to another CRM account: none of its lookups, operator overrides
+    included, names a record there. Returns rows dropped."""
+    with system_scope():
+        return int(DealMapping.objects.filter(connection=conn).delete()[0])
+
+
 def store(conn: CrmConnection, email: str, contact_id: str, deal_id: str, *, now: datetime) -> None:
     """Record what the CRM just said about one email (an incremental pull that read the contact)."""
     email = email.lower()

@@ -32,7 +32,17 @@ def every_line() -> Iterator[Lines]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(json_formatter())
     handler.addFilter(RedactSecrets())
-    names = ["", "django", "django.request", "django.server", "django.security", "celery", "conduit"]
+    names = [
+        "",
+        "django",
+        "django.request",
+        "django.server",
+        "django.security",
+        "celery",
+        "conduit",
+        "gunicorn.error",  # gunicorn's own config (conduit/gunicorn.py) stops them propagating
+        "gunicorn.access",
+    ]
     for name in names:
         logging.getLogger(name).addHandler(handler)
     try:
@@ -170,12 +180,16 @@ def configured_lines() -> Iterator[Lines]:
     handlers = {h for name in ("", "django", "celery") for h in logging.getLogger(name).handlers}
     streams = [h for h in handlers if isinstance(h, logging.StreamHandler) and h.filters]
     assert streams, "settings.LOGGING configured no filtered stream handler"
-    previous = [(h, h.setStream(stream)) for h in streams]
+    # swapped without setStream(), which flushes the old stream: an earlier test may have left a
+    # handler on a capture stream pytest has closed since
+    previous = [(h, h.stream) for h in streams]
+    for handler in streams:
+        handler.stream = stream
     try:
         yield lambda: stream.getvalue().splitlines()
     finally:
         for handler, old in previous:
-            handler.setStream(old)  # type: ignore[arg-type]
+            handler.stream = old
 
 
 @pytest.mark.django_db

@@ -32,7 +32,7 @@ from reconcile import dispatch
 from reconcile.curation import plan_messages
 from reconcile.delivery import deliver_write
 from reconcile.failures import do_retry_failed
-from reconcile.models import CrmWriteLog
+from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.queue import dispatch_after_commit, dispatch_due_now, reconcile_crm_writes
 from tests.conftest import Tenant
 from tests.ops_helpers import workspace_token
@@ -459,6 +459,31 @@ def test_switching_to_another_account_says_which_replaced_which(
     assert message.startswith("HubSpot now connected to ") and KEYS["hubspot"] in message
     assert "instead of 111" in message and "writes to this account from now on" in message
     assert ("It is still in dry run" if dry_run else "It is still live") in message
+
+
+@pytest.mark.django_db
+def test_switching_accounts_drops_the_old_accounts_lookups_and_a_reconnect_keeps_them(
+    crm_env: Any, alice: Tenant
+) -> None:
+    client = alice.client()
+    connect(client, "hubspot")
+    with system_scope():
+        conn = CrmConnection.objects.get(workspace=alice.workspace, crm="hubspot")
+        DealMapping.objects.create(
+            workspace=alice.workspace, connection=conn, email="maya@customer.example", contact_id="501"
+        )
+    connect(client, "hubspot")  # the same account again: its lookups still hold
+    with system_scope():
+        assert DealMapping.objects.filter(connection=conn).count() == 1
+        CrmConnection.objects.filter(pk=conn.pk).update(external_account_key="111")
+    held = connect(client, "hubspot")
+    client.post(held["Location"], {"decision": "replace"})
+    with system_scope():
+        # contact 501 of account 111 names nothing (or someone else) in the new account
+        assert not DealMapping.objects.filter(connection=conn).exists()
+        audit = AuditEvent.objects.filter(event="crm_reconnected").latest("id")
+    assert audit.payload_json["lookups_dropped"] == 1
+    assert audit.payload_json["previous"]["external_account_key"] == "111"
 
 
 # --- one CRM account, two workspaces -----------------------------------------------------------

@@ -18,6 +18,7 @@ from conduit.audit import record_audit
 from conduit.models import Workspace
 from integrations.connections import health_rows as health_state
 from integrations.connections.tokens import clear_grant, context_of, store_tokens
+from integrations.ledger import ledger
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from integrations.providers.base import ExternalAccount, TokenSet
@@ -89,6 +90,10 @@ def do_connect(
     payload: dict[str, Any] = {"crm": crm, "external_account_key": account.key, "environment": environment}
     if previous:
         payload["previous"] = previous
+        if previous["external_account_key"] not in ("", account.key):
+            # another account: the old one's contact and deal ids would name nothing, or the
+            # wrong records, there
+            payload["lookups_dropped"] = ledger().account_switched(conn)
     record_audit(
         "crm_reconnected" if existing else "crm_connected",
         actor=actor,
