@@ -3,9 +3,12 @@ the sandbox), stored messages, and reading what the sandbox CRMs hold."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Any
 
 import requests
+from django.utils import timezone
 
 from conduit.models import Message, Workspace
 from conduit.tenancy import system_scope
@@ -92,3 +95,31 @@ def created_records(crm: str, base_url: str) -> list[dict[str, Any]]:
         notes = [m for m in state.get("messages", []) if m.get("model") == "res.partner"]
         return [*notes, *state.get("activities", [])]
     return list(state.get("tasks", []))
+
+
+def seed_writes(
+    tenant: Tenant, conn: CrmConnection, count: int, status: str, *, due: datetime | None = None
+) -> list[int]:
+    """`count` writes of one message in one set-based insert (the planner is tested elsewhere)."""
+    message = store_message(tenant.workspace, f"seed-{status}@x")
+    now = timezone.now()
+    with system_scope():
+        rows = CrmWriteLog.objects.bulk_create(
+            [
+                CrmWriteLog(
+                    workspace=tenant.workspace,
+                    connection=conn,
+                    message=message,
+                    provider=conn.crm,
+                    operation="create_note",
+                    target=f"p{i}@customer.example",
+                    idempotency_key=hashlib.sha256(f"seed-{conn.pk}-{i}".encode()).hexdigest(),
+                    payload={"subject": "s", "text": "t", "occurred_at": now.isoformat()},
+                    status=status,
+                    next_retry_at=due,
+                )
+                for i in range(count)
+            ],
+            batch_size=2000,
+        )
+    return [r.pk for r in rows]

@@ -6,7 +6,6 @@ names the Task it sends."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import Counter
@@ -37,7 +36,14 @@ from reconcile.queue import dispatch_after_commit, dispatch_due_now, reconcile_c
 from tests.conftest import Tenant
 from tests.ops_helpers import workspace_token
 from tests.provider_helpers import activity, salesforce_account
-from tests.reconcile_helpers import connect_crm, created_records, sandbox_fault, store_message, writes
+from tests.reconcile_helpers import (
+    connect_crm,
+    created_records,
+    sandbox_fault,
+    seed_writes,
+    store_message,
+    writes,
+)
 from tests.test_oauth_flow import KEYS, connect, pending_install
 
 Status = CrmWriteLog.Status
@@ -245,30 +251,6 @@ def test_retry_failed_of_the_api_dispatches_on_commit(
     assert enqueued == []
 
 
-def seed(tenant: Tenant, conn: CrmConnection, count: int, status: str) -> list[int]:
-    """`count` writes of one message, set-based (the planner is tested elsewhere)."""
-    message = store_message(tenant.workspace, "race@x")
-    now = timezone.now()
-    with system_scope():
-        rows = CrmWriteLog.objects.bulk_create(
-            [
-                CrmWriteLog(
-                    workspace=tenant.workspace,
-                    connection=conn,
-                    message=message,
-                    provider=conn.crm,
-                    operation="create_note",
-                    target=f"p{i}@customer.example",
-                    idempotency_key=hashlib.sha256(f"race-{i}".encode()).hexdigest(),
-                    payload={"subject": "s", "text": "t", "occurred_at": now.isoformat()},
-                    status=status,
-                )
-                for i in range(count)
-            ]
-        )
-    return [r.pk for r in rows]
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_go_live_and_a_reconcile_run_at_once_claim_each_write_once(
@@ -276,7 +258,7 @@ def test_go_live_and_a_reconcile_run_at_once_claim_each_write_once(
 ) -> None:
     settings.CONDUIT_RECONCILE_BATCH_SIZE = 100
     conn = connect_crm(alice, "hubspot", live=False)
-    ids = seed(alice, conn, 1500, Status.DRY_RUN)
+    ids = seed_writes(alice, conn, 1500, Status.DRY_RUN)
     client = alice.client()
     by_run: list[tuple[int, str]] = []
     start = threading.Barrier(2)
@@ -318,7 +300,7 @@ def test_go_live_and_a_reconcile_run_at_once_claim_each_write_once(
 @pytest.mark.django_db
 def test_the_card_knows_when_a_waiting_write_is_tried_next(crm_env: Any, alice: Tenant) -> None:
     conn = connect_crm(alice, "hubspot")
-    ids = seed(alice, conn, 5, Status.FAILED)
+    ids = seed_writes(alice, conn, 5, Status.FAILED)
     now = timezone.now()
     soon, later = now + timedelta(minutes=7), now + timedelta(hours=2)
     with system_scope():

@@ -3,7 +3,6 @@ Nothing lost, nothing doubled, attempts counted only for real failures."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from tests.reconcile_helpers import (
     connect_crm,
     created_records,
     sandbox_fault,
+    seed_writes,
     store_message,
     writes,
 )
@@ -41,29 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def seed_due_rows(tenant: Tenant, conn: Any, count: int) -> list[int]:
-    """`count` due writes for one message, set-based (the planner is tested elsewhere)."""
-    message = store_message(tenant.workspace, "drill@x")
-    now = timezone.now()
-    with system_scope():
-        rows = CrmWriteLog.objects.bulk_create(
-            [
-                CrmWriteLog(
-                    workspace=tenant.workspace,
-                    connection=conn,
-                    message=message,
-                    provider=conn.crm,
-                    operation="create_note",
-                    target=f"p{i}@customer.example",
-                    idempotency_key=hashlib.sha256(f"drill-{i}".encode()).hexdigest(),
-                    payload={"subject": "s", "text": "t", "occurred_at": now.isoformat()},
-                    status=Status.PLANNED,
-                    next_retry_at=now - timedelta(minutes=1),
-                )
-                for i in range(count)
-            ],
-            batch_size=2000,
-        )
-    return [r.pk for r in rows]
+    return seed_writes(tenant, conn, count, Status.PLANNED, due=timezone.now() - timedelta(minutes=1))
 
 
 def test_two_reconcile_runs_at_once_claim_each_of_10000_rows_once(crm_env: Any, alice: Tenant) -> None:
