@@ -3,8 +3,10 @@
 Every workspace-owned table has a policy (conduit.rls) that admits a row only when
 `conduit.workspace_id` names its workspace or `conduit.system` is 'on'. These context
 managers set those settings with set_config(..., true), i.e. for the current transaction
-only, and restore the previous values on exit, so nothing leaks to the next transaction
-or to a pooled connection's next user. On SQLite they are plain transactions.
+only, so nothing leaks to the next transaction or to a pooled connection's next user. A nested
+scope restores the outer settings on exit. Each costs at most one statement to enter, none to
+leave when it began the transaction, and none at all when its settings are already in force.
+On SQLite they are plain transactions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ def _uses_rls() -> bool:
 SCOPE_GUCS = (WORKSPACE_GUC, SYSTEM_GUC)
 _READ_SCOPE = "SELECT " + ", ".join(f"coalesce(current_setting('{g}', true), '')" for g in SCOPE_GUCS)
 _WRITE_SCOPE = "SELECT " + ", ".join(f"set_config('{g}', %s, true)" for g in SCOPE_GUCS)
+# read the settings in force, then set new ones, in one round trip (the CTE is computed first)
+_SWAP_SCOPE = (
+    "WITH before AS MATERIALIZED ("  # noqa: S608 - built from the constant setting names only
+    + _READ_SCOPE
+    + ") SELECT before.*, "
+    + ", ".join(f"set_config('{g}', %s, true)" for g in SCOPE_GUCS)
+    + " FROM before"
+)
+# The scope settings in force on this thread's connection, while one of our scopes runs and so
+# knows them; None when unknown (outside our scopes, or inside a transaction someone else began).
+_KNOWN = "conduit_scope_in_force"
+Scope = tuple[str, ...]
 
 
 def _read_scope() -> dict[str, str]:
@@ -44,9 +58,19 @@ def _read_scope() -> dict[str, str]:
 def _set_local(values: dict[str, str]) -> dict[str, str]:
     """Set both scope settings for this transaction (one query); return what they replace."""
     previous = _read_scope()
-    with connection.cursor() as cur:
-        cur.execute(_WRITE_SCOPE, [values.get(g, "") for g in SCOPE_GUCS])
+    _write(tuple(values.get(g, "") for g in SCOPE_GUCS))
     return previous
+
+
+def _write(scope: Scope) -> None:
+    with connection.cursor() as cur:
+        cur.execute(_WRITE_SCOPE, list(scope))
+
+
+def _swap(scope: Scope) -> Scope:
+    with connection.cursor() as cur:
+        cur.execute(_SWAP_SCOPE, list(scope))
+        return tuple(cur.fetchone()[: len(SCOPE_GUCS)])
 
 
 @contextmanager
@@ -54,23 +78,40 @@ def _scoped(values: dict[str, str]) -> Iterator[None]:
     workspace_id = values.get(WORKSPACE_GUC) or None
     reset = current_workspace_id.set(int(workspace_id) if workspace_id else None)
     try:
-        with _transaction_with(values):
+        with _transaction_with(tuple(values.get(g, "") for g in SCOPE_GUCS)):
             yield
     finally:
         current_workspace_id.reset(reset)
 
 
 @contextmanager
-def _transaction_with(values: dict[str, str]) -> Iterator[None]:
+def _transaction_with(wanted: Scope) -> Iterator[None]:
+    """At most one statement to enter; none to leave a scope that began the transaction (its
+    settings end with it), none at all when `wanted` is already in force, one to restore the
+    outer settings otherwise."""
+    outermost = not connection.in_atomic_block
+    known_before: Scope | None = None if outermost else getattr(connection, _KNOWN, None)
     with transaction.atomic():
         if not _uses_rls():
             yield
             return
-        previous = _set_local(values)
-        yield
-        # Only on success: on error the atomic block's rollback undoes set_config itself.
-        if not connection.needs_rollback:
-            _set_local(previous)
+        if outermost:
+            previous: Scope | None = ("",) * len(SCOPE_GUCS)  # a new transaction starts with none
+        else:
+            previous = known_before
+        if previous != wanted:
+            if previous is None:
+                previous = _swap(wanted)
+            else:
+                _write(wanted)
+        setattr(connection, _KNOWN, wanted)
+        try:
+            yield
+            # Only on success: on error the atomic block's rollback undoes set_config itself.
+            if not outermost and previous != wanted and not connection.needs_rollback:
+                _write(previous)
+        finally:
+            setattr(connection, _KNOWN, known_before)
 
 
 def workspace_scope(workspace: Workspace | int) -> AbstractContextManager[None]:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from conduit.models import ApiToken, AuditEvent, Message, Workspace
 from conduit.rls import disable_sql, enable_sql
@@ -220,3 +221,61 @@ def test_ingest_command_writes_as_the_app_role(two_tenants: tuple[Tenant, Tenant
         call_command("ingest_eml", "--workspace", "alice", str(tmp_path / "m.eml"))
     with system_scope():
         assert Message.objects.get(message_id="app-role@x").workspace_id == alice.workspace.pk
+
+
+# --- what a scope costs (issue 21): statements that set or read the scope settings ---
+
+
+def scope_statements(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if "set_config" in q["sql"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scope_that_begins_the_transaction_costs_one_statement_and_none_to_leave(
+    make_workspace,  # type: ignore[no-untyped-def]
+) -> None:
+    alice = make_workspace("cost-a")
+    with CaptureQueriesContext(connection) as queries, workspace_scope(alice.workspace):
+        pass
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(statements) == 1 and scope_statements(queries) == statements
+    assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}  # ended with its transaction
+    with CaptureQueriesContext(connection) as queries, system_scope():
+        with system_scope():  # already in force: no scope statement (a savepoint only)
+            assert current_scope()[SYSTEM_GUC] == "on"
+        with workspace_scope(alice.workspace):  # another: one to enter, one to restore
+            assert Message.objects.count() == 0
+        assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: "on"}
+    # the system scope in; the workspace scope in and its restore out
+    assert len(scope_statements(queries)) == 3
+    assert not hasattr(connection, "conduit_scope_in_force") or connection.conduit_scope_in_force is None
+
+
+def test_a_scope_inside_a_transaction_it_did_not_begin_reads_and_sets_in_one_statement(
+    alice: Tenant,
+) -> None:
+    with transaction.atomic():
+        with connection.cursor() as cur:  # someone else's settings, unknown to the scopes
+            cur.execute("SELECT set_config('conduit.workspace_id', '77', true)")
+        with CaptureQueriesContext(connection) as queries:
+            with workspace_scope(alice.workspace):
+                assert current_scope()[WORKSPACE_GUC] == str(alice.workspace.pk)
+            assert current_scope() == {WORKSPACE_GUC: "77", SYSTEM_GUC: ""}  # restored
+        assert [s.split()[0] for s in scope_statements(queries)] == ["WITH", "SELECT"]
+        with pytest.raises(RuntimeError), workspace_scope(alice.workspace):
+            raise RuntimeError("boom")
+        assert current_scope() == {WORKSPACE_GUC: "77", SYSTEM_GUC: ""}  # the rollback undid it
+        # outside the scopes nothing is assumed: the next scope reads the settings again
+        assert getattr(connection, "conduit_scope_in_force", None) is None
+
+
+def test_an_error_in_a_nested_scope_leaves_the_outer_scope_in_force(
+    two_tenants: tuple[Tenant, Tenant],
+) -> None:
+    alice, bob = two_tenants
+    with workspace_scope(alice.workspace):
+        with pytest.raises(RuntimeError), workspace_scope(bob.workspace):
+            raise RuntimeError("boom")
+        assert current_scope()[WORKSPACE_GUC] == str(alice.workspace.pk)
+        with as_app_role(), workspace_scope(alice.workspace):  # the same scope again: nothing to set
+            assert Message.objects.count() == 3
