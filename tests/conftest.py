@@ -191,6 +191,15 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
     assert (folder / f"{name}.png").stat().st_size > 5000
 
 
+def sign_in(page: Any, url: str, tenant: Tenant) -> None:
+    """Sign `tenant` in through the login page of the live server at `url` (browser tests)."""
+    page.goto(f"{url}/accounts/login/")
+    page.fill("input[name=username]", tenant.user.username)
+    page.fill("input[name=password]", tenant.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/settings/")
+
+
 @pytest.fixture(scope="session")
 def sandboxes() -> Iterator[dict[str, str]]:
     """The sandbox CRMs on free ports for the whole run: {"hubspot": base_url, "salesforce": ...}."""

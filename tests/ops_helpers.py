@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from conduit.models import Workspace
+from conduit.models import AuditEvent, Membership, Workspace
 from conduit.services import do_create_api_token, do_create_staff_token
 from conduit.tenancy import system_scope
 from integrations.models import ConnectionHealth, CrmConnection, SyncLog
@@ -128,3 +129,25 @@ def make_mapping(
             refreshed_at=fields.pop("refreshed_at", timezone.now()),
             **fields,
         )
+
+
+def events(name: str) -> list[AuditEvent]:
+    """The audit rows of one event, oldest first."""
+    with system_scope():
+        return list(AuditEvent.objects.filter(event=name).order_by("id"))
+
+
+def member_client(tenant: Tenant, make_workspace: Callable[..., Tenant], role: str = "member") -> Client:
+    """A second user of the tenant's workspace with `role` (and no workspace of their own), signed in."""
+    other = make_workspace(f"{tenant.workspace.slug}-{role}", role=role)
+    with system_scope():
+        Membership.objects.create(workspace=tenant.workspace, user=other.user, role=role)
+        Membership.objects.filter(workspace=other.workspace).delete()
+    client = Client()
+    client.force_login(other.user)
+    return client
+
+
+def flash(response: Any) -> list[str]:
+    """The messages a rendered page shows."""
+    return [str(m) for m in response.context["messages"]] if response.context else []

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from conduit.models import AuditEvent, PeriodicRun
+from conduit.models import PeriodicRun
 from conduit.tenancy import system_scope
 from integrations.models import CrmConnection, PendingInstall, SyncPause, WebhookEvent
 from reconcile.failures import failure_summary
@@ -24,7 +24,7 @@ from reconcile.models import CrmWriteLog
 from reconcile.queue import queue_stats
 from reconcile.services import counts_for, do_skip_writes
 from tests.conftest import Tenant
-from tests.ops_helpers import make_connection, make_write
+from tests.ops_helpers import events, make_connection, make_write
 
 pytestmark = pytest.mark.django_db
 WRITES = "/admin/reconcile/crmwritelog/"
@@ -41,11 +41,6 @@ def panel(html: str, slug: str) -> dict[str, tuple[str, str]]:
     )
     assert found, f"no panel {slug}"
     return {m["label"]: (m["value"], m["url"].replace("&amp;", "&")) for m in FIGURE.finditer(found.group(1))}
-
-
-def events(name: str) -> list[AuditEvent]:
-    with system_scope():
-        return list(AuditEvent.objects.filter(event=name).order_by("id"))
 
 
 def staff_with(*codenames: str) -> Client:

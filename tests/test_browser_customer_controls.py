@@ -15,17 +15,9 @@ from conduit.tenancy import system_scope
 from integrations.connections.pauses import do_pause_sync, do_resume_sync, target_for
 from integrations.models import CrmConnection, SyncPause
 from reconcile.models import WritePolicy
-from tests.conftest import Tenant, shot
+from tests.conftest import Tenant, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def sign_in(page: Any, url: str, tenant: Tenant) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("input[name=username]", tenant.user.username)
-    page.fill("input[name=password]", tenant.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/settings/")
 
 
 def workspace_pauses(tenant: Tenant) -> list[SyncPause]:

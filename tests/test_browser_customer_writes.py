@@ -16,7 +16,7 @@ from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
 from reconcile import customer_writes
 from reconcile.models import CrmWriteLog, DealMapping
-from tests.conftest import Tenant, shot
+from tests.conftest import Tenant, shot, sign_in
 from tests.writes_page_helpers import BODY, live_conn, make_write, reload
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,14 +24,6 @@ Status = CrmWriteLog.Status
 LONG_SUBJECT = (
     "Renewal terms for the 2027 logistics contract, the warehouse annex and the revised pricing schedule"
 )
-
-
-def sign_in(page: Any, url: str, tenant: Tenant) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("input[name=username]", tenant.user.username)
-    page.fill("input[name=password]", tenant.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/settings/")
 
 
 def seed(tenant: Tenant) -> dict[str, CrmWriteLog]:

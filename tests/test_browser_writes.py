@@ -15,7 +15,7 @@ from reconcile.delivery import deliver_write
 from reconcile.dispatch import deliver_crm_write
 from reconcile.models import CrmWriteLog
 from reconcile.queue import reconcile_crm_writes
-from tests.conftest import Tenant, shot
+from tests.conftest import Tenant, shot, sign_in
 from tests.reconcile_helpers import connect_crm, sandbox_fault, sandbox_state, store_message, writes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -26,14 +26,6 @@ BODY = "SECRET-BODY-TEXT please do not leak"
 def deliver_due() -> None:
     """What the workers would do: claim every due write and deliver it, in this process."""
     reconcile_crm_writes(dispatch=lambda write_id, token: deliver_write(write_id, token))
-
-
-def sign_in(page: Any, url: str, tenant: Tenant) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("input[name=username]", tenant.user.username)
-    page.fill("input[name=password]", tenant.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/settings/")
 
 
 def count(card: Any, name: str) -> str:

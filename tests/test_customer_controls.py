@@ -12,15 +12,16 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
 from integrations.connections.pauses import do_pause_sync, target_for
-from integrations.models import CrmConnection, SyncPause
+from integrations.models import SyncPause
 from reconcile.curation import plan_messages
 from reconcile.models import CrmWriteLog, WritePolicy
 from reconcile.queue import reconcile_crm_writes
 from tests.conftest import Tenant
+from tests.ops_helpers import events, flash, member_client
 from tests.reconcile_helpers import store_message, writes
+from tests.writes_page_helpers import live_conn
 
 pytestmark = pytest.mark.django_db
 PAGE = "/settings/integrations/"
@@ -29,36 +30,9 @@ RESUME = "/settings/integrations/resume/"
 WRITE_SETTINGS = "/settings/integrations/write-settings/"
 
 
-def live_conn(tenant: Tenant, crm: str = "hubspot") -> CrmConnection:
-    with system_scope():
-        return CrmConnection.objects.create(
-            workspace=tenant.workspace, crm=crm, status="connected", dry_run=False, external_account_key="k"
-        )
-
-
-def events(name: str) -> list[AuditEvent]:
-    with system_scope():
-        return list(AuditEvent.objects.filter(event=name).order_by("id"))
-
-
 def pauses() -> list[SyncPause]:
     with system_scope():
         return list(SyncPause.objects.order_by("id"))
-
-
-def member_of(tenant: Tenant, make_workspace: Callable[..., Tenant], role: str = "member") -> Client:
-    """A second user of the tenant's workspace with `role`, signed in."""
-    other = make_workspace(f"{tenant.workspace.slug}-{role}", role=role)
-    with system_scope():
-        Membership.objects.create(workspace=tenant.workspace, user=other.user, role=role)
-        Membership.objects.filter(workspace=other.workspace).delete()
-    client = Client()
-    client.force_login(other.user)
-    return client
-
-
-def flash(response: Any) -> list[str]:
-    return [str(m) for m in response.context["messages"]] if response.context else []
 
 
 # Pause Sync -----------------------------------------------------------------------------------
@@ -125,7 +99,7 @@ def test_an_admin_resumes_the_workspace_pause_and_it_is_audited(
     alice: Tenant, make_workspace: Callable[..., Tenant]
 ) -> None:
     live_conn(alice)
-    admin = member_of(alice, make_workspace, role="admin")
+    admin = member_client(alice, make_workspace, role="admin")
     alice.client().post(PAUSE, {"reason": "migration"})
     response = admin.post(RESUME, follow=True)  # another admin of the workspace may lift it
     assert any("Sync resumed for Alice" in m for m in flash(response))
@@ -155,7 +129,7 @@ def test_a_pause_by_an_admin_since_removed_can_still_be_lifted(
 def test_members_see_the_pause_but_cannot_pause_or_resume(
     alice: Tenant, make_workspace: Callable[..., Tenant]
 ) -> None:
-    member = member_of(alice, make_workspace)
+    member = member_client(alice, make_workspace)
     page = member.get(PAGE).content.decode()
     assert 'data-sync="running"' in page and "data-pause-button" not in page
     assert "Only workspace owners and admins can pause or resume sync." in page
@@ -312,7 +286,7 @@ def test_members_read_the_write_settings_but_cannot_change_them(
     alice: Tenant, make_workspace: Callable[..., Tenant]
 ) -> None:
     alice.client().post(WRITE_SETTINGS, GOOD)
-    member = member_of(alice, make_workspace)
+    member = member_client(alice, make_workspace)
     page = member.get(WRITE_SETTINGS)
     html = page.content.decode()
     assert (

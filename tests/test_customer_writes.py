@@ -10,7 +10,6 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -19,37 +18,19 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conduit.models import AuditEvent, Membership
+from conduit.models import AuditEvent
 from conduit.tenancy import system_scope
 from reconcile import customer_writes, error_words
 from reconcile.error_words import kind_of, reason_for, scrub
 from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.services import do_retry_writes, do_skip_writes
 from tests.conftest import Tenant
+from tests.ops_helpers import events, flash, member_client
 from tests.writes_page_helpers import BODY, live_conn, make_write, reload
 
 pytestmark = pytest.mark.django_db
 Status = CrmWriteLog.Status
 PAGE = "/settings/integrations/hubspot/writes/"
-
-
-def events(name: str) -> list[AuditEvent]:
-    with system_scope():
-        return list(AuditEvent.objects.filter(event=name).order_by("id"))
-
-
-def member_of(tenant: Tenant, make_workspace: Callable[..., Tenant], role: str = "member") -> Client:
-    other = make_workspace(f"{tenant.workspace.slug}-{role}", role=role)
-    with system_scope():
-        Membership.objects.create(workspace=tenant.workspace, user=other.user, role=role)
-        Membership.objects.filter(workspace=other.workspace).delete()
-    client = Client()
-    client.force_login(other.user)
-    return client
-
-
-def flash(response: Any) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
 
 
 def shown_ids(html: str) -> list[int]:
@@ -171,7 +152,7 @@ def test_no_email_body_token_or_secret_is_shown(alice: Tenant) -> None:
 def test_members_read_the_page_without_actions(alice: Tenant, make_workspace: Callable[..., Tenant]) -> None:
     conn = live_conn(alice)
     make_write(conn, permanent=True, code="validation_error", message="bad")
-    member = member_of(alice, make_workspace)
+    member = member_client(alice, make_workspace)
     html = member.get(PAGE).content.decode()
     assert "HubSpot refused the data: bad." in html
     assert "data-retry" not in html and "data-skip" not in html
@@ -276,7 +257,7 @@ def test_an_admin_skips_a_write_audited_and_it_moves_to_skipped(
 ) -> None:
     conn = live_conn(alice)
     row = make_write(conn, permanent=True, code="object_not_found", message="contact deleted")
-    admin = member_of(alice, make_workspace, role="admin")
+    admin = member_client(alice, make_workspace, role="admin")
     seen = seen_of(admin.get(PAGE).content.decode(), row.pk)
     response = admin.post(f"{PAGE}{row.pk}/skip/", {"seen": seen}, follow=True)
     assert f"Write #{row.pk} skipped: Conduit will not send it. It is listed under Skipped." in flash(
@@ -296,7 +277,7 @@ def test_a_member_cannot_retry_or_skip(alice: Tenant, make_workspace: Callable[.
     conn = live_conn(alice)
     row = make_write(conn, permanent=True, code="validation_error")
     seen = seen_of(alice.client().get(PAGE).content.decode(), row.pk)
-    member = member_of(alice, make_workspace)
+    member = member_client(alice, make_workspace)
     assert member.post(f"{PAGE}{row.pk}/retry/", {"seen": seen}).status_code == 403
     assert member.post(f"{PAGE}{row.pk}/skip/", {"seen": seen}).status_code == 403
     after = reload(row)

@@ -21,6 +21,7 @@ from conduit.members import InvitationUnusable, MemberRefused
 from conduit.models import AuditEvent, Invitation, Membership, Profile, Workspace
 from conduit.tenancy import system_scope, workspace_scope
 from tests.conftest import PASSWORD, Tenant
+from tests.ops_helpers import events
 from tests.test_tenancy import _grant_probe_role, as_app_role
 
 pytestmark = pytest.mark.django_db
@@ -48,11 +49,6 @@ def snapshot() -> tuple[Any, ...]:
             User.objects.count(),
             AuditEvent.objects.count(),
         )
-
-
-def events(name: str) -> list[AuditEvent]:
-    with system_scope():
-        return list(AuditEvent.objects.filter(event=name).order_by("id"))
 
 
 def invite(tenant: Tenant, email: str = "sam@example.com", role: str = "member") -> members.IssuedInvitation:

@@ -34,7 +34,7 @@ from reconcile.failures import do_retry_failed
 from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.queue import dispatch_after_commit, dispatch_due_now, reconcile_crm_writes
 from tests.conftest import Tenant
-from tests.ops_helpers import workspace_token
+from tests.ops_helpers import events, workspace_token
 from tests.provider_helpers import activity, salesforce_account
 from tests.reconcile_helpers import (
     connect_crm,
@@ -49,11 +49,6 @@ from tests.test_oauth_flow import KEYS, connect, pending_install
 Status = CrmWriteLog.Status
 GO_LIVE = "/settings/integrations/hubspot/go-live/"
 PAGE = "/settings/integrations/"
-
-
-def events(name: str) -> list[AuditEvent]:
-    with system_scope():
-        return list(AuditEvent.objects.filter(event=name).order_by("id"))
 
 
 def planned_in_dry_run(tenant: Tenant, n: int) -> CrmConnection:
