@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from conduit import admin_console, admin_panels
 from conduit.admin_display import ConsoleAdmin, words
 from conduit.audit import record_audit
+from conduit.members import is_last_owner
 from conduit.models import (
     ApiToken,
     Attachment,
@@ -112,8 +116,51 @@ class ReadOnlyAdmin(ConsoleAdmin):
         return False
 
 
+LAST_OWNER = "A workspace needs an owner: make another member an owner first."
+
+
+class KeepsAnOwner(BaseInlineFormSet):
+    """A workspace's memberships edited inline must leave it an owner if it had one."""
+
+    def clean(self) -> None:
+        super().clean()
+        workspace = self.instance
+        if workspace.pk is None:
+            return
+        owners = set(workspace.memberships.filter(role=Membership.Role.OWNER).values_list("pk", flat=True))
+        if not owners:
+            return
+        remaining = set(owners)
+        for form in self.forms:
+            data = form.cleaned_data
+            if not data:
+                continue
+            is_owner = data.get("role") == Membership.Role.OWNER and not data.get("DELETE")
+            key = form.instance.pk or id(form)  # a new row has no pk yet
+            if is_owner:
+                remaining.add(key)
+            else:
+                remaining.discard(key)
+        if not remaining:
+            raise ValidationError(LAST_OWNER)
+
+
+class MembershipForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["workspace", "user", "role"]
+
+    def clean_role(self) -> str:
+        role = str(self.cleaned_data["role"])
+        current = self.instance
+        if current.pk and role != Membership.Role.OWNER and is_last_owner(current.workspace, current):
+            raise ValidationError(LAST_OWNER)
+        return role
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = KeepsAnOwner
     extra = 0
     autocomplete_fields = ["user"]
 
@@ -135,10 +182,21 @@ class ProfileAdmin(AuditedAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(AuditedAdmin):
+    form = MembershipForm
     list_display = ["user", "workspace", "role", "created_at"]
     search_fields = ["user__email", "workspace__slug", "workspace__name"]
     list_filter = ["role"]
     autocomplete_fields = ["user", "workspace"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, so the last owner stays
+        return actions
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and is_last_owner(obj.workspace, obj):
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 class AttachmentInline(admin.TabularInline):

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from conduit.tenancy import API_PREFIXES
+from conduit.error_pages import is_api, not_found
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -58,15 +57,6 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """handler404: a URL under /api/ or /crm/ that matches no route (e.g. a negative id) answers JSON too."""
-    if request.path.startswith(API_PREFIXES):
-        return JsonResponse(
-            {"code": "not_found", "message": f"no API endpoint at {request.path}"}, status=404
-        )
-    return defaults.page_not_found(request, exception)
-
-
 class JsonNotFoundUnderApi:
     """A 404 under /api/ or /crm/ is JSON even where Django would render its HTML page first: with DEBUG
     on (the development server, `make run`) a URL that matches no route gets the technical 404
@@ -79,7 +69,7 @@ class JsonNotFoundUnderApi:
         response = self.get_response(request)
         if (
             response.status_code == 404
-            and request.path.startswith(API_PREFIXES)
+            and is_api(request)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             return not_found(request)

@@ -1,4 +1,4 @@
-"""handler400, handler403 and handler500 (conduit/urls.py; the 404 is conduit.api_errors.not_found).
+"""handler400, handler403, handler404 and handler500 (conduit/urls.py).
 
 Pages answer with the product's templates (400.html, 403.html, 500.html). Under /api/ and /crm/ each
 answers JSON {"code", "message"} like every other API error: DRF turns its own errors into JSON, but
@@ -22,7 +22,7 @@ BAD_REQUEST_REASONS: dict[type[Exception], str] = {
 }
 
 
-def _is_api(request: HttpRequest) -> bool:
+def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIXES)
 
 
@@ -31,7 +31,7 @@ def _json(code: str, message: str, status: int) -> JsonResponse:
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         reason = BAD_REQUEST_REASONS.get(type(exception), "the request is malformed")
         return _json("bad_request", f"Conduit could not read this request: {reason}.", 400)
     return defaults.bad_request(request, exception)
@@ -39,14 +39,21 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 @requires_csrf_token  # the page's sign-out form carries a CSRF token
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         return _json("permission_denied", "You do not have permission to perform this action.", 403)
     # Conduit raises PermissionDenied with a sentence for the person ("only workspace owners ...").
     reason = str(exception).strip().rstrip(".")
     return render(request, "403.html", {"reason": reason}, status=403)
 
 
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """A URL under /api/ or /crm/ that matches no route (e.g. a negative id) answers JSON too."""
+    if is_api(request):
+        return _json("not_found", f"no API endpoint at {request.path}", 404)
+    return defaults.page_not_found(request, exception)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         return _json("server_error", "Conduit failed to answer this request; the error is logged.", 500)
     return defaults.server_error(request)

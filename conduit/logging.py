@@ -13,7 +13,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from conduit.context import current_workspace_id
-from conduit.secrets_scan import looks_secret_key, redact_text
+from conduit.secrets_scan import looks_secret_key, redact_text, redact_value
 
 STANDARD_FIELDS = ("category", "error_code", "workspace_id")
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -22,54 +22,6 @@ _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 QUERY_KEYS_SHOWN = 20
 # "GET /path?query HTTP/1.1" in a server's request line
 REQUEST_LINE_QUERY_RE = re.compile(r'("[A-Z]+ [^ ?"]*)\?([^ "]*)')
-
-# Query and form parameters whose value is a secret or a bearer capability: an OAuth code and state
-# (and the PKCE verifier), a claim link's install id, tokens, a client secret, Microsoft Graph's
-# validationToken. Wherever a URL or a form body lands in a line (a message, an exception, an
-# extra), the value after `?key=`, `&key=`, `;key=` (`&amp;key=`) or `#key=` (or their %-encoded
-# forms: a URL inside a redirect_uri) is withheld; the key stays, so the line says what was sent.
-# A bare `key=` after a space is left alone: tracebacks quote source such as `code=exc.error_code`.
-SENSITIVE_QUERY_KEYS = (
-    "code",
-    "state",
-    "session_state",
-    "install_id",
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "client_secret",
-    "code_verifier",
-    "validationtoken",
-    "password",
-    "api_key",
-    "apikey",
-)
-SENSITIVE_QUERY_RE = re.compile(
-    r"(?i)((?:[?&;#]|%3F|%26|%23)(?:" + "|".join(SENSITIVE_QUERY_KEYS) + r")(?:=|%3D))"
-    r"(?:(?!%26|%23)[^\s&#\"'<>\\])+"
-)
-
-
-def redact_sensitive_query(text: str) -> str:
-    """`...?code=abc&state=def&crm=hubspot` -> `...?code=[redacted]&state=[redacted]&crm=hubspot`."""
-    return SENSITIVE_QUERY_RE.sub(r"\1[redacted]", text)
-
-
-def scrub_text(text: str) -> str:
-    """Every text a log line carries: secrets_scan's redaction, then sensitive query values."""
-    return redact_sensitive_query(redact_text(text))
-
-
-def scrub_value(value: Any) -> Any:
-    """scrub_text inside nested dicts and lists; secret-looking keys lose their value."""
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, dict):
-        return {k: "[redacted]" if looks_secret_key(str(k)) else scrub_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub_value(v) for v in value]
-    return value
 
 
 def redacted_query(query: str) -> str:
@@ -113,7 +65,7 @@ class RedactSecrets(logging.Filter):
             message = f"{record.msg} [unformattable arguments]"
         if record.name == "django.server":  # the development server's request line
             message = REQUEST_LINE_QUERY_RE.sub(lambda m: m.group(1) + redacted_query(m.group(2)), message)
-        record.msg = scrub_text(message)
+        record.msg = redact_text(message)
         record.args = None
         raised = record.exc_info[1] if record.exc_info else None
         if raised is not None and is_database_error(raised):
@@ -122,13 +74,13 @@ class RedactSecrets(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = scrub_text(record.exc_text)
+            record.exc_text = redact_text(record.exc_text)
         for key, value in list(vars(record).items()):
             if key in _RECORD_ATTRS:
                 continue
             if is_request(value):
                 value = request_for_log(value)
-            setattr(record, key, "[redacted]" if looks_secret_key(key) else scrub_value(value))
+            setattr(record, key, "[redacted]" if looks_secret_key(key) else redact_value(value))
         for name in STANDARD_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, current_workspace_id.get() if name == "workspace_id" else None)
@@ -167,7 +119,7 @@ def log_failure(logger: logging.Logger, message: str, *args: Any, exc: BaseExcep
 
 
 def _redact_lines(text: str | list[str]) -> str | list[str]:
-    return scrub_text(text) if isinstance(text, str) else [scrub_text(line) for line in text]
+    return redact_text(text) if isinstance(text, str) else [redact_text(line) for line in text]
 
 
 class ConduitJsonFormatter(JsonFormatter):
@@ -186,10 +138,6 @@ class ConduitJsonFormatter(JsonFormatter):
         log_record["logger"] = record.name
         for name in STANDARD_FIELDS:
             log_record.setdefault(name, getattr(record, name, None))
-        # Again at the formatter, for a handler that lacks the filter: no line leaves unscrubbed.
-        for key, value in log_record.items():
-            if isinstance(value, str | dict | list):
-                log_record[key] = scrub_value(value)
 
 
 def json_formatter() -> ConduitJsonFormatter:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from conduit import members
-from conduit.crypto import decrypt, encrypt
+from conduit.crypto import DecryptionError, decrypt, encrypt
 from conduit.member_forms import InvitedSignUpForm, InviteForm
 from conduit.models import Invitation, Membership
 from conduit.services import ConduitError, EmailTaken
@@ -41,15 +41,24 @@ def render_members(
     workspace, mine = workspace_of(request), membership_of(request)
     roles = members.roles_grantable_by(mine.role)
     new_link = request.session.pop(NEW_LINK_KEY, None)
+    link = unsealed(new_link["link"]) if new_link else ""
     context = {
         "members": members.member_rows(workspace, mine),
         "can_manage": mine.administers,
         "invitations": members.invitation_rows(workspace, timezone.now()) if mine.administers else [],
         "form": form or InviteForm(roles=roles),
         "ttl_days": members.INVITATION_TTL.days,
-        "new_link": {**new_link, "link": decrypt(new_link["link"])} if new_link else None,
+        "new_link": {**new_link, "link": link} if new_link and link else None,
     }
     return render(request, "conduit/members.html", context, status=status)
+
+
+def unsealed(sealed: str) -> str:
+    """A link kept encrypted in the session; "" when the key changed since (as if none was kept)."""
+    try:
+        return decrypt(sealed)
+    except DecryptionError:
+        return ""
 
 
 @workspace_required
@@ -161,7 +170,7 @@ def invitation(request: HttpRequest) -> HttpResponse:
         request.session[INVITATION_KEY] = encrypt(token[: members.TOKEN_MAX_LENGTH + 1])
         return redirect("invitation")
     sealed = request.session.get(INVITATION_KEY)
-    raw = decrypt(sealed) if sealed else ""
+    raw = unsealed(sealed) if sealed else ""
     found = members.find_invitation(raw) if raw else None
     if found is None:
         refusal = (

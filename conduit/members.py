@@ -72,7 +72,8 @@ def _manager(workspace: Workspace, actor: User) -> Membership:
     return mine
 
 
-def _last_owner(workspace: Workspace, target: Membership) -> bool:
+def is_last_owner(workspace: Workspace, target: Membership) -> bool:
+    """The workspace's only owner: it may be neither demoted nor removed (the console too)."""
     if target.role != Role.OWNER:
         return False
     return not Membership.objects.filter(workspace=workspace, role=Role.OWNER).exclude(pk=target.pk).exists()
@@ -172,7 +173,7 @@ def do_change_member_role(workspace: Workspace, membership_id: int, role: str, *
             return target
         if not may_manage(mine.role, target.role) or role not in roles_grantable_by(mine.role):
             raise MemberRefused("Only owners can make someone an owner or change an owner's role.")
-        if _last_owner(workspace, target):
+        if is_last_owner(workspace, target):
             raise MemberRefused(
                 f"{workspace.name} needs an owner: make another member an owner before changing this role."
             )
@@ -198,7 +199,7 @@ def do_remove_member(workspace: Workspace, membership_id: int, *, actor: User) -
             raise MemberRefused("That person is not a member of this workspace.")
         if not may_manage(mine.role, target.role):
             raise MemberRefused("Only owners can remove an owner.")
-        if _last_owner(workspace, target):
+        if is_last_owner(workspace, target):
             who = "You are" if target.user_id == actor.pk else "This member is"
             raise MemberRefused(
                 f"{who} the last owner of {workspace.name}: make another member an owner first."

@@ -25,8 +25,33 @@ FERNET_TOKEN_RE = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}=*")
 API_TOKEN_RE = re.compile(r"\bcd[ti]_[A-Za-z0-9_\-]{16,}")
 # HubSpot puts tokens in URL paths (token info, refresh-token revoke): urllib3 debug lines show them.
 TOKEN_PATH_RE = re.compile(r"(?i)(/(?:access|refresh)-tokens/)[^\s/?#\"']+")
-# Zoho revokes a token named in the query string (/oauth/v2/token/revoke?token=...).
-QUERY_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^\s&#\"']+")
+# Query and form parameters whose value is a secret or a bearer capability: an OAuth code and state
+# (and the PKCE verifier), a claim link's install id, tokens (Zoho revokes one named in the query
+# string), a client secret, Microsoft Graph's validationToken. Wherever a URL or a form body lands
+# in a text, the value after `?key=`, `&key=`, `;key=` (`&amp;key=`) or `#key=` (or their
+# %-encoded forms: a URL inside a redirect_uri) is withheld; the key stays, so the text says what
+# was sent. A bare `key=` after a space is left alone: tracebacks quote source such as
+# `code=exc.error_code`.
+SENSITIVE_QUERY_KEYS = (
+    "code",
+    "state",
+    "session_state",
+    "install_id",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "code_verifier",
+    "validationtoken",
+    "password",
+    "api_key",
+    "apikey",
+)
+SENSITIVE_QUERY_RE = re.compile(
+    r"(?i)((?:[?&;#]|%3F|%26|%23)(?:" + "|".join(SENSITIVE_QUERY_KEYS) + r")(?:=|%3D))"
+    r"(?:(?!%26|%23)[^\s&#\"'<>\\])+"
+)
 
 _extra_secrets: set[str] = set()
 
@@ -59,7 +84,7 @@ def looks_secret_value(value: str) -> bool:
         or FERNET_TOKEN_RE.search(value)
         or API_TOKEN_RE.search(value)
         or TOKEN_PATH_RE.search(value)
-        or QUERY_TOKEN_RE.search(value)
+        or SENSITIVE_QUERY_RE.search(value)
     ):
         return True
     return any(secret in value for secret in known_secret_values())
@@ -83,7 +108,7 @@ def redact_text(text: str) -> str:
     text = FERNET_TOKEN_RE.sub("[redacted]", text)
     text = API_TOKEN_RE.sub(lambda m: m.group(0)[:4] + "[redacted]", text)
     text = TOKEN_PATH_RE.sub(r"\1[redacted]", text)
-    text = QUERY_TOKEN_RE.sub(r"\1[redacted]", text)
+    text = SENSITIVE_QUERY_RE.sub(r"\1[redacted]", text)
     for secret in known_secret_values():
         if secret:
             text = text.replace(secret, "[redacted]")

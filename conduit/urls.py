@@ -20,7 +20,7 @@ assert api_schema  # registers the token schemes with the schema generator
 
 handler400 = "conduit.error_pages.bad_request"
 handler403 = "conduit.error_pages.permission_denied"
-handler404 = "conduit.api_errors.not_found"
+handler404 = "conduit.error_pages.not_found"
 handler500 = "conduit.error_pages.server_error"
 
 urlpatterns = [

@@ -76,7 +76,8 @@ def test_admin_edits_and_deletes_are_audited(staff: Client, alice: Tenant) -> No
     assert response.status_code == 302, response.content[:2000]
     event = AuditEvent.objects.get(event="admin_object_changed")
     assert event.workspace == alice.workspace and "name" in event.payload_json["fields"]
-    membership = Membership.objects.get(user=alice.user)
+    bob_user = User.objects.create_user("bob@example.com", "bob@example.com", "pw-bob-123456")
+    membership = Membership.objects.create(workspace=alice.workspace, user=bob_user, role="member")
     staff.post(f"/admin/conduit/membership/{membership.pk}/delete/", {"post": "yes"})
     assert not Membership.objects.filter(pk=membership.pk).exists()
     assert AuditEvent.objects.filter(event="admin_object_deleted", target_id=str(membership.pk)).exists()
@@ -123,7 +124,7 @@ def test_inline_membership_edits_are_audited_and_tokens_cannot_be_deleted(
         "memberships-0-created_at_1": "10:00:00",
         "memberships-1-workspace": str(alice.workspace.pk),
         "memberships-1-user": str(bob_user.pk),
-        "memberships-1-role": "member",
+        "memberships-1-role": "owner",  # alice steps down to admin: bob is the owner now
         "memberships-1-created_at_0": "2026-11-02",
         "memberships-1-created_at_1": "10:00:00",
     }
@@ -137,6 +138,7 @@ def test_inline_membership_edits_are_audited_and_tokens_cannot_be_deleted(
         {
             "memberships-TOTAL_FORMS": "2",
             "memberships-INITIAL_FORMS": "2",
+            "memberships-0-role": "owner",
             "memberships-1-id": str(new.pk),
             "memberships-1-DELETE": "on",
         }
@@ -215,3 +217,32 @@ def test_forcing_a_refresh_of_an_odoo_connection_says_an_api_key_has_none(
     with system_scope():
         conn.refresh_from_db()
     assert (conn.status, conn.access_token) == ("connected", "7e57c0de" * 5)
+
+
+def test_the_console_cannot_take_a_workspaces_last_owner(staff: Client, alice: Tenant) -> None:
+    from conduit.models import Membership
+
+    owner = Membership.objects.get(user=alice.user)
+    url = f"/admin/conduit/membership/{owner.pk}/change/"
+    demoted = staff.post(url, {"workspace": alice.workspace.pk, "user": alice.user.pk, "role": "admin"})
+    assert demoted.status_code == 200 and b"A workspace needs an owner" in demoted.content
+    assert staff.get(f"/admin/conduit/membership/{owner.pk}/delete/").status_code == 403
+    assert b"delete_selected" not in staff.get("/admin/conduit/membership/").content
+    inline = {
+        "name": "Alice",
+        "slug": "alice",
+        "created_at_0": "2026-11-01",
+        "created_at_1": "10:00:00",
+        "memberships-TOTAL_FORMS": "1",
+        "memberships-INITIAL_FORMS": "1",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-id": str(owner.pk),
+        "memberships-0-workspace": str(alice.workspace.pk),
+        "memberships-0-user": str(alice.user.pk),
+        "memberships-0-role": "member",
+    }
+    refused = staff.post(f"/admin/conduit/workspace/{alice.workspace.pk}/change/", inline)
+    assert refused.status_code == 200 and b"A workspace needs an owner" in refused.content
+    owner.refresh_from_db()
+    assert owner.role == "owner"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import IntegrityError
 from django.test import Client, RequestFactory
 
@@ -241,17 +242,24 @@ def test_sensitive_query_values_are_withheld_from_every_logger_and_field(every_l
     assert keys_only in by_logger["django.request"]
 
 
-def test_the_formatter_scrubs_a_line_that_skipped_the_filter() -> None:
-    record = logging.makeLogRecord(
-        {
-            "name": "x",
-            "levelno": logging.INFO,
-            "levelname": "INFO",
-            "msg": f"GET /claim-install?install_id={INSTALL}",
-        }
-    )
-    line = json_formatter().format(record)
-    assert INSTALL not in line and "install_id=[redacted]" in line
+def test_every_configured_handler_carries_the_redaction_filter() -> None:
+    # the filter is the one place lines are scrubbed: no handler may go without it
+    from conduit.gunicorn import logconfig_dict
+    from conduit.logconfig import json_logging
+
+    for config in (
+        settings.LOGGING,
+        json_logging("INFO", ["django"], integrations_log="/tmp/integrations.log"),
+        logconfig_dict,
+    ):
+        redact = {name for name, f in config["filters"].items() if f["()"].endswith("RedactSecrets")}
+        for name, handler in config["handlers"].items():
+            assert redact & set(handler.get("filters", [])), name
+
+
+def test_the_filter_withholds_a_claim_links_install_id(every_line: Lines) -> None:
+    logging.getLogger("conduit.test").info("GET /claim-install?install_id=%s", INSTALL)
+    assert INSTALL not in every_line()[-1] and "install_id=[redacted]" in every_line()[-1]
 
 
 def test_error_codes_and_source_in_tracebacks_are_not_mistaken_for_query_values(every_line: Lines) -> None:

@@ -640,3 +640,12 @@ def test_the_members_pages_work_as_the_app_role(alice: Tenant, bob: Tenant) -> N
         assert visitor.post("/invite/", {"action": "sign_up", "password": PASSWORD}).status_code == 302
     with system_scope():
         assert Membership.objects.filter(workspace=alice.workspace, user__username="x@example.com").exists()
+
+
+def test_a_link_sealed_under_a_retired_key_reads_as_no_link(alice: Tenant) -> None:
+    client = Client()
+    session = client.session
+    session["invitation_token"] = "not-a-ciphertext-of-any-key"
+    session.save()
+    page = client.get("/invite/")
+    assert page.status_code == 404 and b"Open the invitation link you were sent" in page.content  # not a 500
