@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -19,7 +21,8 @@ from reconcile import admin_panels
 from reconcile.admin_triage import SkippedFilter, WriteTriageMixin
 from reconcile.models import CrmWriteLog, DealMapping, WriteOperation, WritePolicy
 from reconcile.queue import dispatch_after_commit
-from reconcile.services import do_retry_writes, do_skip_writes, provider_payload
+from reconcile.services import do_retry_writes, do_skip_writes, payload_or_none
+from reconcile.write_settings import MAX_DUE_DAYS, MIN_DUE_DAYS, DomainsInvalid, parse_domains
 
 assert admin_panels  # registers the permanent failures panel of the home page
 
@@ -79,10 +82,10 @@ class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
 
     @admin.display(description="Request body sent to the CRM")
     def request_body(self, obj: CrmWriteLog) -> SafeString | str:
-        try:
-            return pretty_json(provider_payload(obj))
-        except (KeyError, ValueError, TypeError):  # a row whose curated content lacks a field
+        body = payload_or_none(obj)
+        if body is None:
             return "Cannot be built: the curated content above is incomplete."
+        return pretty_json(body)
 
     @admin.action(description="Retry now (clears the failure and the attempt count)", permissions=["triage"])
     def retry_now(self, request: HttpRequest, queryset: Any) -> None:
@@ -125,7 +128,31 @@ class DealMappingAdmin(AuditedAdmin):
         super().save_model(request, obj, form, change)
 
 
+class WritePolicyAdminForm(forms.ModelForm):
+    """The console checks what the customer's Write settings page checks."""
+
+    class Meta:
+        model = WritePolicy
+        fields = ["workspace", "internal_domains", "inbound_operation", "outbound_operation", "task_due_days"]
+
+    def clean_internal_domains(self) -> list[str]:
+        value = self.cleaned_data["internal_domains"] or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError('a list of domains, e.g. ["acme.com"]')
+        try:
+            return parse_domains(", ".join(value))
+        except DomainsInvalid as exc:
+            raise ValidationError(exc.messages) from None
+
+    def clean_task_due_days(self) -> int:
+        days = int(self.cleaned_data["task_due_days"])
+        if not MIN_DUE_DAYS <= days <= MAX_DUE_DAYS:
+            raise ValidationError(f"between {MIN_DUE_DAYS} and {MAX_DUE_DAYS} days")
+        return days
+
+
 @admin.register(WritePolicy)
 class WritePolicyAdmin(AuditedAdmin):
+    form = WritePolicyAdminForm
     list_display = ("workspace", "inbound_operation", "outbound_operation", "task_due_days", "updated_at")
     search_fields = ("workspace__slug",)

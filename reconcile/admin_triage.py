@@ -29,8 +29,8 @@ class SkippedFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [
-            ("operator", "By an operator"),
-            ("was_permanent", "By an operator, was a permanent failure"),
+            ("operator", "By a person (an operator or a workspace admin)"),
+            ("was_permanent", "By a person, was a permanent failure"),
             ("no_matching_contact", "No contact had the email"),
             ("skipped_at_go_live", "Planned in dry run, not sent at go live"),
         ]

@@ -32,10 +32,11 @@ from conduit.tenancy import workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations.models import CRM_CHOICES, CrmConnection
 from integrations.pages.views import check_crm, is_admin
+from integrations.providers import get_provider
 from reconcile.error_words import Reason, reason_for
 from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.queue import dispatch_after_commit
-from reconcile.services import RETRYABLE, do_retry_writes, do_skip_writes, provider_payload
+from reconcile.services import RETRYABLE, do_retry_writes, do_skip_writes, payload_or_none
 
 Status = CrmWriteLog.Status
 PER_PAGE = 50
@@ -114,10 +115,8 @@ def occurred_at(row: CrmWriteLog) -> datetime | None:
 def request_body(row: CrmWriteLog, mapping: DealMapping) -> str:
     """The exact request body, as the card's previews show it; '' when the stored payload
     cannot make one (a row planned by an older version)."""
-    try:
-        return json.dumps(provider_payload(row, mapping), indent=2, sort_keys=True)
-    except (KeyError, ValueError, TypeError):
-        return ""
+    body = payload_or_none(row, mapping)
+    return json.dumps(body, indent=2, sort_keys=True) if body is not None else ""
 
 
 def next_attempt(row: CrmWriteLog, reason: Reason, conn: CrmConnection, now: datetime) -> dict[str, Any]:
@@ -139,7 +138,11 @@ def item_for(
     label = conn.get_crm_display()
     mapping = mapping or DealMapping(connection_id=conn.pk, email=row.target)  # "not looked up": no query
     reason = reason_for(
-        row.last_error_code, row.last_error_message, crm=label, permanent=row.permanent_failure
+        row.last_error_code,
+        row.last_error_message,
+        crm=label,
+        permanent=row.permanent_failure,
+        oauth=get_provider(conn.crm).uses_oauth,
     )
     resolved = row.payload if "contact_id" in row.payload else {}  # set just before a send
     contact = str(resolved.get("contact_id") or mapping.contact_id or "") if resolved else mapping.contact_id

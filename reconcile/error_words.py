@@ -222,24 +222,27 @@ def _max_attempts(message: str, crm: str) -> str:
     )
 
 
-def reason_for(code: str, message: str = "", *, crm: str = "The CRM", permanent: bool = False) -> Reason:
+def reason_for(
+    code: str, message: str = "", *, crm: str = "The CRM", permanent: bool = False, oauth: bool = True
+) -> Reason:
     """One plain sentence saying why a write failed or was skipped, and what happens next.
-    `crm` is the CRM's name as the customer knows it ("HubSpot")."""
+    `crm` is the CRM's name as the customer knows it ("HubSpot"); `oauth` False for a CRM connected
+    with an API key (Odoo), whose fix is new credentials, not a reconnect."""
     code = (code or "").lower()
     kind = kind_of(code, permanent=permanent)
     said = scrub(message)
     if code == MAX_ATTEMPTS:
         words = _max_attempts(message, crm)
+    elif kind == RECONNECT and (not oauth or code in ("api_key_rejected", "invalid_credentials")):
+        words = (
+            f"{crm} refused the API key: update the credentials on the Integrations page; "
+            "the write is then sent."
+        )
     elif kind == RECONNECT and code == "missing_scope":
         words = (
             f"Conduit lacks a permission in {crm}"
             + (f" ({said})" if said else "")
             + f": reconnect {crm} and grant what it asks for; the write is then sent."
-        )
-    elif kind == RECONNECT and code in ("api_key_rejected", "invalid_credentials"):
-        words = (
-            f"{crm} refused the API key: update the credentials on the Integrations page; "
-            "the write is then sent."
         )
     elif kind == RECONNECT:
         words = f"{crm} no longer accepts Conduit's access: reconnect {crm}; the write is then sent."

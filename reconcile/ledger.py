@@ -19,15 +19,18 @@ from reconcile.models import CrmWriteLog, DealMapping
 PREVIEWS = 5  # the latest dry-run writes a card shows
 
 
-def preview_of(row: CrmWriteLog, cached: DealMapping | None) -> WritePreview:
+def preview_of(row: CrmWriteLog, cached: DealMapping | None) -> WritePreview | None:
     """The write in plain values, and the exact body it would send (services.provider_payload:
-    the contact from the write, else from the lookup cache, else a placeholder naming the email)."""
+    the contact from the write, else from the lookup cache, else a placeholder naming the email);
+    None for a row whose curated content cannot make one."""
     contact, deal = str(row.payload.get("contact_id") or ""), str(row.payload.get("deal_id") or "")
     looked_up = bool(contact)
     if not contact and cached is not None:
         contact, deal, looked_up = cached.contact_id, cached.deal_id, True
-    body = services.provider_payload(row, cached)
+    body = services.payload_or_none(row, cached)
     due = row.payload.get("due_at")
+    if body is None:
+        return None
     return WritePreview(
         id=row.pk,
         operation=row.operation,
@@ -56,7 +59,8 @@ class ReconcileLedger:
         )
         emails = [r.target for r in rows]
         cached = {m.email: m for m in DealMapping.objects.filter(connection=conn, email__in=emails)}
-        return [preview_of(row, cached.get(row.target)) for row in rows]
+        previews = (preview_of(row, cached.get(row.target)) for row in rows)
+        return [preview for preview in previews if preview is not None]
 
     def next_attempt_at(self, conn: CrmConnection, *, now: datetime | None = None) -> datetime | None:
         return queue.next_attempt_at(conn.pk, now=now or timezone.now())

@@ -202,3 +202,12 @@ def provider_payload(row: CrmWriteLog, mapping: DealMapping | None = None) -> di
     return get_provider(row.provider).write_payload(
         row.operation, activity_for(row, contact, str(deal or ""))
     )
+
+
+def payload_or_none(row: CrmWriteLog, mapping: DealMapping | None = None) -> dict[str, Any] | None:
+    """provider_payload, or None for a row whose curated content lacks a field (one planned by an
+    older version): pages show what they can instead of failing."""
+    try:
+        return provider_payload(row, mapping)
+    except (KeyError, ValueError, TypeError):
+        return None

@@ -430,3 +430,23 @@ def test_the_banner_names_what_an_operators_pause_holds(alice: Tenant) -> None:
     sync = alice.client().get(PAGE).context["sync"]
     assert sync["holds"] == "HubSpot or Salesforce"
     assert sync["pauses"][-1]["applies_to"] == "This workspace's Salesforce connection"
+
+
+def test_the_console_checks_write_settings_as_the_page_does(admin_client: Client, alice: Tenant) -> None:
+    with system_scope():
+        policy = WritePolicy.objects.create(workspace=alice.workspace)
+    url = f"/admin/reconcile/writepolicy/{policy.pk}/change/"
+    form = {
+        "workspace": alice.workspace.pk,
+        "inbound_operation": "create_note",
+        "outbound_operation": "create_task",
+        "task_due_days": "3",
+    }
+    bad = admin_client.post(url, {**form, "internal_domains": '["sam@acme.com"]', "task_due_days": "400"})
+    assert bad.status_code == 200
+    assert "enter the domain only" in bad.content.decode() and "between 0 and 30 days" in bad.content.decode()
+    good = admin_client.post(url, {**form, "internal_domains": '["ACME.com", "acme.com"]'})
+    assert good.status_code == 302
+    with system_scope():
+        policy.refresh_from_db()
+    assert (policy.internal_domains, policy.task_due_days) == (["acme.com"], 3)

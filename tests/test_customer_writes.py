@@ -554,3 +554,25 @@ def test_scrub_cuts_long_messages_with_an_ellipsis() -> None:
     text = scrub("word " * 200)
     assert len(text) == error_words.MESSAGE_MAX and text.endswith("…")
     assert reason_for("validation_error", "word " * 200, crm="HubSpot").words.endswith("…")
+
+
+@pytest.mark.parametrize("code", ["refresh_token_revoked", "not_connected", "missing_scope"])
+def test_an_api_key_crm_asks_for_new_credentials_not_a_reconnect(code: str) -> None:
+    from reconcile.error_words import reason_for
+
+    words = reason_for(code, crm="Odoo", oauth=False).words
+    assert "update the credentials" in words and "reconnect" not in words
+    assert "reconnect HubSpot" in reason_for(code, crm="HubSpot").words
+
+
+def test_a_row_that_cannot_make_a_request_body_is_left_out_of_the_previews(alice: Tenant) -> None:
+    from reconcile.ledger import ReconcileLedger
+    from tests.ops_helpers import make_connection
+    from tests.ops_helpers import make_write as make_row
+
+    conn = make_connection(alice.workspace)
+    broken = make_row(conn, "dry_run", payload={})  # curated by an older version: no text, no time
+    with system_scope():
+        assert ReconcileLedger().previews(conn) == []
+    page = alice.client().get("/settings/integrations/")
+    assert page.status_code == 200 and broken.target not in page.content.decode()
