@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -61,10 +60,10 @@ def check_beat(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-def is_starting(checks: dict[str, dict[str, Any]], *, clock: Callable[[], float] = time.monotonic) -> bool:
+def is_starting(checks: dict[str, dict[str, Any]]) -> bool:
     """Only beat is down, and this process started less than STARTUP_GRACE_SECONDS ago."""
     waiting_for_beat_only = [name for name, check in checks.items() if not check["ok"]] == ["beat"]
-    return waiting_for_beat_only and clock() - PROCESS_STARTED < STARTUP_GRACE_SECONDS
+    return waiting_for_beat_only and time.monotonic() - PROCESS_STARTED < STARTUP_GRACE_SECONDS
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -55,13 +55,6 @@ def _read_scope() -> dict[str, str]:
         return dict(zip(SCOPE_GUCS, cur.fetchone(), strict=True))
 
 
-def _set_local(values: dict[str, str]) -> dict[str, str]:
-    """Set both scope settings for this transaction (one query); return what they replace."""
-    previous = _read_scope()
-    _write(tuple(values.get(g, "") for g in SCOPE_GUCS))
-    return previous
-
-
 def _write(scope: Scope) -> None:
     with connection.cursor() as cur:
         cur.execute(_WRITE_SCOPE, list(scope))

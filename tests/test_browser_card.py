@@ -16,9 +16,8 @@ from integrations.connections.tokens import refresh_connection
 from integrations.health.checks import check_connection
 from reconcile.curation import plan_messages
 from reconcile.models import WritePolicy
-from tests.conftest import Tenant, shot
+from tests.conftest import Tenant, shot, sign_in
 from tests.reconcile_helpers import connect_crm, sandbox_fault, store_message
-from tests.test_browser_writes import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 BODY = "SECRET-BODY-TEXT please do not leak"

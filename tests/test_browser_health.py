@@ -14,9 +14,8 @@ from django.utils import timezone
 from conduit.tenancy import system_scope
 from integrations.health.checks import check_connection
 from integrations.models import ConnectionHealth
-from tests.conftest import Tenant, shot
+from tests.conftest import Tenant, shot, sign_in
 from tests.reconcile_helpers import connect_crm, sandbox_fault
-from tests.test_browser_writes import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -14,8 +14,7 @@ import pytest
 from conduit.models import Attachment
 from conduit.services import do_create_api_token
 from conduit.tenancy import system_scope
-from tests.conftest import Tenant, make_message, shot
-from tests.test_browser_writes import sign_in
+from tests.conftest import Tenant, make_message, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,17 +16,9 @@ from django.utils import timezone
 from conduit.models import Membership, Profile
 from conduit.tenancy import system_scope
 from integrations.models import CrmConnection, PendingInstall
-from tests.conftest import PASSWORD, Tenant, shot
+from tests.conftest import PASSWORD, Tenant, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def sign_in(page: Any, url: str, email: str) -> None:
-    page.goto(f"{url}/accounts/login/")
-    page.fill("input[name=username]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/settings/")
 
 
 def test_invite_a_teammate_who_joins_with_a_new_account(
@@ -40,7 +32,7 @@ def test_invite_a_teammate_who_joins_with_a_new_account(
         )
         Profile.objects.create(user=lee, email="lee@alice.example")
         Membership.objects.create(workspace=alice.workspace, user=lee, role="member")
-    sign_in(page, url, "alice@example.com")
+    sign_in(page, url, alice)
     page.goto(f"{url}/settings/members/")
     assert page.get_by_role("heading", name="Members of Alice").is_visible()
     assert page.locator("tr[data-member='lee@alice.example']").is_visible()
@@ -89,7 +81,7 @@ def test_invite_a_teammate_who_joins_with_a_new_account(
     assert "already used" in page.locator("p[role=alert]").inner_text()
     shot(page, tmp_path, "members-08-link-already-used")
 
-    sign_in(page, url, "alice@example.com")
+    sign_in(page, url, alice)
     page.goto(f"{url}/settings/members/")
     sam_row = page.locator("tr[data-member='sam@alice.example']")
     sam_row.locator("select[name=role]").select_option("member")

@@ -13,9 +13,8 @@ from django.contrib.auth.models import User
 from conduit.models import Membership
 from conduit.tenancy import system_scope
 from integrations.connections.tenant_switch import do_set_integration_enabled
-from tests.conftest import PASSWORD, Tenant, shot
+from tests.conftest import PASSWORD, Tenant, shot, sign_in
 from tests.ops_helpers import make_connection
-from tests.test_browser_writes import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,7 @@ from conduit.models import Attachment
 from conduit.tenancy import system_scope
 from retention.models import RetentionPolicy
 from retention.purge import purge_retention
-from tests.conftest import Tenant, make_message, shot
-from tests.test_browser_writes import sign_in
+from tests.conftest import Tenant, make_message, shot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 BODY = "CONFIDENTIAL BODY: the merger closes Friday"

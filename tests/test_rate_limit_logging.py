@@ -140,11 +140,16 @@ def test_zoho_call_logs_its_headers_and_the_normalised_pair(
     )
     get_provider("zoho").check_health(zoho_account())
     [line] = call_lines(capture_json_logs, "zoho")
+    # Zoho's own names differ from the normalised pair only in case: each header once
     assert line["message"] == (
         "zoho health_check ok http_status=200 X-RateLimit-Remaining=95 X-RateLimit-Limit=100 "
-        "X-RATELIMIT-LIMIT=100 X-RATELIMIT-REMAINING=95 X-RATELIMIT-RESET=1527051900000"
+        "X-RATELIMIT-RESET=1527051900000"
     )
-    assert line["rate_limit"] == {"X-RateLimit-Remaining": "95", "X-RateLimit-Limit": "100", **zoho_headers}
+    assert line["rate_limit"] == {
+        "X-RateLimit-Remaining": "95",
+        "X-RateLimit-Limit": "100",
+        "X-RATELIMIT-RESET": "1527051900000",
+    }
     assert_no_other_header(line, ZH_TOKEN)
 
 

@@ -190,10 +190,10 @@ def test_scope_error_rolls_back_and_clears_settings(two_tenants: tuple[Tenant, T
 @pytest.mark.django_db(transaction=True)
 def test_scope_settings_are_transaction_local(db: None) -> None:
     """set_config(..., true): even without the restore step, nothing survives the commit."""
-    from conduit.tenancy import _set_local
+    from conduit.tenancy import _write
 
     with transaction.atomic():
-        _set_local({WORKSPACE_GUC: "5", SYSTEM_GUC: "on"})
+        _write(("5", "on"))
         assert current_scope() == {WORKSPACE_GUC: "5", SYSTEM_GUC: "on"}
     assert current_scope() == {WORKSPACE_GUC: "", SYSTEM_GUC: ""}
 

@@ -22,8 +22,6 @@ from integrations.api.operators import (
 from integrations.api.status import Pages
 from integrations.providers.metrics import metrics_view
 
-PREFIX = "/crm/"
-
 
 class BareListPages(Pages):
     """Pages whose response is the list itself; the total goes in a header."""

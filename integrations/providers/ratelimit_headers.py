@@ -58,7 +58,7 @@ def rate_limit_headers(provider: DeclaresRateLimitHeaders, headers: Mapping[str,
         found[LIMIT] = str(limit)
     for name in (*provider.rate_limit_header_names, *COMMON_HEADER_NAMES):
         value = received.get(name)
-        if value is not None and name not in found:
+        if value is not None and name.lower() not in {key.lower() for key in found}:
             found[name] = bounded(value)
     return found
 

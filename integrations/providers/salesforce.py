@@ -57,6 +57,14 @@ INSTANCE_SUFFIXES = (".salesforce.com", ".force.com", ".cloudforce.com", ".sales
 ENVIRONMENTS = ("login", "test")
 SCOPE_SYNONYMS = {"refresh_token": {"refresh_token", "offline_access"}, "api": {"api", "full"}}
 LIMIT_INFO_RE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def api_usage(headers: Mapping[str, str]) -> tuple[int, int] | None:
+    """(used, limit) of the org's daily API allocation from `Sforce-Limit-Info: api-usage=18/15000`."""
+    match = LIMIT_INFO_RE.search(headers.get("Sforce-Limit-Info") or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
 OPEN_OPPORTUNITY_SOQL = (
     "SELECT OpportunityId FROM OpportunityContactRole WHERE ContactId = {contact} "
     "AND Opportunity.IsClosed = false ORDER BY Opportunity.LastModifiedDate DESC LIMIT 1"
@@ -358,15 +366,13 @@ class SalesforceProvider(Provider):
 
     # --- usage and error mapping ---
     def observe_response(self, account_key: str, resp: requests.Response) -> None:
-        match = LIMIT_INFO_RE.search(resp.headers.get("Sforce-Limit-Info", ""))
-        if match:
-            get_limiter().record_daily_usage(self.name, account_key, int(match[1]), int(match[2]))
+        if usage := api_usage(resp.headers):
+            get_limiter().record_daily_usage(self.name, account_key, *usage)
 
     def rate_limit_quota(self, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
-        match = LIMIT_INFO_RE.search(headers.get("Sforce-Limit-Info") or "")
-        if not match:
+        if not (usage := api_usage(headers)):
             return None, None
-        used, limit = int(match[1]), int(match[2])
+        used, limit = usage
         return limit, max(limit - used, 0)
 
     def before_call(self, account_key: str, *, write: bool) -> None:
