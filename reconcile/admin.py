@@ -20,7 +20,6 @@ from integrations.pages.previews import words_for
 from reconcile import admin_panels
 from reconcile.admin_triage import SkippedFilter, WriteTriageMixin
 from reconcile.models import CrmWriteLog, DealMapping, WriteOperation, WritePolicy
-from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_retry_writes, do_skip_writes, payload_or_none
 from reconcile.write_settings import MAX_DUE_DAYS, MIN_DUE_DAYS, DomainsInvalid, parse_domains
 
@@ -91,8 +90,6 @@ class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
     def retry_now(self, request: HttpRequest, queryset: Any) -> None:
         chosen = list(queryset)
         count = do_retry_writes(chosen, actor=request.user, reason="admin: retry now")  # type: ignore[arg-type]
-        if count:  # sent at once after commit, not at the next ten-minute run
-            dispatch_after_commit(w.connection_id for w in chosen)
         skipped = queryset.count() - count
         self.message_user(
             request, f"{count} write(s) requeued; {skipped} were not failed and were left alone."

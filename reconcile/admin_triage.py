@@ -17,7 +17,6 @@ from django.views.decorators.http import require_POST
 
 from reconcile.failures import operator_skipped, triage_choices
 from reconcile.models import CrmWriteLog
-from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_retry_writes, do_skip_writes
 
 Status = CrmWriteLog.Status
@@ -72,7 +71,6 @@ class WriteTriageMixin:
     def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         write = self._triaged(request, object_id)
         if do_retry_writes([write], actor=cast(User, request.user), reason="admin: retry now"):
-            dispatch_after_commit([write.connection_id])  # like the list's action: sent at once
             self.message_user(request, "Requeued: the write is due now, with its attempts reset.")
         else:
             self.message_user(

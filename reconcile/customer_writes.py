@@ -35,7 +35,6 @@ from integrations.pages.views import check_crm, is_admin
 from integrations.providers import get_provider
 from reconcile.error_words import Reason, reason_for
 from reconcile.models import CrmWriteLog, DealMapping
-from reconcile.queue import dispatch_after_commit
 from reconcile.services import RETRYABLE, do_retry_writes, do_skip_writes, payload_or_none
 
 Status = CrmWriteLog.Status
@@ -307,7 +306,6 @@ def act_on_write(request: HttpRequest, crm: str, write_id: int, *, retry: bool) 
     actor = signed_in_user(request)
     if retry:
         if do_retry_writes([row], actor=actor, reason="customer: writes page"):
-            dispatch_after_commit([row.connection_id])  # sent at once, as the admin's Retry now
             live = CrmConnection.objects.filter(
                 pk=row.connection_id, status=CrmConnection.Status.CONNECTED, dry_run=False
             ).exists()

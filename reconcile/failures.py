@@ -100,7 +100,7 @@ def do_retry_failed(
     retried = 0
     for start in range(0, len(ids), RETRY_CHUNK):
         chunk = [CrmWriteLog(pk=pk) for pk in ids[start : start + RETRY_CHUNK]]
-        retried += do_retry_writes(chunk, actor=actor, reason="retry-failed")
+        retried += do_retry_writes(chunk, actor=actor, reason="retry-failed", dispatch=False)
     with system_scope():
         record_audit(
             "crm_writes_retry_failed",

@@ -19,6 +19,7 @@ from integrations.models import CrmConnection
 from integrations.providers import get_provider
 from reconcile.delivery import activity_for
 from reconcile.models import CrmWriteLog, DealMapping
+from reconcile.queue import dispatch_after_commit
 
 Actor = AbstractBaseUser | str
 Status = CrmWriteLog.Status
@@ -63,6 +64,8 @@ def do_go_live(conn: CrmConnection, *, send_planned: bool, actor: Actor) -> int:
             target=conn,
             payload={"crm": conn.crm, "dry_run_writes": moved, "sent": send_planned},
         )
+    if send_planned and moved:
+        dispatch_after_commit([conn.pk])  # sent at once, not at the next ten-minute run
     return moved
 
 
@@ -124,9 +127,12 @@ def _audit_each(event: str, rows: list[CrmWriteLog], actor: Actor, **payload: An
         )
 
 
-def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "") -> int:
+def do_retry_writes(
+    writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str = "", dispatch: bool = True
+) -> int:
     """Requeue failed or permanently failed writes now: attempts reset, failure cleared, audited
-    per write. A write whose outcome was unknown is still looked up before it is resent."""
+    per write, and (unless a caller that retries in chunks dispatches once itself) sent at once
+    after commit. A write whose outcome was unknown is still looked up before it is resent."""
     now = timezone.now()
     with system_scope():
         rows = _lock(writes, RETRYABLE)
@@ -140,6 +146,8 @@ def do_retry_writes(writes: Iterable[CrmWriteLog], *, actor: Actor, reason: str 
             status=Status.FAILED, permanent_failure=False, retry_count=0, next_retry_at=now, updated_at=now
         )
         _audit_each("crm_write_retry_requested", rows, actor, reason=reason)
+    if dispatch and rows:
+        dispatch_after_commit({r.connection_id for r in rows})
     return len(rows)
 
 

@@ -21,7 +21,6 @@ from integrations.connections.pauses import pause_for
 from integrations.models import CrmConnection
 from integrations.pages.views import connection_for_admin, is_admin
 from reconcile.forms import WritePolicyForm
-from reconcile.queue import dispatch_after_commit
 from reconcile.services import do_enable_dry_run, do_go_live
 from reconcile.write_settings import (
     do_update_write_policy,
@@ -48,11 +47,7 @@ def go_live(request: HttpRequest, crm: str) -> HttpResponse:
     except ConduitError as exc:
         messages.error(request, exc.user_message)
         return redirect("integrations")
-    if send == "yes":
-        dispatch_after_commit([conn.pk])  # at once, not at the next ten-minute run
-        what = sending_now(conn, moved)
-    else:
-        what = f"{moved} planned write(s) skipped"
+    what = sending_now(conn, moved) if send == "yes" else f"{moved} planned write(s) skipped"
     messages.success(request, f"{oauth.crm_label(crm)} is live: Conduit now writes to it. {what}.")
     return redirect("integrations")
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from conduit.models import AuditEvent, Membership
 from conduit.tenancy import system_scope
-from reconcile import customer_writes
+from reconcile import services
 from reconcile.models import CrmWriteLog, DealMapping
 from tests.conftest import Tenant, shot, sign_in
 from tests.writes_page_helpers import BODY, live_conn, make_write, reload
@@ -99,7 +99,7 @@ def test_an_owner_sees_why_writes_failed_retries_and_skips_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dispatched: list[list[int]] = []
-    monkeypatch.setattr(customer_writes, "dispatch_after_commit", lambda ids: dispatched.append(list(ids)))
+    monkeypatch.setattr(services, "dispatch_after_commit", lambda ids: dispatched.append(list(ids)))
     rows = seed(alice)
     url = live_server.url
     sign_in(page, url, alice)
