@@ -237,6 +237,8 @@ SANDBOX_HUBSPOT_PORT = env.int("SANDBOX_HUBSPOT_PORT", default=8701)
 SANDBOX_SALESFORCE_PORT = env.int("SANDBOX_SALESFORCE_PORT", default=8702)
 SANDBOX_ZOHO_PORT = env.int("SANDBOX_ZOHO_PORT", default=8703)
 SANDBOX_ODOO_PORT = env.int("SANDBOX_ODOO_PORT", default=8704)
+SANDBOX_GOOGLE_PORT = env.int("SANDBOX_GOOGLE_PORT", default=8705)
+SANDBOX_MICROSOFT_PORT = env.int("SANDBOX_MICROSOFT_PORT", default=8706)
 _hubspot_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_HUBSPOT_PORT}"
 _salesforce_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_SALESFORCE_PORT}"
 _zoho_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_ZOHO_PORT}"
@@ -279,6 +281,10 @@ _sandbox_credentials = {
     "SALESFORCE_CLIENT_SECRET": "sandbox-salesforce-client-secret",
     "ZOHO_CLIENT_ID": "conduit-sandbox-zoho",
     "ZOHO_CLIENT_SECRET": "sandbox-zoho-client-secret",
+    "GOOGLE_CLIENT_ID": "conduit-sandbox-google",
+    "GOOGLE_CLIENT_SECRET": "sandbox-google-client-secret",
+    "MICROSOFT_CLIENT_ID": "conduit-sandbox-microsoft",
+    "MICROSOFT_CLIENT_SECRET": "sandbox-microsoft-client-secret",
 }
 
 
@@ -412,6 +418,108 @@ CONDUIT_SYNC_PULL_INITIAL_HOURS = _int_in("CONDUIT_SYNC_PULL_INITIAL_HOURS", 24,
 CONDUIT_SYNC_PULL_PAGE_SIZE = _int_in("CONDUIT_SYNC_PULL_PAGE_SIZE", 100, 1, 200)
 # Pages one pull of one object reads at most; the cursor keeps its place for the next run.
 CONDUIT_SYNC_PULL_MAX_PAGES = _int_in("CONDUIT_SYNC_PULL_MAX_PAGES", 50, 1, 1000)
+
+# --- Calendar sync (integrations/calendars/, runbook 004) ---
+# The runbook's kill switches: off, every calendar operation of that kind answers 403.
+# Development turns them on for everyone ("*"); production starts with them off and refuses a
+# flag on without both allowlists (a list of ids, or an explicit "*").
+CALENDAR_SYNC_ENABLED = env.bool("CALENDAR_SYNC_ENABLED", default=not PRODUCTION)
+CALENDAR_OAUTH_ENABLED = env.bool("CALENDAR_OAUTH_ENABLED", default=not PRODUCTION)
+CALENDAR_JOBS_ENABLED = env.bool("CALENDAR_JOBS_ENABLED", default=not PRODUCTION)
+CALENDAR_WEBHOOK_ENABLED = env.bool("CALENDAR_WEBHOOK_ENABLED", default=not PRODUCTION)
+_calendar_default_allowlist = [] if PRODUCTION else ["*"]
+# profiles.id values (provider_id) and external_calendar_connections.id values; "*" allows all.
+CALENDAR_ALLOWLIST_PROVIDER_IDS = [
+    v.strip()
+    for v in env.list("CALENDAR_ALLOWLIST_PROVIDER_IDS", default=_calendar_default_allowlist)
+    if v.strip()
+]
+CALENDAR_ALLOWLIST_CONNECTION_IDS = [
+    v.strip()
+    for v in env.list("CALENDAR_ALLOWLIST_CONNECTION_IDS", default=_calendar_default_allowlist)
+    if v.strip()
+]
+_calendar_any_flag = (
+    CALENDAR_SYNC_ENABLED or CALENDAR_OAUTH_ENABLED or CALENDAR_JOBS_ENABLED or CALENDAR_WEBHOOK_ENABLED
+)
+if PRODUCTION and _calendar_any_flag:
+    for _name in ("CALENDAR_ALLOWLIST_PROVIDER_IDS", "CALENDAR_ALLOWLIST_CONNECTION_IDS"):
+        if not globals()[_name]:
+            raise ImproperlyConfigured(
+                f"{_name} must list ids (or be an explicit *) when a calendar flag is on in production"
+            )
+_google_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_GOOGLE_PORT}"
+_microsoft_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_MICROSOFT_PORT}"
+GOOGLE_AUTHORIZE_URL = provider_url(
+    "GOOGLE_AUTHORIZE_URL",
+    "https://accounts.google.com/o/oauth2/v2/auth",
+    f"{_google_sandbox}/o/oauth2/v2/auth",
+)
+GOOGLE_TOKEN_URL = provider_url(
+    "GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token", f"{_google_sandbox}/token"
+)
+GOOGLE_REVOKE_URL = provider_url(
+    "GOOGLE_REVOKE_URL", "https://oauth2.googleapis.com/revoke", f"{_google_sandbox}/revoke"
+)
+GOOGLE_CALENDAR_API_URL = provider_url(
+    "GOOGLE_CALENDAR_API_URL", "https://www.googleapis.com/calendar/v3", f"{_google_sandbox}/calendar/v3"
+)
+GOOGLE_USERINFO_URL = provider_url(
+    "GOOGLE_USERINFO_URL",
+    "https://openidconnect.googleapis.com/v1/userinfo",
+    f"{_google_sandbox}/v1/userinfo",
+)
+MICROSOFT_LOGIN_URL = provider_url(
+    "MICROSOFT_LOGIN_URL", "https://login.microsoftonline.com", _microsoft_sandbox
+)
+MICROSOFT_TENANT = env.str("MICROSOFT_TENANT", default="common").strip() or "common"
+MICROSOFT_GRAPH_URL = provider_url(
+    "MICROSOFT_GRAPH_URL", "https://graph.microsoft.com/v1.0", f"{_microsoft_sandbox}/v1.0"
+)
+GOOGLE_CLIENT_ID = client_credential("GOOGLE_CLIENT_ID")
+GOOGLE_CLIENT_SECRET = client_credential("GOOGLE_CLIENT_SECRET")
+MICROSOFT_CLIENT_ID = client_credential("MICROSOFT_CLIENT_ID")
+MICROSOFT_CLIENT_SECRET = client_credential("MICROSOFT_CLIENT_SECRET")
+_calendar_callback = CONDUIT_PUBLIC_URL + "/settings/calendar/callback/{}/"
+GOOGLE_REDIRECT_URI = env.str("GOOGLE_REDIRECT_URI", default=_calendar_callback.format("google")).strip()
+MICROSOFT_REDIRECT_URI = env.str(
+    "MICROSOFT_REDIRECT_URI", default=_calendar_callback.format("microsoft")
+).strip()
+if PRODUCTION and (CALENDAR_OAUTH_ENABLED or CALENDAR_SYNC_ENABLED):
+    for _prefix in ("GOOGLE", "MICROSOFT"):
+        _values = {k: globals()[f"{_prefix}_{k}"] for k in ("CLIENT_ID", "CLIENT_SECRET")}
+        if any(_values.values()) and not all(_values.values()):
+            _missing = next(k for k, v in _values.items() if not v)
+            raise ImproperlyConfigured(
+                f"{_prefix}_{_missing} must be set when {_prefix}_CLIENT_ID or _SECRET is"
+            )
+        if _values["CLIENT_ID"] and not globals()[f"{_prefix}_REDIRECT_URI"].startswith("https://"):
+            raise ImproperlyConfigured(f"{_prefix}_REDIRECT_URI must be an https:// URL in production")
+# Where push notifications are sent (Google channels, Graph subscriptions); https in production.
+CALENDAR_WEBHOOK_BASE_URL = env.str("CALENDAR_WEBHOOK_BASE_URL", default=CONDUIT_PUBLIC_URL).rstrip("/")
+if PRODUCTION and not CALENDAR_WEBHOOK_BASE_URL.startswith("https://"):
+    raise ImproperlyConfigured("CALENDAR_WEBHOOK_BASE_URL must be an https:// URL in production")
+# The first sync reads this window of events around now; later syncs are incremental.
+CALENDAR_SYNC_PAST_DAYS = _int_in("CALENDAR_SYNC_PAST_DAYS", 30, 1, 365)
+CALENDAR_SYNC_FUTURE_DAYS = _int_in("CALENDAR_SYNC_FUTURE_DAYS", 90, 1, 730)
+# A connection not synced for this long is due again even without a push (runbook: 1 hour).
+CALENDAR_SYNC_STALE_MINUTES = _int_in("CALENDAR_SYNC_STALE_MINUTES", 60, 1, 24 * 60)
+# Connections one job pass syncs at most, and at once.
+CALENDAR_JOB_BATCH_SIZE = _int_in("CALENDAR_JOB_BATCH_SIZE", 200, 1, 10000)
+CALENDAR_JOB_CONCURRENCY = _int_in("CALENDAR_JOB_CONCURRENCY", 4, 1, 64)
+# Pages one sync of one connection reads at most; the rest waits for the next pass.
+CALENDAR_SYNC_MAX_PAGES = _int_in("CALENDAR_SYNC_MAX_PAGES", 50, 1, 1000)
+# After a failed sync: backoff_until = now + min(cap, base * 2**(error_count-1)).
+CALENDAR_BACKOFF_BASE_SECONDS = _int_in("CALENDAR_BACKOFF_BASE_SECONDS", 60, 1, 3600)
+CALENDAR_BACKOFF_CAP_SECONDS = _int_in("CALENDAR_BACKOFF_CAP_SECONDS", 6 * 3600, 60, 7 * 86400)
+# Push channels (Google) and subscriptions (Graph, at most ~3 days) are renewed this long before they end.
+CALENDAR_CHANNEL_RENEW_BEFORE_HOURS = _int_in("CALENDAR_CHANNEL_RENEW_BEFORE_HOURS", 12, 1, 48)
+# Google Calendar: 600 queries / minute / user by default [verify per project quota]; Graph
+# (Outlook): about 10,000 requests / 10 min / app / mailbox. Conduit's budget per account.
+GOOGLE_CALENDAR_REQUESTS_PER_MINUTE = _int_in("GOOGLE_CALENDAR_REQUESTS_PER_MINUTE", 500, 1, 100000)
+MICROSOFT_GRAPH_REQUESTS_PER_TEN_MINUTES = _int_in(
+    "MICROSOFT_GRAPH_REQUESTS_PER_TEN_MINUTES", 9000, 1, 100000
+)
 
 # --- Retention (retention/) ---
 # Defaults for a workspace's policy (a blank field in the form means "use the default").

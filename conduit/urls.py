@@ -154,6 +154,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/", include("integrations.webhooks.urls")),
+    path("", include("integrations.pages.calendar_urls")),
+    path("", include("integrations.api.calendar_urls")),
     path("crm/", include(playbook)),
     path("admin/", admin.site.urls),
 ]

@@ -20,6 +20,8 @@ class IntegrationsConfig(AppConfig):
         register_secret(settings.HUBSPOT_CLIENT_SECRET)
         register_secret(settings.SALESFORCE_CLIENT_SECRET)
         register_secret(settings.ZOHO_CLIENT_SECRET)
+        register_secret(settings.GOOGLE_CLIENT_SECRET)
+        register_secret(settings.MICROSOFT_CLIENT_SECRET)
         # the retention purge ages out crm_sync_logs through this app's own statements
         register_pruner("sync_logs", SyncLogPruner())
         # the sign-in and sign-up pages name an install waiting to be claimed (conduit.install_notice)
@@ -38,5 +40,12 @@ class IntegrationsConfig(AppConfig):
                 OperatorGrant("workspace_integrations"),
                 OperatorGrant("webhook_events"),
                 OperatorGrant("crm_sync_cursors", update=("since_ts",)),
+                # runbook 004: backoff set / cleared, sync state reset, failed events re-queued
+                OperatorGrant(
+                    "external_calendar_connections",
+                    hidden=("access_token", "refresh_token", "channel_secret"),
+                    update=("backoff_until", "sync_cursor", "last_synced_at", "error_count", "last_error"),
+                ),
+                OperatorGrant("external_calendar_events", update=("sync_status", "last_error")),
             ]
         )

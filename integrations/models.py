@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conduit.crypto import EncryptedTextField
-from conduit.models import Workspace
+from conduit.models import Profile, Workspace
 
 CRM_CHOICES = [
     ("hubspot", "HubSpot"),
@@ -430,3 +430,132 @@ class SyncCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.object} cursor at {self.since_ts:%Y-%m-%d %H:%M:%S}"
+
+
+CALENDAR_PROVIDER_CHOICES = [("google", "Google Calendar"), ("microsoft", "Microsoft 365")]
+
+
+class ExternalCalendarConnection(models.Model):
+    """One member's own calendar (runbook 004): the grant, the incremental-sync cursor, the push
+    channel, and the job runner's state (sync_needed, backoff_until, error_count).
+
+    `provider_id` (the column runbook 004 queries) is the member's profiles.id."""
+
+    class Status(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        ERROR = "error", "Error"
+        DISCONNECTED = "disconnected", "Disconnected"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="calendar_connections")
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, db_column="provider_id", related_name="calendar_connections"
+    )
+    provider = models.CharField(max_length=20, choices=CALENDAR_PROVIDER_CHOICES)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CONNECTED)
+    sync_enabled = models.BooleanField(default=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True, null=True)
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    token_expiry = models.DateTimeField(null=True, blank=True)
+    # Google's nextSyncToken or Graph's @odata.deltaLink (kept as-is); null: the next sync is full.
+    sync_cursor = models.TextField(null=True, blank=True)
+    sync_needed = models.BooleanField(default=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    granted_scopes = models.JSONField(default=list, blank=True)
+    account_email = models.CharField(max_length=320, blank=True)
+    # Google: the events.watch channel id and its resourceId; Graph: the subscription id (resource_id blank).
+    channel_id = models.CharField(max_length=200, blank=True)
+    channel_resource_id = models.CharField(max_length=200, blank=True)
+    # The channel token (Google) / clientState (Graph) a notification must echo.
+    channel_secret = EncryptedTextField(blank=True)
+    channel_expires_at = models.DateTimeField(null=True, blank=True)
+    full_sync_count = models.PositiveIntegerField(
+        default=0, help_text="full syncs so far (first one included)"
+    )
+    connected_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "external_calendar_connections"
+        verbose_name = "calendar connection"
+        verbose_name_plural = "calendar connections"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "profile", "provider"],
+                condition=~Q(status="disconnected"),
+                name="calendar_connection_one_live",
+            )
+        ]
+        indexes = [
+            # the job runner's due set: pushed (sync_needed) or stale, among enabled connections
+            models.Index(
+                fields=["last_synced_at"],
+                condition=Q(sync_enabled=True, status="connected"),
+                name="calendar_conn_stale",
+            ),
+            models.Index(
+                fields=["backoff_until"],
+                condition=Q(sync_enabled=True, status="connected", sync_needed=True),
+                name="calendar_conn_pushed",
+            ),
+            models.Index(
+                fields=["channel_expires_at"], condition=~Q(channel_id=""), name="calendar_conn_channel"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} calendar of {self.account_email or self.profile_id} ({self.status})"
+
+
+class ExternalCalendarEvent(models.Model):
+    """One event of a member's calendar, as last read. sync_status: CREATED when stored or
+    changed (waiting to be linked and planned), PROCESSED once done, FAILED with last_error
+    (runbook 004's "Clear failed events" puts them back to CREATED)."""
+
+    class SyncStatus(models.TextChoices):
+        CREATED = "CREATED", "Waiting to be processed"
+        PROCESSED = "PROCESSED", "Processed"
+        FAILED = "FAILED", "Failed"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="calendar_events")
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, db_column="provider_id", related_name="calendar_events"
+    )
+    connection = models.ForeignKey(
+        ExternalCalendarConnection, on_delete=models.CASCADE, related_name="events"
+    )
+    external_id = models.CharField(max_length=255)
+    ical_uid = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    all_day = models.BooleanField(default=False)
+    organizer = models.CharField(max_length=320, blank=True)
+    attendees = models.JSONField(default=list, blank=True, help_text="lower-cased attendee emails")
+    is_private = models.BooleanField(default=False)
+    cancelled = models.BooleanField(default=False)
+    # the workspace's customers among the attendees (external addresses), set when processed
+    customer_emails = models.JSONField(default=list, blank=True)
+    sync_status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.CREATED)
+    last_error = models.CharField(max_length=500, blank=True, null=True)
+    provider_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "external_calendar_events"
+        verbose_name = "calendar event"
+        verbose_name_plural = "calendar events"
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "external_id"], name="calendar_event_unique")
+        ]
+        indexes = [
+            models.Index(fields=["connection", "sync_status"], name="calendar_event_status"),
+            models.Index(fields=["workspace", "starts_at"], name="calendar_event_ws_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'(private)' if self.is_private else self.title or '(no title)'} at {self.starts_at}"

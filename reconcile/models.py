@@ -19,12 +19,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conduit.models import Message, Workspace
-from integrations.models import CRM_CHOICES, CrmConnection
+from integrations.models import CRM_CHOICES, CrmConnection, ExternalCalendarEvent
 
 
 class WriteOperation(models.TextChoices):
     NOTE = "create_note", "Note"
     TASK = "create_task", "Task"
+    MEETING = "create_meeting", "Meeting"
+
+
+# What an email becomes (a workspace's write policy chooses per direction); meetings come from calendars.
+EMAIL_OPERATION_CHOICES = [(WriteOperation.NOTE.value, "Note"), (WriteOperation.TASK.value, "Task")]
 
 
 class CrmWriteLog(models.Model):
@@ -40,6 +45,10 @@ class CrmWriteLog(models.Model):
     connection = models.ForeignKey(CrmConnection, on_delete=models.CASCADE, related_name="writes")
     message = models.ForeignKey(
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="crm_writes"
+    )
+    # a meeting write (create_meeting) comes from a member's calendar event instead of a message
+    calendar_event = models.ForeignKey(
+        ExternalCalendarEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="crm_writes"
     )
     provider = models.CharField(max_length=20, choices=CRM_CHOICES)
     operation = models.CharField(max_length=20, choices=WriteOperation.choices)
@@ -78,6 +87,7 @@ class CrmWriteLog(models.Model):
             models.Index(fields=["connection", "status"], name="crm_write_conn_status"),
             models.Index(fields=["workspace", "created_at"], name="crm_write_ws_created"),
             models.Index(fields=["message"], name="crm_write_message"),
+            models.Index(fields=["calendar_event"], name="crm_write_calendar_event"),
         ]
 
     def __str__(self) -> str:
@@ -126,10 +136,10 @@ class WritePolicy(models.Model):
         default=list, blank=True, help_text='e.g. ["acme.com"]; empty: the domains of the members\' emails'
     )
     inbound_operation = models.CharField(
-        max_length=20, choices=WriteOperation.choices, default=WriteOperation.NOTE
+        max_length=20, choices=EMAIL_OPERATION_CHOICES, default=WriteOperation.NOTE
     )
     outbound_operation = models.CharField(
-        max_length=20, choices=WriteOperation.choices, default=WriteOperation.NOTE
+        max_length=20, choices=EMAIL_OPERATION_CHOICES, default=WriteOperation.NOTE
     )
     task_due_days = models.PositiveSmallIntegerField(default=2)
     updated_at = models.DateTimeField(auto_now=True)

@@ -25,7 +25,18 @@ CONTRACTS = (
     "The sandbox imports no other part of Conduit",
     "No import cycles, at any depth",
 )
-ROOMS = ("api", "connections", "console", "cursors", "health", "pages", "providers", "sandbox", "webhooks")
+ROOMS = (
+    "api",
+    "calendars",
+    "connections",
+    "console",
+    "cursors",
+    "health",
+    "pages",
+    "providers",
+    "sandbox",
+    "webhooks",
+)
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:

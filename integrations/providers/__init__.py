@@ -14,12 +14,19 @@ from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
     from integrations.providers.base import Provider
+    from integrations.providers.calendar_base import CalendarProvider
 
 PROVIDERS: dict[str, str] = {
     "hubspot": "integrations.providers.hubspot.HubSpotProvider",
     "salesforce": "integrations.providers.salesforce.SalesforceProvider",
     "zoho": "integrations.providers.zoho.ZohoProvider",
     "odoo": "integrations.providers.odoo.OdooProvider",
+}
+
+# Members' calendars (runbook 004): the keys are the binding external_calendar_connections.provider values.
+CALENDAR_PROVIDERS: dict[str, str] = {
+    "google": "integrations.providers.google_calendar.GoogleCalendarProvider",
+    "microsoft": "integrations.providers.microsoft_calendar.MicrosoftCalendarProvider",
 }
 
 
@@ -34,3 +41,16 @@ def get_provider(name: str) -> Provider:
         raise UnknownProvider(name)
     provider: Provider = import_string(PROVIDERS[name])()
     return provider
+
+
+@cache
+def get_calendar_provider(name: str) -> CalendarProvider:
+    if name not in CALENDAR_PROVIDERS:
+        raise UnknownCalendarProvider(name)
+    provider: CalendarProvider = import_string(CALENDAR_PROVIDERS[name])()
+    return provider
+
+
+class UnknownCalendarProvider(KeyError):
+    def __str__(self) -> str:
+        return f"unknown calendar provider {self.args[0]!r}; known: {', '.join(sorted(CALENDAR_PROVIDERS))}"

@@ -1,0 +1,96 @@
+"""What a calendar provider (Google Calendar, Microsoft Graph) adds to the provider base.
+
+A calendar provider is a `Provider` (same HTTP seam, limiter, sync logs, metrics, closed error
+set) with OAuth for one member's calendar and four calendar calls: a page of events (full or
+incremental), and opening, renewing and closing a push channel. The sync engine
+(integrations/calendars/) only ever sees the neutral shapes below, never a provider's JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from integrations.providers.base import Account, Provider
+from integrations.providers.errors import Permanent
+
+
+class CursorExpired(Permanent):
+    """The sync token / delta link is no longer valid (HTTP 410 fullSyncRequired,
+    syncStateNotFound): clear the cursor and run a full sync; nothing must be doubled."""
+
+    def __init__(
+        self, provider: str, message: str = "the sync cursor expired; a full sync is required"
+    ) -> None:
+        super().__init__(provider, "full_sync_required", message, http_status=410)
+
+
+@dataclass(frozen=True)
+class CalendarEvent:
+    """One event as the provider last described it. `attendees` are bare lower-cased emails
+    (the organizer included when the provider lists them). `cancelled` is also True for an event
+    the provider reports deleted (Google status=cancelled, Graph @removed / isCancelled)."""
+
+    external_id: str
+    ical_uid: str = ""
+    title: str = ""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    all_day: bool = False
+    organizer: str = ""
+    attendees: tuple[str, ...] = ()
+    private: bool = False
+    cancelled: bool = False
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events. `next_page` continues the same listing (Google pageToken, Graph
+    @odata.nextLink); `sync_cursor` arrives only on the last page (Google nextSyncToken, Graph
+    @odata.deltaLink) and is what the next incremental sync starts from."""
+
+    events: list[CalendarEvent] = field(default_factory=list)
+    next_page: str | None = None
+    sync_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class PushChannel:
+    """A push channel (Google events.watch) or subscription (Graph). `channel_id` is the channel
+    id / subscription id; `resource_id` Google's resourceId (blank for Graph)."""
+
+    channel_id: str
+    resource_id: str
+    expires_at: datetime
+
+
+class CalendarProvider(Provider):
+    """Base of the calendar providers; `name` is the binding provider value (google | microsoft)."""
+
+    def list_events(
+        self,
+        account: Account,
+        *,
+        cursor: str | None,
+        page: str | None,
+        window: tuple[datetime, datetime],
+    ) -> EventPage:
+        """One page of events. With `cursor` (and no `page`): the changes since that cursor.
+        Without: a full listing of `window` (start, end). `page` continues either listing.
+        Raises CursorExpired when the cursor (or a page of it) is no longer valid."""
+        raise NotImplementedError
+
+    def watch(self, account: Account, *, address: str, secret: str, channel_id: str) -> PushChannel:
+        """Open a push channel to `address` whose notifications carry `secret`
+        (Google X-Goog-Channel-Token, Graph clientState)."""
+        raise NotImplementedError
+
+    def renew(self, account: Account, channel: PushChannel, *, address: str, secret: str) -> PushChannel:
+        """Extend a channel before it ends (Graph: PATCH the subscription; Google: a new channel,
+        the old one stopped)."""
+        raise NotImplementedError
+
+    def stop(self, account: Account, channel: PushChannel) -> None:
+        """Close a channel; one that is already gone is not an error."""
+        raise NotImplementedError
