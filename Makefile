@@ -19,7 +19,7 @@ run: $(STAMP)
 	@$(BIN)/python manage.py collectstatic --noinput -v 0
 	@$(BIN)/python manage.py seed_demo --url http://127.0.0.1:$(PORT)/
 	@$(BIN)/python manage.py clear_metrics
-	@echo "Starting web (gunicorn), worker with beat (celery -B) and the sandbox CRMs; Ctrl-C stops everything."
+	@echo "Starting web (gunicorn), worker with beat (celery -B) and the sandbox CRMs and calendars; Ctrl-C stops everything."
 	@echo "The login is printed again (announce) once Conduit answers, and once beat is fresh."
 	@PORT=$(PORT) CONDUIT_WEB_URL=http://127.0.0.1:$(PORT)/ CONDUIT_PUBLIC_URL=$${CONDUIT_PUBLIC_URL:-http://127.0.0.1:$(PORT)} exec $(BIN)/honcho start -f Procfile
 

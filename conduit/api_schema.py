@@ -33,5 +33,6 @@ class StaffTokenScheme(OpenApiAuthenticationExtension):
 
 
 def only_api_v1(endpoints: list[tuple[str, str, str, Any]], **kwargs: Any) -> list[tuple[str, str, str, Any]]:
-    """PREPROCESSING_HOOKS: the schema documents /api/v1; the playbook's /crm/ twins share its views."""
-    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/")]
+    """PREPROCESSING_HOOKS: the schema documents /api/v1; the playbooks' twins share its views
+    (runbook 003's /crm/..., runbook 004's /api/admin/calendar/jobs/run)."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from email.utils import getaddresses
 from functools import wraps
 from typing import Any, cast
 
@@ -208,13 +209,41 @@ def message_list(request: HttpRequest) -> HttpResponse:
     return render(request, "conduit/message_list.html", context)
 
 
+def external_participants(message: Message) -> list[str]:
+    """The message's addresses (From, To, Cc; bare, lower-cased, in order) that are not the
+    workspace's members nor at their domains: the customers it links to ("Meetings with X")."""
+    members = {
+        e.lower()
+        for e in Membership.objects.filter(workspace_id=message.workspace_id).values_list(
+            "user__email", flat=True
+        )
+    }
+    domains = {e.rsplit("@", 1)[-1] for e in members if "@" in e}
+    found: list[str] = []
+    values = [message.from_address, *(message.to_addresses or []), *(message.cc_addresses or [])]
+    for _name, addr in getaddresses([v for v in values if v]):
+        addr = addr.strip().lower()
+        if (
+            "@" in addr
+            and addr not in found
+            and addr not in members
+            and addr.rsplit("@", 1)[-1] not in domains
+        ):
+            found.append(addr)
+    return found
+
+
 @workspace_required
 def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = get_object_or_404(Message.objects.defer("raw"), pk=pk, workspace=workspace_of(request))
     return render(
         request,
         "conduit/message_detail.html",
-        {"message": message, "attachments": message.attachments.order_by("id")},
+        {
+            "message": message,
+            "attachments": message.attachments.order_by("id"),
+            "customers": external_participants(message),
+        },
     )
 
 

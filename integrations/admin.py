@@ -21,6 +21,7 @@ from conduit.admin import ReadOnlyAdmin
 from conduit.admin_display import ConsoleAdmin, clip, words
 from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
+from integrations.calendars import admin as calendar_admin  # noqa: F401  registers the calendar admins
 from integrations.connections import claims
 from integrations.connections.lifecycle import same_account_elsewhere, workspaces_sharing_account
 from integrations.connections.pauses import do_pause_sync, do_resume_sync, target_for, target_of

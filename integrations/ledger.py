@@ -6,7 +6,9 @@ when Django starts (reconcile/apps.py), and integrations talks to that:
 - it asks for a connection's write counts, dry-run previews and when its next waiting write is
   due (the Integrations card, the status API) and the write queue's numbers (queue metrics);
 - it tells which CRM records changed, appeared or were deleted (webhooks, sync cursors), so that
-  cached lookups naming them are looked up again before the next write.
+  cached lookups naming them are looked up again before the next write;
+- calendars ask which of a meeting's addresses are the workspace's customers (external) and hand
+  processed events over to be planned as meeting writes (`plan_meetings`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class WritePreview:
     body the provider would be sent."""
 
     id: int
-    operation: str  # create_note / create_task
+    operation: str  # create_note / create_task / create_meeting
     target: str  # the participant's email
     created_at: datetime
     text: str  # Conduit's summary: subject, participants, time, link
@@ -88,6 +90,19 @@ class WriteLedger(Protocol):
     def records_deleted(
         self, conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: Iterable[str] = ()
     ) -> int: ...
+
+    def external_addresses(self, workspace_id: int, addresses: Iterable[str]) -> list[str]:
+        """The addresses that are not the workspace's own (its internal domains and members'
+        emails, as its write policy says): lower-cased, in order, without repeats."""
+        ...
+
+    def plan_meetings(self, workspace_id: int, event_ids: list[int]) -> dict[int, str | None]:
+        """Plan one meeting write per (connected CRM, event, customer) of these calendar events,
+        from their stored customer_emails (idempotent: planning an event again adds nothing), in
+        dry run unless the connection is live; live writes are sent after the commit. Returns,
+        for each event id, None when planned (or nothing to plan) or a short error (no secret,
+        no description)."""
+        ...
 
 
 class NoLedger(LookupError):

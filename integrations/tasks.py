@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from integrations.calendars import tasks as calendar_tasks
 from integrations.connections import claims
 from integrations.cursors import tasks as cursor_tasks
 from integrations.health import tasks as health_tasks
 from integrations.webhooks import tasks as webhook_tasks
 
-ROOM_TASKS = (cursor_tasks, health_tasks, webhook_tasks)
+ROOM_TASKS = (calendar_tasks, cursor_tasks, health_tasks, webhook_tasks)
 
 
 @shared_task(name="integrations.expire_pending_installs", acks_late=True)

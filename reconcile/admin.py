@@ -16,10 +16,10 @@ from django.utils.safestring import SafeString
 
 from conduit.admin import AuditedAdmin, ReadOnlyAdmin
 from conduit.admin_display import pretty_json, short_time
-from integrations.pages.previews import words_for
+from integrations.pages.previews import sent_for
 from reconcile import admin_panels
 from reconcile.admin_triage import SkippedFilter, WriteTriageMixin
-from reconcile.models import CrmWriteLog, DealMapping, WriteOperation, WritePolicy
+from reconcile.models import CrmWriteLog, DealMapping, WritePolicy
 from reconcile.services import do_retry_writes, do_skip_writes, payload_or_none
 from reconcile.write_settings import MAX_DUE_DAYS, MIN_DUE_DAYS, DomainsInvalid, parse_domains
 
@@ -72,8 +72,7 @@ class CrmWriteLogAdmin(WriteTriageMixin, ReadOnlyAdmin):
     @admin.display(description="sent as")
     def sent_as(self, obj: CrmWriteLog) -> str:
         """What the CRM receives, in its own word: a Salesforce "note" is a completed Task."""
-        words = words_for(obj.provider)
-        return (words.task if obj.operation == WriteOperation.TASK else words.note).what
+        return sent_for(obj.provider, obj.operation).what
 
     @admin.display(description="Curated content (what Conduit summarised)")
     def curated_payload(self, obj: CrmWriteLog) -> SafeString:

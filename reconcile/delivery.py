@@ -132,8 +132,10 @@ def release(row: CrmWriteLog, now: datetime, code: str, *, park: bool = False) -
 
 
 def activity_for(row: CrmWriteLog, contact_id: str, deal_id: str) -> Activity:
+    """The write's Activity from its curated payload; a meeting (create_meeting) also carries
+    its end and attendees."""
     data = row.payload
-    due = data.get("due_at")
+    due, ends = data.get("due_at"), data.get("ends_at")
     return Activity(
         subject=str(data["subject"]),
         text=str(data["text"]),
@@ -142,6 +144,8 @@ def activity_for(row: CrmWriteLog, contact_id: str, deal_id: str) -> Activity:
         marker=row.marker,
         deal_id=deal_id or None,
         due_at=datetime.fromisoformat(due) if due else None,
+        ends_at=datetime.fromisoformat(ends) if ends else None,
+        attendees=tuple(str(a) for a in data.get("attendees") or ()),
     )
 
 

@@ -1,6 +1,7 @@
 """Reconcile's side of integrations.ledger: the write counts, previews, next attempt and queue
-numbers that integrations shows, and what a changed CRM record does to the cached lookups (mapping.py).
-Registered in ReconcileConfig.ready()."""
+numbers that integrations shows, what a changed CRM record does to the cached lookups (mapping.py),
+and the calendar's meetings: which addresses are customers, and their planned writes
+(meetings.py). Registered in ReconcileConfig.ready()."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from integrations.ledger import CrmObject, WriteCounts, WritePreview
 from integrations.models import CrmConnection
-from reconcile import mapping, queue, services
+from reconcile import mapping, meetings, queue, services
 from reconcile.models import CrmWriteLog, DealMapping
 
 PREVIEWS = 5  # the latest dry-run writes a card shows
@@ -88,3 +89,9 @@ class ReconcileLedger:
         self, conn: CrmConnection, *, contact_ids: Iterable[str] = (), deal_ids: Iterable[str] = ()
     ) -> int:
         return mapping.forget(conn, contact_ids=contact_ids, deal_ids=deal_ids)
+
+    def external_addresses(self, workspace_id: int, addresses: Iterable[str]) -> list[str]:
+        return meetings.external_addresses(workspace_id, addresses)
+
+    def plan_meetings(self, workspace_id: int, event_ids: list[int]) -> dict[int, str | None]:
+        return meetings.plan_meetings(workspace_id, event_ids)

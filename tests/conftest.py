@@ -228,6 +228,36 @@ def crm_env(settings: Any, sandboxes: dict[str, str]) -> dict[str, str]:
     return sandboxes
 
 
+@pytest.fixture(scope="session")
+def calendar_sandboxes() -> Iterator[dict[str, str]]:
+    """The Google Calendar and Microsoft Graph sandboxes on free ports for the whole run."""
+    from integrations.sandbox.server import start_sandbox
+
+    running = {name: start_sandbox(name, port=0) for name in ("google", "microsoft")}
+    yield {name: sandbox.base_url for name, sandbox in running.items()}
+    for sandbox in running.values():
+        sandbox.stop()
+
+
+@pytest.fixture
+def calendar_env(settings: Any, calendar_sandboxes: dict[str, str]) -> dict[str, str]:
+    """Fresh calendar sandboxes, with Conduit's Google / Microsoft settings pointing at them."""
+    import requests
+
+    for base in calendar_sandboxes.values():
+        requests.post(f"{base}/_sandbox/reset", timeout=5)
+    google, microsoft = calendar_sandboxes["google"], calendar_sandboxes["microsoft"]
+    settings.GOOGLE_AUTHORIZE_URL = f"{google}/o/oauth2/v2/auth"
+    settings.GOOGLE_TOKEN_URL = f"{google}/token"
+    settings.GOOGLE_REVOKE_URL = f"{google}/revoke"
+    settings.GOOGLE_USERINFO_URL = f"{google}/v1/userinfo"
+    settings.GOOGLE_CALENDAR_API_URL = f"{google}/calendar/v3"
+    settings.MICROSOFT_LOGIN_URL = microsoft
+    settings.MICROSOFT_GRAPH_URL = f"{microsoft}/v1.0"
+    settings.CONDUIT_PUBLIC_URL = settings.CALENDAR_WEBHOOK_BASE_URL = "http://testserver"
+    return calendar_sandboxes
+
+
 def zoho_sandbox(settings: Any, base_url: str) -> None:
     """Point Zoho at its sandbox. Consent starts at `localhost`, while the sandbox's callback names
     its `127.0.0.1` origin as the account's data centre, whose token endpoint refuses requests that

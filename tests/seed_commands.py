@@ -80,7 +80,8 @@ def parse_curl(seed: str, line: str) -> Curl:
 def sql_in(body: str) -> list[str]:
     """The statements of a block: each starts with a SQL verb at the start of a line and ends
     at its semicolon (comments and shell lines around it are not SQL)."""
-    statements, current = [], []
+    statements: list[str] = []
+    current: list[str] = []
     for line in body.splitlines():
         if not current and not SQL_START.match(line.strip()):
             continue

@@ -195,6 +195,7 @@ def happy_case(operation: Any, seeded: Seeded) -> Any:
         "admin_pause_sync": {"query": {"pause": "true", "provider": "hubspot", "reason": "schema run"}},
         "admin_replay_webhook": {"query": {"provider": "hubspot", "event_id": seeded.webhook_event_id}},
         "admin_sync_status": {"query": {"workspace_id": "alice"}},
+        "admin_calendar_jobs_run": {"body": {"limit": 5}, "media_type": "application/json"},
         "admin_tenant_integration_update": {
             "path_parameters": {"tenant_id": str(workspace_id), "provider": "hubspot"},
             "body": {"enabled": False, "reason": "schema run"},
@@ -234,6 +235,7 @@ OPERATIONS = [
     "POST /api/v1/admin/pause-sync",
     "POST /api/v1/admin/replay-webhook",
     "GET /api/v1/admin/sync-status",
+    "POST /api/v1/admin/calendar/jobs/run",
     "PATCH /api/v1/admin/tenants/{tenant_id}/integrations/{provider}",
     "GET /api/v1/health",
     "GET /api/v1/sync/logs",

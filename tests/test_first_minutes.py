@@ -130,7 +130,7 @@ def test_the_banner_comes_once_web_answers_and_again_once_this_runs_beat_is_fres
     assert lines == [
         f"Conduit is up; waiting for beat: {web.url}  {login}",
         f"Conduit is ready (web, worker and beat are up): {web.url}  {login}",
-        "sandbox CRMs: HubSpot http://127.0.0.1:8701/",
+        "sandboxes: HubSpot http://127.0.0.1:8701/",
         "next: README.md, 'First five minutes'",
     ]
 
@@ -185,6 +185,8 @@ def test_the_command_prints_the_banner_and_refuses_production(fake_web: type[Fak
 def test_sandbox_pages_follow_the_sandbox_settings(settings: Any) -> None:
     settings.CONDUIT_SANDBOX, settings.SANDBOX_HOST, settings.SANDBOX_HUBSPOT_PORT = True, "127.0.0.1", 9701
     assert ("HubSpot", "http://127.0.0.1:9701") in announcer.sandbox_pages()
+    assert ("Google Calendar", "http://127.0.0.1:8705") in announcer.sandbox_pages()
+    assert ("Microsoft 365", "http://127.0.0.1:8706") in announcer.sandbox_pages()
     settings.CONDUIT_SANDBOX = False
     assert announcer.sandbox_pages() == []
 

@@ -111,7 +111,9 @@ def test_unknown_write_operations_are_refused(name: str, operation: str) -> None
         get_provider(name),
         Account(name, "t", "k", instance_url="https://a.my.salesforce.com"),
     )
-    message = f"unknown write operation {operation!r}; expected one of create_note, create_task"
+    message = (
+        f"unknown write operation {operation!r}; expected one of create_note, create_task, create_meeting"
+    )
     for call in (
         lambda: provider.write(account, operation, activity("1")),
         lambda: provider.write_payload(operation, activity("1")),

@@ -41,6 +41,8 @@ def test_runbook_sql_block_runs(index: int, alice: Tenant) -> None:
         "<message_id>": message.message_id,
         "<install_id>": "runbook-install-id",
         "<external_account_key>": "4400001",
+        "<provider_id>": str(alice.user.profile.pk),  # runbook 004 (section 22)
+        "<connection_id>": "0",
     }
     sql = sql_blocks()[index]
     unknown = set(PLACEHOLDER.findall(sql)) - set(values)

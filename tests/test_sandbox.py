@@ -1,5 +1,6 @@
 """The local HubSpot and Salesforce sandboxes, driven over real HTTP with `requests` (Zoho's:
-test_sandbox_zoho.py; Odoo's: test_sandbox_odoo.py), and `run_sandbox`, which serves all four."""
+test_sandbox_zoho.py; Odoo's: test_sandbox_odoo.py; the calendars': test_sandbox_calendar.py),
+and `run_sandbox`, which serves all six."""
 
 from __future__ import annotations
 
@@ -1050,7 +1051,8 @@ def test_server_logs_protocol_errors_without_queries(
 def test_start_sandbox_refuses_unknown_provider() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown sandbox provider 'pipedrive'; choose one of hubspot, odoo, salesforce, zoho",
+        match="unknown sandbox provider 'pipedrive'; "
+        "choose one of google, hubspot, microsoft, odoo, salesforce, zoho",
     ):
         start_sandbox("pipedrive")
 
@@ -1747,27 +1749,23 @@ def test_salesforce_state_and_overview_page(salesforce: RunningSandbox) -> None:
 
 # run_sandbox
 
+ALL_FREE = {f"{name}_port": 0 for name in ("hubspot", "salesforce", "zoho", "odoo", "google", "microsoft")}
+
 
 def test_run_sandbox_is_refused_in_production(settings: Any) -> None:
     settings.PRODUCTION = True
     with pytest.raises(CommandError, match="refused when CONDUIT_ENV=production"):
-        call_command("run_sandbox", hubspot_port=0, salesforce_port=0, zoho_port=0, odoo_port=0)
+        call_command("run_sandbox", **ALL_FREE)
 
 
-@pytest.mark.parametrize("busy", ["hubspot", "salesforce", "zoho", "odoo"])
+@pytest.mark.parametrize("busy", ["hubspot", "salesforce", "zoho", "odoo", "google", "microsoft"])
 def test_run_sandbox_names_a_port_in_use(busy: str) -> None:
     before = set(threading.enumerate())  # other tests' sandboxes may be running for the session
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {
-            "hubspot_port": 0,
-            "salesforce_port": 0,
-            "zoho_port": 0,
-            "odoo_port": 0,
-            f"{busy}_port": port,
-        }
+        ports = {**ALL_FREE, f"{busy}_port": port}
         with pytest.raises(CommandError, match=f"cannot serve the {busy} sandbox on 127.0.0.1:{port}: "):
             call_command("run_sandbox", host="127.0.0.1", **ports)
     assert not any(t.name.startswith("sandbox-") for t in set(threading.enumerate()) - before)
@@ -1786,7 +1784,7 @@ def test_run_sandbox_serves_until_sigterm() -> None:
     def drive() -> None:
         deadline = time.monotonic() + 10
         try:
-            while len(out.getvalue().splitlines()) < 4 or signal.getsignal(signal.SIGTERM) is previous:
+            while len(out.getvalue().splitlines()) < 6 or signal.getsignal(signal.SIGTERM) is previous:
                 assert time.monotonic() < deadline, "run_sandbox did not start"
                 time.sleep(0.02)
             urls.extend(line.split(" at ")[1] for line in out.getvalue().splitlines())
@@ -1796,13 +1794,15 @@ def test_run_sandbox_serves_until_sigterm() -> None:
 
     driver = threading.Thread(target=drive)
     driver.start()
-    call_command("run_sandbox", hubspot_port=0, salesforce_port=0, zoho_port=0, odoo_port=0, stdout=out)
+    call_command("run_sandbox", **ALL_FREE, stdout=out)
     driver.join(TIMEOUT)
     lines = out.getvalue().splitlines()
     assert re.fullmatch(r"sandbox hubspot at http://127\.0\.0\.1:\d+", lines[0])
     assert re.fullmatch(r"sandbox salesforce at http://127\.0\.0\.1:\d+", lines[1])
     assert re.fullmatch(r"sandbox zoho at http://127\.0\.0\.1:\d+", lines[2])
     assert re.fullmatch(r"sandbox odoo at http://127\.0\.0\.1:\d+", lines[3])
+    assert re.fullmatch(r"sandbox google at http://127\.0\.0\.1:\d+", lines[4])
+    assert re.fullmatch(r"sandbox microsoft at http://127\.0\.0\.1:\d+", lines[5])
     assert urls[-1] == "200"
     assert signal.getsignal(signal.SIGTERM) is previous
     with pytest.raises(requests.ConnectionError):
@@ -1835,6 +1835,10 @@ def test_run_sandbox_command_exits_zero_on_sigterm(tmp_path: Path) -> None:
             "0",
             "--odoo-port",
             "0",
+            "--google-port",
+            "0",
+            "--microsoft-port",
+            "0",
         ],
         cwd=ROOT,
         env=env,
@@ -1846,12 +1850,14 @@ def test_run_sandbox_command_exits_zero_on_sigterm(tmp_path: Path) -> None:
     killer.start()
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(4)]
+        lines = [proc.stdout.readline().strip() for _ in range(6)]
         assert [line.split(" at ")[0] for line in lines] == [
             "sandbox hubspot",
             "sandbox salesforce",
             "sandbox zoho",
             "sandbox odoo",
+            "sandbox google",
+            "sandbox microsoft",
         ]
         for line in lines:
             assert requests.get(line.split(" at ")[1] + "/_sandbox/state", timeout=TIMEOUT).status_code == 200
@@ -1882,10 +1888,7 @@ def test_run_sandbox_if_enabled_idles_when_the_sandbox_is_off(settings: Any) -> 
     call_command(
         "run_sandbox",
         if_enabled=True,
-        hubspot_port=0,
-        salesforce_port=0,
-        zoho_port=0,
-        odoo_port=0,
+        **ALL_FREE,
         stdout=out,
     )
     driver.join(TIMEOUT)

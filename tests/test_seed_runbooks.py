@@ -3,7 +3,7 @@ file and run against a live server and the migrated database (issue 23).
 
 Placeholders are filled from a seeded workspace whose slug is the playbook's own `ws_1`; a curl
 without a token gets the header docs/runbook.md tells operators to add. Calendar statements
-(runbook 004) join as soon as their tables exist."""
+(runbook 004) run against rows made for them, each checked for what it answers or changes."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import json
 import re
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.models import SyncCursor, WebhookEvent
+from integrations.models import ExternalCalendarConnection, ExternalCalendarEvent, SyncCursor, WebhookEvent
 from tests.conftest import Tenant
 from tests.operator_role_helpers import drop_role, operator_connection, unique_role
 from tests.ops_helpers import make_connection, make_log, staff_token, workspace_token
@@ -210,14 +210,157 @@ def fill(sql: Sql, values: dict[str, str]) -> str:
     return text
 
 
-def calendar_tables_exist() -> bool:
-    with connection.cursor() as cur:
-        cur.execute("SELECT to_regclass('external_calendar_connections') IS NOT NULL")
-        return bool(cur.fetchone()[0])
+@dataclass
+class CalendarWorld:
+    """Runbook 004's rows: alice's Google connection (`<connection_id>`: synced 10 minutes ago,
+    rate-limited into a 30-minute backoff, token expired, a sync cursor), her stale Microsoft
+    one, bob's Google one in a 2-hour backoff, and events FAILED / PROCESSED for each member."""
+
+    profile: int
+    google: ExternalCalendarConnection
+    microsoft: ExternalCalendarConnection
+    other: ExternalCalendarConnection
+    failed: ExternalCalendarEvent
+    processed: ExternalCalendarEvent
+    others_failed: ExternalCalendarEvent
+
+
+def calendar_world(alice: Tenant, bob: Tenant) -> CalendarWorld:
+    now = timezone.now()
+    with system_scope():
+        mine, theirs = alice.user.profile, bob.user.profile
+        google = ExternalCalendarConnection.objects.create(
+            workspace=alice.workspace,
+            profile=mine,
+            provider="google",
+            account_email=alice.user.email,
+            last_synced_at=now - timedelta(minutes=10),
+            error_count=2,
+            last_error="rate_limited",
+            backoff_until=now + timedelta(minutes=30),
+            token_expiry=now - timedelta(minutes=5),
+            sync_cursor="sync-token-1",
+            sync_needed=False,
+        )
+        microsoft = ExternalCalendarConnection.objects.create(
+            workspace=alice.workspace,
+            profile=mine,
+            provider="microsoft",
+            last_synced_at=now - timedelta(hours=3),
+            token_expiry=now + timedelta(minutes=50),
+        )
+        other = ExternalCalendarConnection.objects.create(
+            workspace=bob.workspace,
+            profile=theirs,
+            provider="google",
+            last_synced_at=now - timedelta(days=2),
+            error_count=5,
+            last_error="rate_limited",
+            backoff_until=now + timedelta(hours=2),
+            token_expiry=now + timedelta(minutes=30),
+        )
+
+        def event(conn: ExternalCalendarConnection, external_id: str, status: str) -> ExternalCalendarEvent:
+            return ExternalCalendarEvent.objects.create(
+                workspace=conn.workspace,
+                profile=conn.profile,
+                connection=conn,
+                external_id=external_id,
+                title="Quarterly review",
+                sync_status=status,
+                last_error="crm_write_failed" if status == "FAILED" else None,
+            )
+
+        return CalendarWorld(
+            profile=mine.pk,
+            google=google,
+            microsoft=microsoft,
+            other=other,
+            failed=event(google, "ev-failed", "FAILED"),
+            processed=event(microsoft, "ev-done", "PROCESSED"),
+            others_failed=event(other, "ev-bob", "FAILED"),
+        )
+
+
+def rows_of(cur: Any) -> list[dict[str, Any]]:
+    names = [column.name for column in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def fresh(row: Any) -> Any:
+    with system_scope():
+        return type(row).objects.get(pk=row.pk)
+
+
+def check_calendar_statement(sql: Sql, cur: Any, world: CalendarWorld) -> str:
+    """What runbook 004's statement must answer or change, by the step it belongs to; returns the
+    step's name (each is met exactly once)."""
+    text = " ".join(sql.text.split())
+    g, ms, other = world.google, world.microsoft, world.other
+    if sql.verb == "UPDATE":
+        assert cur.rowcount == 1, text  # exactly the row the placeholder names
+        if "SET backoff_until = NOW() + INTERVAL '1 hour'" in text:
+            until = fresh(g).backoff_until
+            assert timedelta(minutes=59) < until - timezone.now() <= timedelta(hours=1)
+            assert fresh(other).backoff_until == other.backoff_until
+            return "set backoff"
+        if text.endswith("SET backoff_until = NULL WHERE id = " + f"'{g.pk}'"):
+            assert fresh(g).backoff_until is None
+            assert fresh(other).backoff_until == other.backoff_until  # only that row
+            return "clear backoff"
+        if "SET sync_cursor = NULL" in text:
+            reset = fresh(g)
+            assert (reset.sync_cursor, reset.last_synced_at, reset.error_count) == (None, None, 0)
+            assert (reset.last_error, reset.backoff_until) == (None, None)
+            untouched = fresh(other)
+            assert (untouched.error_count, untouched.last_error) == (5, "rate_limited")
+            return "reset sync state"
+        if "UPDATE external_calendar_events" in text:
+            assert (fresh(world.failed).sync_status, fresh(world.failed).last_error) == ("CREATED", None)
+            assert fresh(world.processed).sync_status == "PROCESSED"
+            assert fresh(world.others_failed).sync_status == "FAILED"  # another provider_id
+            return "clear failed events"
+        raise AssertionError(f"unexpected runbook 004 UPDATE: {text}")
+    rows = rows_of(cur)
+    ids = [row.get("id") for row in rows]
+    if "FROM profiles" in text:
+        assert [(r["id"], r["email"]) for r in rows] == [(world.profile, g.account_email)]
+        return "get provider_id"
+    if text.startswith("SELECT provider FROM"):
+        assert rows == [{"provider": "google"}]
+        return "check adapter type"
+    if "token_expiry < NOW()" in text:
+        assert ids == [g.pk] and rows[0]["provider_id"] == world.profile
+        return "check token expiry"
+    if "WHERE provider_id = " in text:
+        assert {r["provider"] for r in rows} == {"google", "microsoft"}
+        assert {r["provider_id"] for r in rows} == {world.profile}
+        return "check sync status"
+    if "INTERVAL '24 hours'" in text:
+        assert [(r["provider_id"], r["provider"]) for r in rows] == [
+            (world.profile, "google"),
+            (world.profile, "microsoft"),
+        ]
+        return "recent activity"
+    if "INTERVAL '1 hour'" in text:
+        assert ids == [ms.pk]  # stale, enabled, not in backoff
+        return "stuck syncs"
+    if "error_count > 0" in text:
+        assert [r["error_count"] for r in rows] == [5, 2]
+        return "recent errors"
+    if "WHERE backoff_until > NOW()" in text and "last_error" in text:
+        assert ids == [other.pk, g.pk]  # before any backoff is cleared
+        return "permanent backoff"
+    if "WHERE backoff_until > NOW()" in text:
+        assert ids == [other.pk]  # alice's was cleared by the steps before it
+        return "rate limiting"
+    raise AssertionError(f"unexpected runbook 004 SELECT: {text}")
 
 
 @pytest.mark.postgres
-def test_every_seed_statement_runs_as_the_operator_role(operator_role: str, alice: Tenant) -> None:
+def test_every_seed_statement_runs_as_the_operator_role(
+    operator_role: str, alice: Tenant, bob: Tenant
+) -> None:
     conn = make_connection(
         alice.workspace, "hubspot", token_expires_at=timezone.now(), last_refreshed_at=timezone.now()
     )
@@ -229,27 +372,59 @@ def test_every_seed_statement_runs_as_the_operator_role(operator_role: str, alic
             object="contact",
             since_ts=timezone.now(),
         )
-        profile = alice.user.profile
+    world = calendar_world(alice, bob)
     values = {
         "tenant_id": str(alice.workspace.pk),
         "provider": "hubspot",
         "provider_email": alice.user.email,
-        "provider_id": str(profile.pk),
+        "provider_id": str(world.profile),
+        "connection_id": str(world.google.pk),
     }
-    pending = []
+    steps = []
     with operator_connection(operator_role) as cur:
         for sql in SQLS:
-            if "external_calendar_" in sql.text and not calendar_tables_exist():
-                pending.append(sql.text)
-                continue
             cur.execute(fill(sql, values))
-            if sql.verb == "SELECT":
+            if sql.seed.startswith("004"):
+                steps.append(check_calendar_statement(Sql(sql.seed, fill(sql, values)), cur, world))
+            elif sql.verb == "SELECT":
                 assert cur.fetchall(), sql.text
             else:
                 assert cur.rowcount >= 1, sql.text
     with system_scope():
         cursor = SyncCursor.objects.get(connection=conn)
     assert cursor.since_ts < timezone.now() - timedelta(hours=23)
-    # runbook 004's calendar statements join when issue 17 lands its tables; the rest ran
-    assert all("external_calendar_" in text for text in pending)
-    assert len(pending) in (0, 13)
+    assert sorted(steps) == sorted(
+        [
+            "check sync status",
+            "recent activity",
+            "stuck syncs",
+            "permanent backoff",
+            "recent errors",
+            "set backoff",
+            "clear backoff",
+            "get provider_id",
+            "check token expiry",
+            "clear backoff",
+            "rate limiting",
+            "check adapter type",
+            "reset sync state",
+            "clear failed events",
+        ]
+    )
+
+
+def test_runbook_004_describes_tables_the_operator_role_can_read(operator_role: str) -> None:
+    """The `\\d` meta-commands are psql's, not SQL (the statements above skip them): the tables
+    they describe exist and the operator role may read them."""
+    text = next(SEEDS.glob("004_*.txt")).read_text(encoding="utf-8")
+    described = [
+        line.split()[1]
+        for _, body in code_blocks(text)
+        for line in body.splitlines()
+        if line.startswith("\\d ")
+    ]
+    assert described == ["external_calendar_connections", "external_calendar_events"]
+    with operator_connection(operator_role) as cur:
+        for table in described:
+            cur.execute("SELECT has_any_column_privilege(current_user, %s, 'SELECT')", [table])
+            assert cur.fetchone() == (True,), table

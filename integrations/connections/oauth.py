@@ -139,7 +139,12 @@ def consume_state(crm: str, raw: str | None, now: datetime, user_id: int | None 
     """Find, check and use up the state (caller is in system scope, inside a transaction)."""
     if not raw:
         raise BadState("The sign-in answer carries no state. Start again from the Integrations page.")
-    state = OAuthState.objects.select_for_update().filter(state_hash=hash_state(raw)).first()
+    # crm__in: oauth_states also holds members' calendar states (integrations.calendars.oauth)
+    state = (
+        OAuthState.objects.select_for_update()
+        .filter(state_hash=hash_state(raw), crm__in=list(PROVIDERS))
+        .first()
+    )
     if state is None:
         raise BadState("This sign-in link is not one Conduit issued. Start again from the Integrations page.")
     if state.crm != crm:

@@ -1,11 +1,12 @@
 """The dry-run previews of the Integrations card in words: what each planned write becomes in the
-CRM, in the CRM's own vocabulary (a HubSpot note, a Salesforce Task, an Odoo log note ...), on
-which contact and deal, and its text cut to a few lines. The exact request body stays one click
-away (the card's <details>). The text is Conduit's curated summary: never an email body."""
+CRM, in the CRM's own vocabulary (a HubSpot note, a Salesforce Task, an Odoo log note, a HubSpot
+meeting, a Salesforce Event ...), on which contact and deal, and its text cut to a few lines. The
+exact request body stays one click away (the card's <details>). The text is Conduit's curated
+summary: never an email body, never a calendar event's description."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -37,6 +38,9 @@ class Vocabulary:
     contact: str  # the CRM's word for a contact and for a deal
     deal: str
     sends: str  # what the card says Conduit writes there
+    # a meeting from a member's calendar (create_meeting); where the CRM has none in Conduit's
+    # scope it is a note describing the meeting (Provider.create_meeting)
+    meeting: Sent = field(default=Sent("A meeting"))
 
 
 WORDS: dict[str, Vocabulary] = {
@@ -46,6 +50,7 @@ WORDS: dict[str, Vocabulary] = {
         contact="contact",
         deal="deal",
         sends="notes and tasks, on contacts and their open deals",
+        meeting=Sent("A meeting"),
     ),
     # Salesforce has no note in Conduit's scope: a note is a completed Task (a logged activity).
     "salesforce": Vocabulary(
@@ -54,6 +59,7 @@ WORDS: dict[str, Vocabulary] = {
         contact="Contact",
         deal="Opportunity",
         sends="Tasks (a note is a completed Task), on Contacts and their open Opportunities",
+        meeting=Sent("An Event"),
     ),
     "zoho": Vocabulary(
         note=Sent("A note", "deal_or_contact"),
@@ -61,6 +67,7 @@ WORDS: dict[str, Vocabulary] = {
         contact="contact",
         deal="deal",
         sends="notes and tasks, on contacts and their open deals",
+        meeting=Sent("A note about the meeting", "deal_or_contact"),
     ),
     # message_post with the note subtype: a "Log note" in the chatter (partner and opportunity);
     # a task is a To-Do activity on the partner.
@@ -70,6 +77,7 @@ WORDS: dict[str, Vocabulary] = {
         contact="contact",
         deal="opportunity",
         sends="log notes in the chatter and To-Do activities, on contacts and their open opportunities",
+        meeting=Sent("A log note about the meeting", "both"),
     ),
 }
 DEFAULT_WORDS = Vocabulary(Sent("A note"), Sent("A task"), "contact", "deal", "notes and tasks")
@@ -86,10 +94,18 @@ def short_date(when: datetime, *, now: datetime) -> str:
     return day if when.year == timezone.localtime(now).year else f"{day} {when.year}"
 
 
-def what_is_sent(crm: str, preview: WritePreview, *, now: datetime) -> str:
-    """ "A note", "A task due 9 Dec", "A completed Task", "A To-Do activity due 9 Dec"."""
+def sent_for(crm: str, operation: str) -> Sent:
+    """What one write operation creates in this CRM."""
     words = words_for(crm)
-    sent = words.task if preview.operation == "create_task" else words.note
+    if operation == "create_meeting":
+        return words.meeting
+    return words.task if operation == "create_task" else words.note
+
+
+def what_is_sent(crm: str, preview: WritePreview, *, now: datetime) -> str:
+    """ "A note", "A task due 9 Dec", "A completed Task", "A To-Do activity due 9 Dec", "A meeting",
+    "An Event"."""
+    sent = sent_for(crm, preview.operation)
     if preview.operation == "create_task" and preview.due_at is not None:
         return f"{sent.what} due {short_date(preview.due_at, now=now)}"
     return sent.what
@@ -115,7 +131,7 @@ def where_it_goes(crm: str, preview: WritePreview) -> SafeString:
     """On which contact and deal / opportunity the write lands, as far as Conduit knows before
     sending: the lookup runs just before the send, and its answer is cached."""
     words = words_for(crm)
-    sent = words.task if preview.operation == "create_task" else words.note
+    sent = sent_for(crm, preview.operation)
     contact = contact_words(words, preview)
     if preview.looked_up and not preview.contact_id:
         return format_html(

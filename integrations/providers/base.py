@@ -95,7 +95,9 @@ class ExternalAccount:
 @dataclass(frozen=True)
 class Activity:
     """One curated write. `text` is Conduit's summary (subject, participants, time, link);
-    never a raw email body. `marker` is the idempotency key, carried into the CRM record."""
+    never a raw email body nor an event description. `marker` is the idempotency key, carried
+    into the CRM record. A meeting (create_meeting) starts at `occurred_at` and ends at
+    `ends_at` (None: unknown), with its `attendees`' emails."""
 
     subject: str
     text: str
@@ -104,9 +106,11 @@ class Activity:
     marker: str
     deal_id: str | None = None
     due_at: datetime | None = None
+    ends_at: datetime | None = None
+    attendees: tuple[str, ...] = ()
 
 
-WRITE_OPERATIONS = ("create_note", "create_task")
+WRITE_OPERATIONS = ("create_note", "create_task", "create_meeting")
 # "cdw" and 24 lowercase hex digits: one alphanumeric token, so it needs no escaping in a SOQL
 # LIKE or a HubSpot CONTAINS_TOKEN filter.
 MARKER_RE = re.compile(r"cdw[0-9a-f]{24}")
@@ -246,9 +250,19 @@ class Provider:
     def create_task(self, account: Account, activity: Activity) -> str:
         raise NotImplementedError
 
+    def create_meeting(self, account: Account, activity: Activity) -> str:
+        """A meeting from a member's calendar. By default a note describing it (its text names
+        the title, time, organizer and attendees), for a CRM without a native meeting in
+        Conduit's scope; HubSpot and Salesforce override it."""
+        return self.create_note(account, activity)
+
     def write(self, account: Account, operation: str, activity: Activity) -> str:
-        """Send one write ("create_note" or "create_task"); returns the new record's id."""
-        if check_operation(operation) == "create_note":
+        """Send one write ("create_note", "create_task" or "create_meeting"); returns the new
+        record's id."""
+        operation = check_operation(operation)
+        if operation == "create_meeting":
+            return self.create_meeting(account, activity)
+        if operation == "create_note":
             return self.create_note(account, activity)
         return self.create_task(account, activity)
 

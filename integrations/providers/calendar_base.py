@@ -8,11 +8,58 @@ incremental), and opening, renewing and closing a push channel. The sync engine
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 from integrations.providers.base import Account, Provider
 from integrations.providers.errors import Permanent
+
+
+def rfc3339(when: datetime) -> str:
+    """`when` in UTC as `YYYY-MM-DDTHH:MM:SSZ` (what both calendar APIs take in a query)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_when(value: object) -> datetime | None:
+    """A provider timestamp as an aware UTC datetime; one without a zone is taken as UTC (Graph
+    sends `2026-01-05T10:00:00.0000000` with the zone apart); None when absent or unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def utc_midnight(value: object) -> datetime | None:
+    """The date of an all-day event (`2026-01-05`, or the date part of a timestamp) as UTC midnight."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        day = date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def emails(values: Iterable[object]) -> tuple[str, ...]:
+    """Bare lower-cased emails, blanks dropped, first occurrence kept."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if isinstance(value, str) and (email := value.strip().lower()):
+            seen.setdefault(email, None)
+    return tuple(seen)
+
+
+def error_code(text: object, default: str) -> str:
+    """A provider's error reason (`fullSyncRequired`, `ErrorItemNotFound`) as a stable
+    snake_case code for sync logs and metrics; `default` when there is none."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(text or "")).lower()
+    code = re.sub(r"[^a-z0-9]+", "_", words).strip("_")[:60]
+    return code or default
 
 
 class CursorExpired(Permanent):

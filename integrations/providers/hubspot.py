@@ -1,4 +1,4 @@
-"""HubSpot: OAuth (v1 token endpoint), token info, CRM v3 notes and tasks with associations.
+"""HubSpot: OAuth (v1 token endpoint), token info, CRM v3 notes, tasks and meetings with associations.
 
 Facts: ../shared/provider-facts.md, "HubSpot". Deviations and [verify] items are marked here
 and listed in docs/connectors.md.
@@ -6,7 +6,7 @@ and listed in docs/connectors.md.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -53,6 +53,10 @@ ASSOCIATION_TYPES = {
     ("notes", "deal"): 214,
     ("tasks", "contact"): 204,
     ("tasks", "deal"): 216,
+    # [verify] meeting -> contact 200, meeting -> deal 212 (HubSpot's associations v4 table;
+    # provider-facts.md lists notes and tasks only).
+    ("meetings", "contact"): 200,
+    ("meetings", "deal"): 212,
 }
 REVOKED_STATUSES = {"BAD_REFRESH_TOKEN", "BAD_HUB"}
 NOTE_BODY_MAX = 65536
@@ -60,6 +64,7 @@ NOTE_BODY_MAX = 65536
 MARKED_WRITES = {
     "create_note": ("notes", "hs_note_body"),
     "create_task": ("tasks", "hs_task_body"),
+    "create_meeting": ("meetings", "hs_meeting_body"),
 }
 # [verify] CONTAINS_TOKEN is assumed to split the body at the brackets, so the bare marker is a
 # token; if it does not, "*{marker}*" (wildcards are documented for CONTAINS_TOKEN) is the fix.
@@ -80,6 +85,11 @@ def search_bucket() -> Bucket:
 
 def epoch_ms(when: Any) -> str:
     return str(int(when.timestamp() * 1000))
+
+
+def iso_utc(when: datetime) -> str:
+    """2026-05-04T14:00:00.000Z, the form HubSpot's meeting examples use for start and end."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 class HubSpotProvider(Provider):
@@ -330,8 +340,28 @@ class HubSpotProvider(Provider):
             "associations": self.associations("tasks", activity),
         }
 
+    def meeting_payload(self, activity: Activity) -> dict[str, Any]:
+        """A scheduled meeting on the contact (and its open deal). The body is Conduit's curated
+        text (title, time, organizer, attendees, link) ending with the marker: never the
+        event's description."""
+        ends_at = activity.ends_at or activity.occurred_at
+        return {
+            "properties": {
+                "hs_timestamp": epoch_ms(activity.occurred_at),
+                "hs_meeting_title": activity.subject,
+                "hs_meeting_start_time": iso_utc(activity.occurred_at),
+                "hs_meeting_end_time": iso_utc(ends_at),
+                "hs_meeting_body": with_marker(activity, NOTE_BODY_MAX),
+                "hs_meeting_outcome": "SCHEDULED",
+            },
+            "associations": self.associations("meetings", activity),
+        }
+
     def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
-        if check_operation(operation) == "create_note":
+        operation = check_operation(operation)
+        if operation == "create_meeting":
+            return self.meeting_payload(activity)
+        if operation == "create_note":
             return self.note_payload(activity)
         return self.task_payload(activity)
 
@@ -348,6 +378,9 @@ class HubSpotProvider(Provider):
 
     def create_task(self, account: Account, activity: Activity) -> str:
         return self._create(account, "create_task", activity)
+
+    def create_meeting(self, account: Account, activity: Activity) -> str:
+        return self._create(account, "create_meeting", activity)
 
     def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
         # [verify] CRM search is eventually consistent: a new note or task is indexed after a

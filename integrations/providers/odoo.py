@@ -231,7 +231,7 @@ class OdooProvider(OdooWire):
     def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
         """message_post's arguments (the same on the partner and the opportunity), or the To-Do's
         values without the two ids looked up at send time (res_model_id, activity_type_id)."""
-        if check_operation(operation) == "create_note":
+        if check_operation(operation) in ("create_note", "create_meeting"):  # a meeting: a note on it
             return self.note_payload(activity)
         return self.task_values(activity)
 
@@ -288,7 +288,7 @@ class OdooProvider(OdooWire):
             # a To-Do marked done is deleted (or archived) and lives on as a chatter message
         domain = [["model", "=", "res.partner"], ["res_id", "=", contact], ["body", "ilike", marker]]
         found = self._first(account, "find_write", "mail.message", domain)
-        if found is not None and operation == "create_note" and activity.deal_id:
+        if found is not None and operation != "create_task" and activity.deal_id:
             self._finish_note_on_deal(account, activity)
         return str(found) if found is not None else None
 

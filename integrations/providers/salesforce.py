@@ -1,5 +1,5 @@
 """Salesforce: OAuth web-server flow with PKCE, identity from the `id` URL (and the org's name
-from one Organization query), REST v66.0 Tasks.
+from one Organization query), REST v66.0 Tasks and Events.
 
 Facts: ../shared/provider-facts.md, "Salesforce". No token is ever sent to an instance_url
 before `validate_instance_url` accepts it. The login vs test host is the connection's
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -71,6 +71,11 @@ OPEN_OPPORTUNITY_SOQL = (
 )
 # Description is a long textarea, which SOQL cannot filter on: the marker also ends the Subject.
 MARKED_TASK_SOQL = "SELECT Id FROM Task WHERE WhoId = {contact} AND Subject LIKE {pattern} LIMIT 1"
+# The same for a meeting: an Event's Description is a long textarea too, so its Subject ends with
+# the marker as well.
+MARKED_EVENT_SOQL = "SELECT Id FROM Event WHERE WhoId = {contact} AND Subject LIKE {pattern} LIMIT 1"
+# [verify] an Event that is not all-day may last at most 14 days; a longer one is cut to that.
+EVENT_MAX_DURATION = timedelta(days=14)
 # What the incremental pull reads of each object; the keyset (SystemModstamp, Id) pages it.
 CHANGED_SOQL = {
     "contact": "SELECT Id, Email, SystemModstamp FROM Contact",
@@ -81,7 +86,11 @@ ORG_NAME_SOQL = "SELECT Name FROM Organization LIMIT 1"
 ORG_NAME_MAX = 200
 # What each write operation sends, as the sync log and the metrics name the call: Salesforce gets a
 # Task either way, a completed one for a note. A fixed set, so metric labels stay bounded.
-SENT_AS = {"create_note": "create_completed_task", "create_task": "create_task"}
+SENT_AS = {
+    "create_note": "create_completed_task",
+    "create_task": "create_task",
+    "create_meeting": "create_event",
+}
 DESCRIPTION_MAX = 32000
 ID_URL_RE = re.compile(r"/id/(?P<org>[A-Za-z0-9]{15,18})/(?P<user>[A-Za-z0-9]{15,18})/?$")
 
@@ -339,15 +348,38 @@ class SalesforceProvider(Provider):
             payload["WhatId"] = activity.deal_id
         return payload
 
-    def _create_task(self, account: Account, operation: str, payload: dict[str, Any]) -> str:
-        created = self._rest(account, operation, "POST", "sobjects/Task", json=payload, write=True) or {}
+    def _create_task(
+        self, account: Account, operation: str, payload: dict[str, Any], sobject: str = "Task"
+    ) -> str:
+        created = (
+            self._rest(account, operation, "POST", f"sobjects/{sobject}", json=payload, write=True) or {}
+        )
         if not created.get("id"):
             raise Permanent(self.name, "invalid_create_response", "the create response has no id")
         return str(created["id"])
 
+    def event_payload(self, activity: Activity) -> dict[str, Any]:
+        """A meeting is an Event on the Contact (and its open Opportunity). Its Description is
+        Conduit's curated text (never the calendar event's description); the marker ends both the
+        Description and the Subject (the one SOQL can filter on)."""
+        ends_at = activity.ends_at or activity.occurred_at
+        ends_at = min(max(ends_at, activity.occurred_at), activity.occurred_at + EVENT_MAX_DURATION)
+        payload: dict[str, Any] = {
+            "Subject": marked(activity.subject, activity.marker, SUBJECT_MAX),
+            "Description": with_marker(activity, DESCRIPTION_MAX),
+            "WhoId": activity.contact_id,
+            "StartDateTime": soql_datetime(activity.occurred_at),
+            "EndDateTime": soql_datetime(ends_at),
+        }
+        if activity.deal_id:
+            payload["WhatId"] = activity.deal_id
+        return payload
+
     def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
+        if check_operation(operation) == "create_meeting":
+            return self.event_payload(activity)
         # Salesforce has no note in Conduit's scope: a note is a completed Task (logged activity).
-        return self.task_payload(activity, completed=check_operation(operation) == "create_note")
+        return self.task_payload(activity, completed=operation == "create_note")
 
     def create_note(self, account: Account, activity: Activity) -> str:
         payload = self.write_payload("create_note", activity)
@@ -356,10 +388,15 @@ class SalesforceProvider(Provider):
     def create_task(self, account: Account, activity: Activity) -> str:
         return self._create_task(account, SENT_AS["create_task"], self.write_payload("create_task", activity))
 
+    def create_meeting(self, account: Account, activity: Activity) -> str:
+        payload = self.write_payload("create_meeting", activity)
+        return self._create_task(account, SENT_AS["create_meeting"], payload, sobject="Event")
+
     def find_marked(self, account: Account, operation: str, activity: Activity) -> str | None:
-        # Notes and tasks are both Tasks; the marker alone tells them apart. The marker is
-        # validated (letters and digits only), so it holds no LIKE wildcard.
-        soql = MARKED_TASK_SOQL.format(
+        # Notes and tasks are both Tasks; the marker alone tells them apart. A meeting is an
+        # Event. The marker is validated (letters and digits only), so it holds no LIKE wildcard.
+        template = MARKED_EVENT_SOQL if operation == "create_meeting" else MARKED_TASK_SOQL
+        soql = template.format(
             contact=soql_quote(activity.contact_id), pattern=soql_quote(f"%{activity.marker}%")
         )
         return self._query_first(account, "find_write", soql, "Id")

@@ -309,7 +309,8 @@ class ZohoProvider(Provider):
         return record
 
     def write_payload(self, operation: str, activity: Activity) -> dict[str, Any]:
-        if check_operation(operation) == "create_note":
+        # A meeting is a note describing it (Provider.create_meeting).
+        if check_operation(operation) in ("create_note", "create_meeting"):
             return {"data": [self.note_record(activity)]}
         return {"data": [self.task_record(activity)]}
 

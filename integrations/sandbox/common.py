@@ -37,6 +37,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "SANDBOX_SALESFORCE_PORT": 8702,
     "SANDBOX_ZOHO_PORT": 8703,
     "SANDBOX_ODOO_PORT": 8704,
+    "SANDBOX_GOOGLE_PORT": 8705,
+    "SANDBOX_MICROSOFT_PORT": 8706,
+    "GOOGLE_CLIENT_ID": "conduit-sandbox-google",
+    "GOOGLE_CLIENT_SECRET": "sandbox-google-client-secret",
+    "MICROSOFT_CLIENT_ID": "conduit-sandbox-microsoft",
+    "MICROSOFT_CLIENT_SECRET": "sandbox-microsoft-client-secret",
     "PRODUCTION": False,
 }
 

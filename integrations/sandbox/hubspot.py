@@ -41,6 +41,7 @@ SEARCH_SCOPES = {
     "deals": "crm.objects.deals.read",
     "notes": "crm.objects.contacts.write",
     "tasks": "crm.objects.contacts.write",
+    "meetings": "crm.objects.contacts.write",
 }
 TEN_SECONDLY = "You have reached your ten_secondly_rolling limit."
 BAD_REFRESH = {
@@ -249,7 +250,7 @@ class HubSpotApp(SandboxApp):
         if path == "/account-info/v3/details":
             return "oauth"
         if crm.OBJECTS.match(path) or crm.OBJECT.match(path) or crm.ASSOCIATE.match(path):
-            return "crm.objects.contacts.write"  # notes and tasks have no scope of their own
+            return "crm.objects.contacts.write"  # notes, tasks and meetings have no scope of their own
         return None
 
     # faults and the overview page
@@ -296,6 +297,7 @@ class HubSpotApp(SandboxApp):
 
         newest = sorted(state.notes.values(), key=lambda r: int(r.id), reverse=True)
         tasks = sorted(state.tasks.values(), key=lambda r: int(r.id), reverse=True)
+        meetings = sorted(state.meetings.values(), key=lambda r: int(r.id), reverse=True)
         return summary, [
             Section(
                 "Contacts",
@@ -352,6 +354,21 @@ class HubSpotApp(SandboxApp):
                         links(t),
                     ]
                     for t in tasks
+                ],
+            ),
+            Section(
+                "Meetings (newest first)",
+                ["Id", "Title", "Start", "End", "Outcome", "Associations"],
+                [
+                    [
+                        m.id,
+                        m.properties.get("hs_meeting_title"),
+                        m.properties.get("hs_meeting_start_time"),
+                        m.properties.get("hs_meeting_end_time"),
+                        m.properties.get("hs_meeting_outcome"),
+                        links(m),
+                    ]
+                    for m in meetings
                 ],
             ),
             self.fault_section(),

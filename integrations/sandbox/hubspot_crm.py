@@ -1,4 +1,4 @@
-"""HubSpot CRM v3 objects in the sandbox: records, search, note/task creation and associations."""
+"""HubSpot CRM v3 objects in the sandbox: records, search, note/task/meeting creation and associations."""
 
 from __future__ import annotations
 
@@ -32,18 +32,26 @@ DEALS = [  # id, name, stage, closed, contact, last modified
     ("202", "Acme Logistics - Pilot", "closedwon", "true", "101", "2026-03-05T16:30:00.000Z"),
     ("203", "Brightfield rollout", "appointmentscheduled", "false", "102", "2026-02-20T08:15:00.000Z"),
 ]
-SEARCH = re.compile(r"^/crm/v3/objects/(contacts|deals|notes|tasks)/search$")
-OBJECTS = re.compile(r"^/crm/v3/objects/(notes|tasks)$")
-OBJECT = re.compile(r"^/crm/v3/objects/(notes|tasks)/(\d+)$")
-ASSOCIATE = re.compile(r"^/crm/v3/objects/(notes|tasks)/(\d+)/associations/(contact|deal)s?/(\d+)/([^/]+)$")
+SEARCH = re.compile(r"^/crm/v3/objects/(contacts|deals|notes|tasks|meetings)/search$")
+OBJECTS = re.compile(r"^/crm/v3/objects/(notes|tasks|meetings)$")
+OBJECT = re.compile(r"^/crm/v3/objects/(notes|tasks|meetings)/(\d+)$")
+ASSOCIATE = re.compile(
+    r"^/crm/v3/objects/(notes|tasks|meetings)/(\d+)/associations/(contact|deal)s?/(\d+)/([^/]+)$"
+)
 # HUBSPOT_DEFINED default association type ids (associations v4 table in provider-facts)
 DEFAULT_TYPE_IDS = {
     ("notes", "contact"): 202,
     ("notes", "deal"): 214,
     ("tasks", "contact"): 204,
     ("tasks", "deal"): 216,
+    ("meetings", "contact"): 200,
+    ("meetings", "deal"): 212,
 }
-TASK_ENUMS = {
+MEETING_ENUMS: dict[str, tuple[str, ...]] = {
+    "hs_meeting_outcome": ("SCHEDULED", "COMPLETED", "RESCHEDULED", "NO_SHOW", "CANCELED")
+}
+MEETING_TIMES = ("hs_meeting_start_time", "hs_meeting_end_time")
+TASK_ENUMS: dict[str, tuple[str, ...]] = {
     "hs_task_status": ("NOT_STARTED", "COMPLETED", "WAITING", "IN_PROGRESS", "DEFERRED"),
     "hs_task_priority": ("LOW", "MEDIUM", "HIGH"),
     "hs_task_type": ("EMAIL", "CALL", "TODO"),
@@ -217,15 +225,15 @@ def search_records(records: dict[str, Record], body: Any, window: int = SEARCH_R
     return json_reply(200, page)
 
 
-def _check_timestamp(value: str | None) -> None:
+def _check_timestamp(value: str | None, name: str = "hs_timestamp") -> None:
     if not value:
-        raise Invalid("Property values were not valid: hs_timestamp is required")
+        raise Invalid(f"Property values were not valid: {name} is required")
     if value.lstrip("-").isdigit():
         return
     try:
         datetime.fromisoformat(value)
     except ValueError:
-        raise Invalid(f"Property values were not valid: hs_timestamp {value!r} is not a date") from None
+        raise Invalid(f"Property values were not valid: {name} {value!r} is not a date") from None
 
 
 def clean_properties(obj_type: str, raw: Any) -> dict[str, str]:
@@ -237,12 +245,16 @@ def clean_properties(obj_type: str, raw: Any) -> dict[str, str]:
         k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in raw.items()
     }
     _check_timestamp(props.get("hs_timestamp"))
-    if obj_type == "notes" and len(props.get("hs_note_body", "")) > NOTE_BODY_MAX:
-        raise Invalid(
-            f"Property values were not valid: hs_note_body is longer than {NOTE_BODY_MAX} characters"
-        )
-    if obj_type == "tasks":
-        for name, allowed in TASK_ENUMS.items():
+    body = {"notes": "hs_note_body", "meetings": "hs_meeting_body"}.get(obj_type, "")
+    if body and len(props.get(body, "")) > NOTE_BODY_MAX:
+        raise Invalid(f"Property values were not valid: {body} is longer than {NOTE_BODY_MAX} characters")
+    if obj_type == "meetings":
+        for name in MEETING_TIMES:
+            if name in props:
+                _check_timestamp(props[name], name)
+    enums: dict[str, tuple[str, ...]] = {"tasks": TASK_ENUMS, "meetings": MEETING_ENUMS}.get(obj_type, {})
+    if enums:
+        for name, allowed in enums.items():
             if name in props and props[name] not in allowed:
                 raise Invalid(
                     f"Property values were not valid: {props[name]!r} is not a valid option for {name}"
@@ -321,6 +333,7 @@ class HubSpotState(SandboxState):
         }
         self.notes: dict[str, Record] = {}
         self.tasks: dict[str, Record] = {}
+        self.meetings: dict[str, Record] = {}
         self.next_id = 90001
         self.ten_second = RollingWindow(10)
         self.secondly = RollingWindow(1)
@@ -329,9 +342,13 @@ class HubSpotState(SandboxState):
         return {"contact": self.contacts, "deal": self.deals}
 
     def objects(self, obj_type: str) -> dict[str, Record]:
-        return {"contacts": self.contacts, "deals": self.deals, "notes": self.notes, "tasks": self.tasks}[
-            obj_type
-        ]
+        return {
+            "contacts": self.contacts,
+            "deals": self.deals,
+            "notes": self.notes,
+            "tasks": self.tasks,
+            "meetings": self.meetings,
+        }[obj_type]
 
     def as_json(self) -> dict[str, Any]:
         def rows(records: dict[str, Record], newest_first: bool = False) -> list[dict[str, Any]]:
@@ -344,6 +361,7 @@ class HubSpotState(SandboxState):
             "deals": rows(self.deals),
             "notes": rows(self.notes, True),
             "tasks": rows(self.tasks, True),
+            "meetings": rows(self.meetings, True),
             **super().as_json(),
         }
 

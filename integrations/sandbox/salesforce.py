@@ -20,6 +20,7 @@ INVALID_SESSION = sf_error("INVALID_SESSION_ID", "Session expired or invalid")
 NOT_REST_SESSION = sf_error("INVALID_SESSION_ID", "This session is not valid for use with the REST API")
 LIMIT_EXCEEDED = sf_error("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 VERSIONS = [{"label": "Spring '26", "url": "/services/data/v66.0", "version": "66.0"}]
+EVENT_COLUMNS = ["Id", "Subject", "StartDateTime", "EndDateTime", "WhoId", "WhatId", "CreatedDate"]
 FAULTS: dict[str, tuple[int, list[dict[str, Any]]]] = {
     "rate_limit": (403, LIMIT_EXCEEDED),
     "invalid_session": (401, INVALID_SESSION),
@@ -58,7 +59,8 @@ class SalesforceApp(SandboxApp):
 
     def is_create(self, req: Request) -> bool:
         match = sf.VERSION_PATH.match(req.path)
-        return req.method == "POST" and match is not None and (match[2] or "").strip("/") == "sobjects/Task"
+        resource = (match[2] or "").strip("/") if match is not None else ""
+        return req.method == "POST" and resource in ("sobjects/Task", "sobjects/Event")
 
     def requested_scopes(self, query: dict[str, str]) -> list[str]:
         return query.get("scope", "").split() or list(sf.REQUIRED_SCOPES)
@@ -242,6 +244,11 @@ class SalesforceApp(SandboxApp):
             ),
             Section(
                 "Tasks (newest first)", task_columns, [[t[c] for c in task_columns] for t in data["tasks"]]
+            ),
+            Section(
+                "Events (newest first)",
+                EVENT_COLUMNS,
+                [[e[c] for c in EVENT_COLUMNS] for e in data["events"]],
             ),
             self.fault_section(),
             Section(

@@ -1,6 +1,6 @@
 """Salesforce REST resources in the sandbox: the seeded org, limits, the supported SOQL queries
-(contact, open opportunity, marked task, changed records, the org's name), Task create/read and
-composite. Each resource returns (status, JSON body)."""
+(contact, open opportunity, marked task or event, changed records, the org's name), Task and
+Event create/read and composite. Each resource returns (status, JSON body)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,20 @@ TASK_FIELDS = {
     "TaskSubtype",
     "OwnerId",
 }
+EVENT_FIELDS = {
+    "Subject",
+    "Description",
+    "WhoId",
+    "WhatId",
+    "StartDateTime",
+    "EndDateTime",
+    "DurationInMinutes",
+    "ActivityDateTime",
+    "IsAllDayEvent",
+    "Location",
+    "OwnerId",
+}
+EVENT_MAX_DAYS = 14  # an Event that is not all-day lasts at most 14 days
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 TASK_PRIORITIES = ("High", "Normal", "Low")
 NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
@@ -67,6 +81,11 @@ MARKED_TASK_QUERY = re.compile(
     r"(?:\s+LIMIT\s+(\d+))?\s*$",
     re.I,
 )
+MARKED_EVENT_QUERY = re.compile(
+    rf"^\s*SELECT\s+Id\s+FROM\s+Event\s+WHERE\s+WhoId\s*=\s*{_VALUE}\s+AND\s+Subject\s+LIKE\s+{_VALUE}"
+    r"(?:\s+LIMIT\s+(\d+))?\s*$",
+    re.I,
+)
 ORGANIZATION_QUERY = re.compile(r"^\s*SELECT\s+Name\s+FROM\s+Organization(?:\s+LIMIT\s+(\d+))?\s*$", re.I)
 _STAMP = r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
 CHANGED_QUERY = re.compile(
@@ -83,6 +102,7 @@ AFTER_WHERE = re.compile(
 SEEDED_STAMP = "2026-01-05T09:00:00.000+0000"
 LIKE_PART = re.compile(r"\\(.)|(.)", re.S)
 TASK_PATH = re.compile(r"^sobjects/Task/(\w+)$")
+EVENT_PATH = re.compile(r"^sobjects/Event/(\w+)$")
 REFERENCE = re.compile(r"@\{(\w+)((?:\.\w+|\[\d+\])+)\}")
 VERSION_PATH = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 
@@ -127,6 +147,8 @@ class SalesforceState(SandboxState):
             for oid, _, _, _, ci, rid, _ in OPPORTUNITIES
         ]
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.next_event = 1
         self.org_name = ORG_NAME
         self.next_task = 1
         self.next_record = 1
@@ -143,6 +165,7 @@ class SalesforceState(SandboxState):
             "contacts": list(self.contacts.values()),
             "opportunities": opportunities,
             "tasks": list(reversed(self.tasks.values())),
+            "events": list(reversed(self.events.values())),
             "api_usage": self.config["api_usage"],
             **super().as_json(),
         }
@@ -197,11 +220,12 @@ def run_query(state: SalesforceState, version: str, soql: str) -> Result:
         return changed_records(state, version, m)
     elif ORGANIZATION_QUERY.match(soql):  # an org has exactly one Organization record
         records = [_record("Organization", version, ORG_ID, {"Name": state.org_name})]
-    elif m := MARKED_TASK_QUERY.match(soql):
+    elif (m := MARKED_TASK_QUERY.match(soql)) or (m := MARKED_EVENT_QUERY.match(soql)):
+        kind, table = ("Task", state.tasks) if m.re is MARKED_TASK_QUERY else ("Event", state.events)
         who, subject, limit = _unquote(m[1]), like(m[2]), int(m[3] or 2000)
         records = [
-            _record("Task", version, t["Id"], {"Id": t["Id"]})
-            for t in state.tasks.values()
+            _record(kind, version, t["Id"], {"Id": t["Id"]})
+            for t in table.values()
             if t["WhoId"] == who and subject.fullmatch(t["Subject"] or "")
         ][:limit]
     else:
@@ -302,6 +326,65 @@ def create_task(state: SalesforceState, version: str, body: Any) -> Result:
     return 201, {"id": task_id, "success": True, "errors": []}
 
 
+def _event_error(state: SalesforceState, body: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(body, dict):
+        return sf_error("JSON_PARSER_ERROR", "The request body must be a JSON object")
+    if unknown := sorted(set(body) - EVENT_FIELDS):
+        return sf_error(
+            "INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type Event", unknown[:1]
+        )
+    for name in ("Subject", "Description", "WhoId", "WhatId", "StartDateTime", "EndDateTime"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return sf_error("JSON_PARSER_ERROR", f"Cannot deserialize {name}: expected a string", [name])
+    for name, most in (("Subject", 255), ("Description", 32000)):
+        if len(body.get(name) or "") > most:
+            return sf_error("STRING_TOO_LONG", f"{name}: data value too large (max length={most})", [name])
+    who, what = body.get("WhoId"), body.get("WhatId")
+    if who and who not in state.contacts:
+        return sf_error("MALFORMED_ID", f"Contact ID: id value of incorrect type: {who}", ["WhoId"])
+    if what and what not in state.opportunities:
+        return sf_error("MALFORMED_ID", f"Related To ID: id value of incorrect type: {what}", ["WhatId"])
+    times = {}
+    for name in ("StartDateTime", "EndDateTime"):
+        try:
+            times[name] = datetime.fromisoformat(str(body.get(name) or "").replace("Z", "+00:00"))
+        except ValueError:
+            return sf_error(
+                "REQUIRED_FIELD_MISSING" if not body.get(name) else "JSON_PARSER_ERROR",
+                f"{name}: a date and time is required",
+                [name],
+            )
+        if times[name].tzinfo is None:
+            return sf_error("JSON_PARSER_ERROR", f"{name}: the time needs a zone", [name])
+    span = times["EndDateTime"] - times["StartDateTime"]
+    if span.total_seconds() < 0:
+        return sf_error(
+            "FIELD_INTEGRITY_EXCEPTION", "End Date Time: must be after Start Date Time", ["EndDateTime"]
+        )
+    if span.days > EVENT_MAX_DAYS or (span.days == EVENT_MAX_DAYS and span.seconds):
+        return sf_error("FIELD_INTEGRITY_EXCEPTION", "Event duration cannot exceed 14 days", ["EndDateTime"])
+    return None
+
+
+def create_event(state: SalesforceState, version: str, body: Any) -> Result:
+    """An Event needs its start and end (the sandbox takes no DurationInMinutes alone)."""
+    if error := _event_error(state, body):
+        return 400, error
+    event_id = f"00U5g00000{state.next_event:05d}AAJ"
+    state.next_event += 1
+    now = iso(state.clock()).replace("Z", "+0000")
+    fields = {name: body.get(name) for name in sorted(EVENT_FIELDS)}
+    fields |= {
+        "Id": event_id,
+        "OwnerId": body.get("OwnerId") or USER_ID,
+        "IsDeleted": False,
+        "CreatedDate": now,
+        "LastModifiedDate": now,
+    }
+    state.events[event_id] = _record("Event", version, event_id, fields)
+    return 201, {"id": event_id, "success": True, "errors": []}
+
+
 def rest(
     state: SalesforceState, method: str, version: str, resource: str, query: dict[str, str], body: Any
 ) -> Result:
@@ -317,6 +400,10 @@ def rest(
         return create_task(state, version, body)
     if method == "GET" and (m := TASK_PATH.match(resource)) and m[1] in state.tasks:
         return 200, state.tasks[m[1]]
+    if method == "POST" and resource == "sobjects/Event":
+        return create_event(state, version, body)
+    if method == "GET" and (m := EVENT_PATH.match(resource)) and m[1] in state.events:
+        return 200, state.events[m[1]]
     return 404, NOT_FOUND
 
 
@@ -395,6 +482,7 @@ def composite(state: SalesforceState, body: Any) -> Result:
     if failed and body.get("allOrNone"):
         for task_id in created:
             state.tasks.pop(task_id, None)
+            state.events.pop(task_id, None)
         halted = sf_error(
             "PROCESSING_HALTED",
             "The transaction was rolled back since another operation in the same transaction failed.",

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from integrations.sandbox.common import SandboxApp, SandboxServer, SandboxState
+from integrations.sandbox.google_calendar import GoogleApp
 from integrations.sandbox.hubspot import HubSpotApp
+from integrations.sandbox.microsoft_graph import MicrosoftApp
 from integrations.sandbox.odoo import OdooApp
 from integrations.sandbox.salesforce import SalesforceApp
 from integrations.sandbox.zoho import ZohoApp
@@ -17,12 +19,14 @@ APPS: dict[str, Callable[[], SandboxApp]] = {
     "salesforce": SalesforceApp,
     "zoho": ZohoApp,
     "odoo": OdooApp,
+    "google": GoogleApp,
+    "microsoft": MicrosoftApp,
 }
 
 
 @dataclass
 class RunningSandbox:
-    provider: str  # "hubspot" | "salesforce" | "zoho" | "odoo"
+    provider: str  # "hubspot" | "salesforce" | "zoho" | "odoo" | "google" | "microsoft"
     base_url: str  # e.g. "http://127.0.0.1:54321", no trailing slash
     state: SandboxState  # that provider's state (HubSpotState, ...); tests may change it under state.lock
     _server: SandboxServer = field(repr=False)

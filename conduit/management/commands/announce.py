@@ -22,12 +22,14 @@ from django.utils import timezone
 from conduit.management.commands.seed_demo import DEMO_EMAIL, DEMO_PASSWORD
 
 POLL_TIMEOUT = 10.0  # a gunicorn worker's first request loads the URLconf: seconds on a busy machine
-# The sandbox CRMs (when CONDUIT_SANDBOX is on) whose overview pages the banner lists.
+# The sandbox CRMs and calendars (when CONDUIT_SANDBOX is on) whose overview pages the banner lists.
 SANDBOX_PORTS = (
     ("HubSpot", "SANDBOX_HUBSPOT_PORT"),
     ("Salesforce", "SANDBOX_SALESFORCE_PORT"),
     ("Zoho CRM", "SANDBOX_ZOHO_PORT"),
     ("Odoo", "SANDBOX_ODOO_PORT"),
+    ("Google Calendar", "SANDBOX_GOOGLE_PORT"),
+    ("Microsoft 365", "SANDBOX_MICROSOFT_PORT"),
 )
 
 
@@ -88,7 +90,7 @@ def banner(url: str, sandboxes: list[tuple[str, str]], *, ready: bool) -> list[s
     state = "is ready (web, worker and beat are up)" if ready else "is up; waiting for beat"
     lines = [f"Conduit {state}: {url}  login: {DEMO_EMAIL} / {DEMO_PASSWORD}"]
     if ready and sandboxes:
-        lines.append("sandbox CRMs: " + ", ".join(f"{name} {base}/" for name, base in sandboxes))
+        lines.append("sandboxes: " + ", ".join(f"{name} {base}/" for name, base in sandboxes))
     if ready:
         lines.append("next: README.md, 'First five minutes'")
     return lines

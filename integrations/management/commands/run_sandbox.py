@@ -1,5 +1,5 @@
-"""`manage.py run_sandbox`: serve the HubSpot, Salesforce, Zoho CRM and Odoo sandboxes until
-SIGINT/SIGTERM."""
+"""`manage.py run_sandbox`: serve the HubSpot, Salesforce, Zoho CRM and Odoo sandboxes and the
+Google Calendar and Microsoft Graph calendar sandboxes until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from integrations.sandbox.server import RunningSandbox, start_sandbox
 
 class Command(BaseCommand):
     help = (
-        "Serve the local HubSpot, Salesforce, Zoho CRM and Odoo sandboxes until interrupted "
-        "(never in production)."
+        "Serve the local HubSpot, Salesforce, Zoho CRM and Odoo sandboxes and the Google Calendar "
+        "and Microsoft Graph calendar sandboxes until interrupted (never in production)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -26,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--salesforce-port", type=int, help="default: settings.SANDBOX_SALESFORCE_PORT")
         parser.add_argument("--zoho-port", type=int, help="default: settings.SANDBOX_ZOHO_PORT")
         parser.add_argument("--odoo-port", type=int, help="default: settings.SANDBOX_ODOO_PORT")
+        parser.add_argument("--google-port", type=int, help="default: settings.SANDBOX_GOOGLE_PORT")
+        parser.add_argument("--microsoft-port", type=int, help="default: settings.SANDBOX_MICROSOFT_PORT")
         parser.add_argument(
             "--if-enabled",
             action="store_true",
@@ -50,6 +52,8 @@ class Command(BaseCommand):
                 ("salesforce", options["salesforce_port"]),
                 ("zoho", options["zoho_port"]),
                 ("odoo", options["odoo_port"]),
+                ("google", options["google_port"]),
+                ("microsoft", options["microsoft_port"]),
             )
         }
         running: list[RunningSandbox] = []
