@@ -34,7 +34,7 @@ from integrations.models import CRM_CHOICES, CrmConnection
 from integrations.pages.views import check_crm, is_admin
 from integrations.providers import get_provider
 from reconcile.error_words import Reason, reason_for
-from reconcile.models import CrmWriteLog, DealMapping
+from reconcile.models import CrmWriteLog, DealMapping, WriteOperation
 from reconcile.services import RETRYABLE, do_retry_writes, do_skip_writes, payload_or_none
 
 Status = CrmWriteLog.Status
@@ -160,6 +160,7 @@ def item_for(
         "deal_id": deal,
         "subject": subject_of(row),
         "message_id": row.message_id,
+        "is_meeting": row.operation == WriteOperation.MEETING,
         "occurred_at": occurred_at(row),
         "created_at": row.created_at,
         "changed_at": row.updated_at,

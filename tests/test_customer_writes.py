@@ -134,6 +134,20 @@ def test_each_write_says_what_it_is_on_which_contact_and_deal_and_from_which_ema
     assert "it did not answer in time" in other
 
 
+def test_a_meeting_write_points_to_the_customers_timeline_not_to_an_email(alice: Tenant) -> None:
+    meeting = make_write(
+        live_conn(alice), operation="create_meeting", code="http_500", subject="Renewal call"
+    )
+    html = alice.client().get(PAGE).content.decode()
+    item = html[
+        html.index(f'data-write="{meeting.pk}"') : html.index(
+            "</li>", html.index(f'data-write="{meeting.pk}"')
+        )
+    ]
+    assert ">Meeting<" in item and f'href="/customers/{meeting.target}/"' in item
+    assert "the email was deleted" not in item and "<dt>Email</dt>" not in item and "<dt>Meeting</dt>" in item
+
+
 def test_no_email_body_token_or_secret_is_shown(alice: Tenant) -> None:
     conn = live_conn(alice, access_token="tok-ACCESS-abcdef123456", refresh_token="tok-REFRESH-abcdef123456")
     make_write(
