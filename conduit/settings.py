@@ -486,6 +486,11 @@ MICROSOFT_REDIRECT_URI = env.str(
     "MICROSOFT_REDIRECT_URI", default=_calendar_callback.format("microsoft")
 ).strip()
 if PRODUCTION and (CALENDAR_OAUTH_ENABLED or CALENDAR_SYNC_ENABLED):
+    if not (GOOGLE_CLIENT_ID or MICROSOFT_CLIENT_ID):
+        raise ImproperlyConfigured(
+            "CALENDAR_OAUTH_ENABLED / CALENDAR_SYNC_ENABLED need GOOGLE_CLIENT_ID and _SECRET or "
+            "MICROSOFT_CLIENT_ID and _SECRET in production"
+        )
     for _prefix in ("GOOGLE", "MICROSOFT"):
         _values = {k: globals()[f"{_prefix}_{k}"] for k in ("CLIENT_ID", "CLIENT_SECRET")}
         if any(_values.values()) and not all(_values.values()):

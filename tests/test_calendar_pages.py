@@ -172,6 +172,13 @@ def test_each_error_code_in_plain_words(code: str, words: str) -> None:
     assert words in error_words(code, "google")
 
 
+def test_a_stored_error_with_its_message_reads_by_its_code() -> None:
+    assert "asked Conduit to slow down" in error_words("rate_limited: rate limited; retry after 5s", "google")
+    assert "HTTP 503" in error_words("http_503: Service Unavailable", "microsoft")
+    conn = ExternalCalendarConnection(status="error", last_error="missing_scope: Calendars.Read not granted")
+    assert state_of(conn) == "needs_reconnect"
+
+
 def test_no_error_no_words() -> None:
     assert error_words(None, "google") == "" and error_words("", "microsoft") == ""
     assert error_words("rate_limited", "microsoft").startswith("Microsoft asked")

@@ -376,6 +376,7 @@ def test_graph_reauthorization_required_renews_the_subscription(
     assert resp.status_code == 202
     assert [c[0] for c in fakes["microsoft"].called("renew")] == ["chan-a"]
     conn.refresh_from_db()
+    assert conn.sync_needed  # a delta read catches up on anything missed meanwhile
     assert conn.channel_expires_at is not None and conn.channel_expires_at > timezone.now() + timedelta(
         days=2
     )

@@ -67,6 +67,11 @@ def manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.Comple
             f"CALENDAR_ALLOWLIST_PROVIDER_IDS {MUST_LIST}",
         ),
         (
+            ON_FOR_ONE,
+            "CALENDAR_OAUTH_ENABLED / CALENDAR_SYNC_ENABLED need GOOGLE_CLIENT_ID and _SECRET or "
+            "MICROSOFT_CLIENT_ID and _SECRET in production",
+        ),
+        (
             {**ON_FOR_ONE, "GOOGLE_CLIENT_ID": "conduit.apps.googleusercontent.com"},
             "GOOGLE_CLIENT_SECRET must be set when GOOGLE_CLIENT_ID or _SECRET is",
         ),
@@ -105,6 +110,7 @@ def manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.Comple
         "flag-without-allowlists",
         "flag-without-connection-allowlist",
         "blank-allowlist",
+        "no-calendar-app",
         "google-id-without-secret",
         "microsoft-secret-without-id",
         "google-http-redirect",

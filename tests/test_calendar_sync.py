@@ -18,6 +18,7 @@ from conduit.tenancy import system_scope
 from integrations.calendars import sync, tokens
 from integrations.calendars.sync import sync_connection
 from integrations.models import ExternalCalendarConnection, ExternalCalendarEvent
+from integrations.pages.calendar_cards import error_words, state_of
 from integrations.providers.base import Account
 from integrations.providers.calendar_base import CalendarEvent, CursorExpired, EventPage
 from integrations.providers.errors import AuthRevoked, Permanent, RateLimited
@@ -284,6 +285,7 @@ def test_rate_limit_grows_the_backoff_and_success_clears_it(
     conn = reload(calendar)
     assert conn.error_count == 1 and conn.backoff_until == NOW + timedelta(seconds=60)
     assert conn.last_error == "rate_limited: rate limited; retry after 5s" and conn.sync_needed
+    assert "Google asked Conduit to slow down" in error_words(conn.last_error, "google")  # the card's words
     sync_connection(calendar.pk, now=NOW)
     assert reload(calendar).backoff_until == NOW + timedelta(seconds=120)
     retry_after[0] = 900
@@ -373,7 +375,8 @@ def test_revoked_grant_puts_the_connection_in_error_without_backoff(
     assert outcome.error_code == "refresh_token_revoked"
     conn = reload(calendar)
     assert conn.status == ExternalCalendarConnection.Status.ERROR and conn.backoff_until is None
-    assert conn.last_error == "refresh_token_revoked: invalid_grant"
+    assert conn.last_error == "refresh_token_revoked"  # the bare code: the card offers Reconnect
+    assert state_of(conn) == "needs_reconnect"
 
 
 def test_a_grant_error_recorded_by_tokens_is_kept(

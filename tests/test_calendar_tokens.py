@@ -4,6 +4,7 @@ a revoked grant puts the connection in error, a 401 is refreshed and retried onc
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,6 +15,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from conduit.models import AuditEvent
+from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
 from integrations.calendars import tokens
 from integrations.connections.tokens import NotConnected
@@ -47,10 +49,13 @@ def test_a_fresh_token_is_used_as_it_is(alice: Tenant, fake: FakeCalendar) -> No
 
 
 def test_a_token_about_to_expire_is_refreshed_and_google_keeps_its_refresh_token(
-    alice: Tenant, fake: FakeCalendar
+    alice: Tenant, fake: FakeCalendar, caplog: pytest.LogCaptureFixture
 ) -> None:
     conn = make_connection(alice, token_expiry=timezone.now() + SOON)
-    account = tokens.valid_account(conn.pk)
+    with caplog.at_level(logging.INFO, logger="conduit.integrations.calendar"):
+        account = tokens.valid_account(conn.pk)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "conduit.integrations.calendar"]
+    assert line == "calendar access refreshed" == redact_text(line)  # the runbook's line, readable
     assert account.access_token == f"{ACCESS}-r" and fake.called("refresh") == [REFRESH]
     conn.refresh_from_db()
     assert conn.access_token == f"{ACCESS}-r" and conn.refresh_token == REFRESH

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from django_celery_beat.models import PeriodicTask
 
 from conduit.celery import app
@@ -31,6 +32,21 @@ def test_heartbeat_task_records_last_beat(db: None) -> None:
     second = heartbeat.apply().get()
     beat = Heartbeat.objects.get(name="beat")
     assert beat.beat_at.isoformat() == second and second >= first
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "minutes"),
+    [
+        ("run calendar jobs", "integrations.run_calendar_jobs", 5),
+        ("renew calendar channels", "integrations.renew_calendar_channels", 60),
+    ],
+)
+def test_calendar_beat_entries_exist_by_data_migration(db: None, name: str, task: str, minutes: int) -> None:
+    import integrations.tasks  # noqa: F401  (registers the integrations tasks, as the worker does)
+
+    entry = PeriodicTask.objects.get(name=name)
+    assert entry.task == task and entry.enabled and task in app.tasks
+    assert entry.interval.every * {"minutes": 1, "hours": 60}[entry.interval.period] == minutes
 
 
 def test_heartbeat_beat_entry_exists_by_data_migration(db: None) -> None:

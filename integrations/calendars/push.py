@@ -302,6 +302,7 @@ def microsoft_lifecycle(conn: Connection, event: str) -> str:
                 Connection.objects.filter(pk=conn.pk, channel_id=conn.channel_id).update(
                     channel_expires_at=timezone.now()
                 )
+        mark_sync_needed(conn.pk)  # like every lifecycle event: a cheap delta read catches up
         return "reauthorized"
     if event == "subscriptionRemoved":
         with system_scope():

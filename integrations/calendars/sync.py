@@ -374,7 +374,7 @@ def record_failure(conn: Connection, exc: Exception, outcome: SyncOutcome, now: 
         fields = ["error_count", "sync_needed", "updated_at"]
         if isinstance(exc, AuthRevoked):
             if row.status == Connection.Status.CONNECTED:  # tokens.py did not already say so
-                row.status, row.last_error = Connection.Status.ERROR, f"{code}: {message}"[:500]
+                row.status, row.last_error = Connection.Status.ERROR, code  # the card's "reconnect" key
                 fields += ["status", "last_error"]
         else:
             delay = backoff_seconds(row.error_count)

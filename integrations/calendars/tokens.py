@@ -128,7 +128,7 @@ def refresh_connection(
             conn.save(update_fields=["access_token", "refresh_token", "token_expiry", "updated_at"])
             calendar_log(
                 logging.INFO,
-                "calendar token refreshed",
+                "calendar access refreshed",
                 connection_id=conn.pk,
                 provider=conn.provider,
                 rotated=bool(tokens.refresh_token),

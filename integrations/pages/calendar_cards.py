@@ -75,8 +75,14 @@ def plain_code(code: str) -> str:
     return f"HTTP {code[5:]}" if code.startswith("http_") else code
 
 
-def error_words(code: str | None, provider: str) -> str:
+def error_code_of(last_error: str | None) -> str:
+    """last_error is "<error_code>: <short message>" (or a bare code): its code."""
+    return (last_error or "").split(":", 1)[0].strip()
+
+
+def error_words(last_error: str | None, provider: str) -> str:
     """The connection's last error as a sentence and what to do about it ("" when none)."""
+    code = error_code_of(last_error)
     if not code:
         return ""
     short = SHORT_NAMES.get(provider, provider)
@@ -90,7 +96,7 @@ def state_of(conn: ExternalCalendarConnection | None) -> str:
     if conn is None or conn.status == ExternalCalendarConnection.Status.DISCONNECTED:
         return "not_connected"
     if conn.status == ExternalCalendarConnection.Status.ERROR:
-        return "needs_reconnect" if conn.last_error in RECONNECT_CODES else "error"
+        return "needs_reconnect" if error_code_of(conn.last_error) in RECONNECT_CODES else "error"
     return "connected" if conn.sync_enabled else "paused"
 
 
@@ -153,7 +159,7 @@ def card_for(
         "connected_at": live.connected_at if live else None,
         "last_synced_at": live.last_synced_at if live else None,
         "events_stored": events_stored,
-        "error_code": (live.last_error or "") if live else "",
+        "error_code": error_code_of(live.last_error) if live else "",
         "error_words": error_words(live.last_error, provider) if live else "",
         "needs_reconnect": state == "needs_reconnect",
         "backoff_until": live.backoff_until if live and in_backoff else None,
