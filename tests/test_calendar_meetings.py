@@ -192,6 +192,24 @@ def test_processing_again_never_doubles_a_write(alice: Tenant) -> None:
     assert process_connection_events(cal.pk) == ProcessResult()  # nothing waits
 
 
+def test_only_events_whose_customers_changed_are_rewritten(alice: Tenant) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    crm(alice)
+    cal = calendar(alice)
+    linked = event(cal, "linked")
+    gone = event(cal, "gone", attendees=["alice@example.com"], customer_emails=[OTHER])
+    for n in range(5):  # internal: no customers before or after
+        event(cal, f"internal-{n}", attendees=["alice@example.com"])
+    with CaptureQueriesContext(connection) as seen:
+        assert process_connection_events(cal.pk).processed == 7
+    updates = [q["sql"] for q in seen.captured_queries if q["sql"].startswith("UPDATE")]
+    [rewrite] = [sql for sql in updates if 'SET "customer_emails"' in sql]
+    assert rewrite.count("WHEN") == 2  # `linked` gains its customer, `gone` loses its own
+    assert reload(linked).customer_emails == [CUSTOMER] and reload(gone).customer_emails == []
+
+
 def test_a_ledger_error_fails_the_event_with_a_short_error(alice: Tenant) -> None:
     crm(alice)
     cal = calendar(alice)

@@ -219,6 +219,22 @@ def test_a_verified_google_change_marks_the_connection_and_queues_a_sync(
     assert needs_sync(conn) and sent == [("integrations.sync_calendar_connection", [conn.pk])]
 
 
+def test_a_burst_of_notifications_queues_one_sync_until_a_sync_starts(
+    alice: Tenant, fake: FakeCalendar, sent: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    conn = with_channel(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(5):
+            assert google_post().status_code == 200
+        graph_conn = with_channel(alice, "microsoft", channel_id="sub-b")
+        assert graph_post([change("sub-b"), change("sub-b")]).status_code == 202
+    assert sent == [("integrations.sync_calendar_connection", [pk]) for pk in (conn.pk, graph_conn.pk)]
+    ExternalCalendarConnection.objects.filter(pk=conn.pk).update(sync_needed=False)  # as a sync starts
+    with django_capture_on_commit_callbacks(execute=True):
+        google_post()
+    assert len(sent) == 3 and needs_sync(conn)
+
+
 def test_google_not_exists_also_marks_the_connection(
     alice: Tenant, fake: FakeCalendar, sent: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:

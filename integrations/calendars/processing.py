@@ -86,10 +86,12 @@ def plan(workspace_id: int, event_ids: list[int]) -> dict[int, str | None]:
 def process_batch(workspace_id: int, events: list[ExternalCalendarEvent], result: ProcessResult) -> None:
     plannable = [e for e in events if not e.cancelled and not e.is_private]
     customers = customers_of(workspace_id, plannable)
-    with workspace_scope(workspace_id):  # customers first: the ledger plans from them
-        for event in events:
-            event.customer_emails = customers.get(event.pk, [])
-        ExternalCalendarEvent.objects.bulk_update(events, ["customer_emails"])
+    changed = [e for e in events if e.customer_emails != customers.get(e.pk, [])]
+    for event in changed:
+        event.customer_emails = customers.get(event.pk, [])
+    if changed:  # customers first: the ledger plans from them
+        with workspace_scope(workspace_id):
+            ExternalCalendarEvent.objects.bulk_update(changed, ["customer_emails"])
     with_customers = [pk for pk, found in customers.items() if found]
     errors = {pk: short_error(err) for pk, err in plan(workspace_id, with_customers).items() if err}
     with workspace_scope(workspace_id):
@@ -130,7 +132,15 @@ def process_connection_events(connection_id: int, *, batch_size: int = BATCH_SIZ
                     connection_id=connection_id, sync_status=Status.CREATED, pk__gt=last_id
                 )
                 .order_by("pk")
-                .only("pk", "workspace_id", "organizer", "attendees", "is_private", "cancelled")[:batch_size]
+                .only(
+                    "pk",
+                    "workspace_id",
+                    "organizer",
+                    "attendees",
+                    "is_private",
+                    "cancelled",
+                    "customer_emails",
+                )[:batch_size]
             )
         if not events:
             break

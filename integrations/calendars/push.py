@@ -225,10 +225,15 @@ def enqueue_sync(connection_id: int) -> None:
 
 
 def mark_sync_needed(connection_id: int) -> None:
-    """One UPDATE; the sync is queued once the change commits."""
+    """Flag the connection due and queue one sync once that commits, unless it is flagged
+    already: a burst of notifications for one calendar is one write and one sync. A sync clears
+    the flag when it starts, so a change made during a sync flags it (and queues one) again."""
     with system_scope():
-        Connection.objects.filter(pk=connection_id).update(sync_needed=True, updated_at=timezone.now())
-        transaction.on_commit(lambda: enqueue_sync(connection_id))
+        flipped = Connection.objects.filter(pk=connection_id, sync_needed=False).update(
+            sync_needed=True, updated_at=timezone.now()
+        )
+        if flipped:
+            transaction.on_commit(lambda: enqueue_sync(connection_id))
 
 
 def listening(conn: Connection) -> bool:
