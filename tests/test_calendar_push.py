@@ -12,7 +12,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
@@ -98,8 +100,6 @@ def test_open_channel_stores_the_channel_and_an_encrypted_secret(alice: Tenant, 
     assert token == ACCESS and address == "https://conduit.example/webhooks/calendar/google"
     assert (conn.channel_id, conn.channel_resource_id, conn.channel_secret) == ("chan-1", "res-1", secret)
     assert len(secret) >= 40 and conn.channel_expires_at is not None
-    from django.db import connection
-
     with connection.cursor() as cur:
         cur.execute("SELECT channel_secret FROM external_calendar_connections WHERE id = %s", [conn.pk])
         assert secret not in cur.fetchone()[0]
@@ -223,9 +223,14 @@ def test_a_burst_of_notifications_queues_one_sync_until_a_sync_starts(
     alice: Tenant, fake: FakeCalendar, sent: list[Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     conn = with_channel(alice)
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as seen:
         for _ in range(5):
             assert google_post().status_code == 200
+    flagging = [
+        q for q in seen.captured_queries if q["sql"].startswith('UPDATE "external_calendar_connections"')
+    ]
+    assert len(flagging) == 1  # the later notifications find the flag set
+    with django_capture_on_commit_callbacks(execute=True):
         graph_conn = with_channel(alice, "microsoft", channel_id="sub-b")
         assert graph_post([change("sub-b"), change("sub-b")]).status_code == 202
     assert sent == [("integrations.sync_calendar_connection", [pk]) for pk in (conn.pk, graph_conn.pk)]

@@ -224,16 +224,19 @@ def enqueue_sync(connection_id: int) -> None:
         log_failure(log, "could not queue a calendar sync", exc=exc, category="calendar_sync")
 
 
-def mark_sync_needed(connection_id: int) -> None:
+def mark_sync_needed(conn: Connection) -> None:
     """Flag the connection due and queue one sync once that commits, unless it is flagged
     already: a burst of notifications for one calendar is one write and one sync. A sync clears
-    the flag when it starts, so a change made during a sync flags it (and queues one) again."""
+    the flag before it reads, so a change it may have missed flags it (and queues one) again;
+    `conn` is the row as the notification loaded it, so a flag seen set needs no statement."""
+    if conn.sync_needed:
+        return
     with system_scope():
-        flipped = Connection.objects.filter(pk=connection_id, sync_needed=False).update(
+        flipped = Connection.objects.filter(pk=conn.pk, sync_needed=False).update(
             sync_needed=True, updated_at=timezone.now()
         )
         if flipped:
-            transaction.on_commit(lambda: enqueue_sync(connection_id))
+            transaction.on_commit(lambda: enqueue_sync(conn.pk))
 
 
 def listening(conn: Connection) -> bool:
@@ -263,7 +266,7 @@ def google_notification(*, channel_id: str, token: str, resource_id: str, state:
     elif state == "sync":
         outcome, status = "sync", 200
     elif state in ("exists", "not_exists"):
-        mark_sync_needed(conn.pk)
+        mark_sync_needed(conn)
         outcome, status = "changed", 200
     else:
         outcome, status = "unknown_state", 200
@@ -307,16 +310,16 @@ def microsoft_lifecycle(conn: Connection, event: str) -> str:
                 Connection.objects.filter(pk=conn.pk, channel_id=conn.channel_id).update(
                     channel_expires_at=timezone.now()
                 )
-        mark_sync_needed(conn.pk)  # like every lifecycle event: a cheap delta read catches up
+        mark_sync_needed(conn)  # like every lifecycle event: a cheap delta read catches up
         return "reauthorized"
     if event == "subscriptionRemoved":
         with system_scope():
             Connection.objects.filter(pk=conn.pk, channel_id=conn.channel_id).update(
                 channel_id="", channel_resource_id="", channel_secret="", channel_expires_at=None
             )
-        mark_sync_needed(conn.pk)  # changes may have been missed while it was gone
+        mark_sync_needed(conn)  # changes may have been missed while it was gone
         return "subscription_removed"
-    mark_sync_needed(conn.pk)
+    mark_sync_needed(conn)
     return "missed" if event == "missed" else "changed"
 
 
