@@ -164,6 +164,9 @@ class MembershipInline(admin.TabularInline):
     extra = 0
     autocomplete_fields = ["user"]
 
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("user", "workspace")  # each row's label
+
 
 @admin.register(Workspace)
 class WorkspaceAdmin(AuditedAdmin):

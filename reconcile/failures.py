@@ -19,6 +19,7 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
 )
 from django.db.models.functions import Cast
 
@@ -43,14 +44,20 @@ def failed_writes(workspace: Workspace, provider: str, error_codes: list[str] | 
 def _groups(
     rows: QuerySet[Any], code: str, when: str, sample: str, permanent: Q | None
 ) -> list[dict[str, Any]]:
-    aggregates: dict[str, Any] = {"count": Count("id"), "first_seen": Min(when), "last_seen": Max(when)}
+    # the group's latest sample, as a subquery: one query whatever the number of groups
+    latest = rows.filter(**{code: OuterRef(code)}).order_by(f"-{when}").values(sample)[:1]
+    aggregates: dict[str, Any] = {
+        "count": Count("id"),
+        "first_seen": Min(when),
+        "last_seen": Max(when),
+        "sample_message": Subquery(latest),
+    }
     if permanent is not None:
         aggregates["permanent_failures"] = Count("id", filter=permanent)
     grouped = list(rows.values(code).annotate(**aggregates).order_by("-count", code))
     for group in grouped:
-        latest = rows.filter(**{code: group[code]}).order_by(f"-{when}").values_list(sample, flat=True)
         group["error_code"] = group.pop(code) or "unknown"
-        group["sample_message"] = latest.first() or ""
+        group["sample_message"] = group["sample_message"] or ""
     return grouped
 
 

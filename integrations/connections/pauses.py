@@ -9,6 +9,7 @@ theirs to lift; a pause Conduit's operators set is not, whatever its scope (set_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -143,13 +144,28 @@ def do_resume_sync(target: PauseTarget, *, actor: Actor) -> bool:
     return True
 
 
+def pausing_user_id(pause: SyncPause) -> int | None:
+    """The id in the pause's actor `user:<id>`; None when a command, a job or a token set it."""
+    kind, _, ref = pause.actor.partition(":")
+    return int(ref) if kind == "user" and ref.isascii() and ref.isdigit() else None
+
+
 def pausing_user(pause: SyncPause) -> User | None:
     """The user who set the pause (actor `user:<id>`), if it was a user and still exists."""
-    kind, _, ref = pause.actor.partition(":")
-    if kind != "user" or not ref.isascii() or not ref.isdigit():
+    if (user_id := pausing_user_id(pause)) is None:
         return None
     with system_scope():
-        return User.objects.filter(pk=int(ref)).first()
+        return User.objects.filter(pk=user_id).first()
+
+
+def pausing_users(pauses: Iterable[SyncPause]) -> dict[int, User]:
+    """pausing_user of each pause, in one query: {pause id: user} (absent: none, or deleted)."""
+    wanted = {pause.pk: user_id for pause in pauses if (user_id := pausing_user_id(pause)) is not None}
+    if not wanted:
+        return {}
+    with system_scope():
+        users = User.objects.in_bulk(set(wanted.values()))
+    return {pause_id: users[user_id] for pause_id, user_id in wanted.items() if user_id in users}
 
 
 def set_by_workspace(pause: SyncPause, user: User | None = None) -> bool:

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import User
 from django.utils import timezone
 from django.utils.timesince import timesince
 
 from conduit.models import Workspace
-from integrations.connections.pauses import ActivePauses, active_pauses, pausing_user, set_by_workspace
+from integrations.connections.pauses import ActivePauses, active_pauses, pausing_users, set_by_workspace
 from integrations.models import CRM_CHOICES, CrmConnection, SyncPause
 
 REASON_MAX = SyncPause._meta.get_field("reason").max_length or 500
@@ -89,8 +90,8 @@ def what_is_held(pauses: list[SyncPause], connections: list[CrmConnection]) -> s
     return " or ".join(names)
 
 
-def entry_for(pause: SyncPause, connections: list[CrmConnection]) -> dict[str, Any]:
-    user = pausing_user(pause)
+def entry_for(pause: SyncPause, connections: list[CrmConnection], user: User | None) -> dict[str, Any]:
+    """One pause of the card; `user`: who set it (pausing_users), if a user still there."""
     own = set_by_workspace(pause, user)
     return {
         "id": pause.pk,
@@ -115,7 +116,8 @@ def sync_card(
     """The card's values: the pauses in force for this workspace and what an admin may do."""
     active = active if active is not None else active_pauses()
     held = holding(workspace, connections, active)
-    pauses = [entry_for(p, connections) for p in held]
+    users = pausing_users(held)
+    pauses = [entry_for(p, connections, users.get(p.pk)) for p in held]
     workspace_pause = next((p for p in pauses if p["scope"] == SyncPause.Scope.WORKSPACE), None)
     return {
         "paused": bool(pauses),
