@@ -7,7 +7,7 @@
    beat job, CALENDAR_JOB_CONCURRENCY threads), then --changed-pct of the events are changed at the
    sandbox (moved by an hour, renamed), each time a fresh set, and one incremental run per mode:
      push-marked job pass   jobs.run_pass picks only the connections the pushes marked sync_needed
-     queued push tasks      the sync task each verified notification queued, run one after another
+     queued push tasks      the sync tasks the verified notifications queued, run one after another
      all polled job pass    every connection made stale first, so the pass calls each one once
    for two scenarios: (a) the changes concentrated on --changed-pct of the connections, all their
    events; (b) the changes spread at random over all connections.
@@ -334,6 +334,7 @@ class Pushes:
     changed: list[int]  # connection id per notification that marked its connection, in order
     writes: int  # row writes the webhook view made
     queued: int  # sync tasks on the broker
+    tasks: list[int]  # the connection id of each sync task queued, in order
 
 
 def concentrated(ids: list[int], events: int, changes: int, rng: random.Random) -> list[Any]:
@@ -365,11 +366,20 @@ def change_events(base: str, state: Any, rows: list[Any], tag: str, counter: Sta
     from django.conf import settings
 
     from conduit.tenancy import system_scope
+    from integrations.calendars import push
     from integrations.models import ExternalCalendarConnection
 
     broker = redis.Redis.from_url(settings.REDIS_URL)
     broker.delete("celery")
     session = requests.Session()
+    tasks: list[int] = []
+    enqueue = push.enqueue_sync
+
+    def recorded(connection_id: int) -> None:
+        tasks.append(connection_id)
+        enqueue(connection_id)
+
+    push.enqueue_sync = recorded  # type: ignore[assignment]
     with counter.counting(), deliveries_of(state) as sent:
         for external_id, starts_at, ends_at in rows:
             body = {
@@ -378,6 +388,7 @@ def change_events(base: str, state: Any, rows: list[Any], tag: str, counter: Sta
                 "end": (ends_at + timedelta(hours=1)).astimezone(UTC).isoformat(),
             }
             session.patch(f"{base}/_sandbox/events/{external_id}", json=body, timeout=10).raise_for_status()
+    push.enqueue_sync = enqueue  # type: ignore[assignment]
     writes = sum(n for (table, _verb), n in counter.writes.items() if table in CALENDAR_TABLES)
     queued = cast(int, broker.llen("celery"))
     broker.delete("celery")
@@ -387,7 +398,7 @@ def change_events(base: str, state: Any, rows: list[Any], tag: str, counter: Sta
     changed = [
         by_channel[d.target] for d in sent if d.status == 200 and json.loads(d.reply)["outcome"] == "changed"
     ]
-    return Pushes(len(sent), changed, writes, queued)
+    return Pushes(len(sent), changed, writes, queued, tasks)
 
 
 def print_pushes(pushes: Pushes, changes: int) -> None:
@@ -461,9 +472,7 @@ def scenario(
             print(f"    due before the pass: {due_now()} connections")
             run = measured(mode, counter, base, job_pass(connections))
         elif mode == "queued push tasks":
-            run = measured(
-                f"{mode} (one sync per task, in order)", counter, base, queued_tasks(pushes.changed)
-            )
+            run = measured(f"{mode} (one sync per task, in order)", counter, base, queued_tasks(pushes.tasks))
         else:
             make_all_stale()
             print(f"    every connection made stale first: {due_now()} due")
