@@ -11,10 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from integrations.providers.base import Account, Provider
+from django.conf import settings
+from django.utils import timezone
+
+from integrations.providers.base import Account, Provider, TokenSet
 from integrations.providers.errors import Permanent
+from integrations.providers.synclog import NO_CONTEXT, CallContext
 
 
 def rfc3339(when: datetime) -> str:
@@ -113,7 +118,72 @@ class PushChannel:
 
 
 class CalendarProvider(Provider):
-    """Base of the calendar providers; `name` is the binding provider value (google | microsoft)."""
+    """Base of the calendar providers; `name` is the binding provider value (google | microsoft).
+    Both sign in with OAuth 2 (authorization code with PKCE, refresh tokens) against a token
+    endpoint that takes the client id and secret in the form; a subclass names its settings
+    prefix, its token URL and what else its token form carries."""
+
+    client_setting = ""  # GOOGLE / MICROSOFT: the <prefix>_CLIENT_ID and _CLIENT_SECRET settings
+
+    def _client(self) -> tuple[str, str]:
+        """(client id, client secret); Permanent not_configured when either is missing."""
+        prefix = self.client_setting
+        client_id = getattr(settings, f"{prefix}_CLIENT_ID", "")
+        secret = getattr(settings, f"{prefix}_CLIENT_SECRET", "")
+        if not (client_id and secret):
+            raise Permanent(
+                self.name, "not_configured", f"{prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET are not set"
+            )
+        return client_id, secret
+
+    def _require_credentials(self) -> None:
+        self._client()
+
+    def token_url(self) -> str:
+        raise NotImplementedError
+
+    def token_form(self) -> dict[str, str]:
+        """Fields the token endpoint wants beside the grant and the client's credentials."""
+        return {}
+
+    def token_scopes(self, body: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(body.get("scope") or "").split())
+
+    def _token(self, operation: str, form: dict[str, str], context: CallContext) -> TokenSet:
+        client_id, secret = self._client()
+        form = {**form, "client_id": client_id, "client_secret": secret, **self.token_form()}
+        body = self._call(operation, "POST", self.token_url(), context=context, data=form) or {}
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise Permanent(self.name, "invalid_token_response", "the token response has no access token")
+        expires_in = int(body.get("expires_in") or 3600)
+        return TokenSet(
+            access_token=str(body["access_token"]),
+            # None means "keep the one you have": Google sends none on a refresh; Microsoft rotates
+            # it, every answer carrying the one to store from now on.
+            refresh_token=body.get("refresh_token") or None,
+            expires_at=timezone.now() + timedelta(seconds=expires_in),
+            scopes=self.token_scopes(body),
+        )
+
+    def exchange_code(
+        self,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None = None,
+        environment: str = "login",
+        context: CallContext = NO_CONTEXT,
+    ) -> TokenSet:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        return self._token("exchange_code", form, context)
+
+    def refresh(
+        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
+    ) -> TokenSet:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token("refresh", form, context)
 
     def list_events(
         self,

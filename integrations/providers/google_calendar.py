@@ -108,11 +108,10 @@ class GoogleCalendarProvider(CalendarProvider):
         return settings.GOOGLE_CALENDAR_API_URL.rstrip("/")
 
     # --- OAuth ---
-    def _require_credentials(self) -> None:
-        if not (settings.GOOGLE_CLIENT_ID and settings.GOOGLE_CLIENT_SECRET):
-            raise Permanent(
-                self.name, "not_configured", "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET are not set"
-            )
+    client_setting = "GOOGLE"
+
+    def token_url(self) -> str:
+        return str(settings.GOOGLE_TOKEN_URL)
 
     def authorize_url(
         self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
@@ -131,45 +130,6 @@ class GoogleCalendarProvider(CalendarProvider):
         if code_challenge:
             query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
         return f"{settings.GOOGLE_AUTHORIZE_URL}?{urlencode(query, quote_via=quote)}"
-
-    def _token(self, operation: str, form: dict[str, str], context: CallContext) -> TokenSet:
-        self._require_credentials()
-        form = {
-            **form,
-            "client_id": settings.GOOGLE_CLIENT_ID,
-            "client_secret": settings.GOOGLE_CLIENT_SECRET,
-        }
-        body = self._call(operation, "POST", settings.GOOGLE_TOKEN_URL, context=context, data=form) or {}
-        if not isinstance(body, dict) or not body.get("access_token"):
-            raise Permanent(self.name, "invalid_token_response", "the token response has no access token")
-        expires_in = int(body.get("expires_in") or 3600)
-        return TokenSet(
-            access_token=str(body["access_token"]),
-            # A refresh answers with no refresh_token: None means "keep the one you have".
-            refresh_token=body.get("refresh_token") or None,
-            expires_at=timezone.now() + timedelta(seconds=expires_in),
-            scopes=tuple(str(body.get("scope") or "").split()),
-        )
-
-    def exchange_code(
-        self,
-        *,
-        code: str,
-        redirect_uri: str,
-        code_verifier: str | None = None,
-        environment: str = "login",
-        context: CallContext = NO_CONTEXT,
-    ) -> TokenSet:
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
-        if code_verifier:
-            form["code_verifier"] = code_verifier
-        return self._token("exchange_code", form, context)
-
-    def refresh(
-        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
-    ) -> TokenSet:
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._token("refresh", form, context)
 
     def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
         try:

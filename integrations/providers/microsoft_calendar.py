@@ -128,11 +128,16 @@ class MicrosoftCalendarProvider(CalendarProvider):
         return [s for s in self.required_scopes if s.lower() not in have]
 
     # --- OAuth ---
-    def _require_credentials(self) -> None:
-        if not (settings.MICROSOFT_CLIENT_ID and settings.MICROSOFT_CLIENT_SECRET):
-            raise Permanent(
-                self.name, "not_configured", "MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET are not set"
-            )
+    client_setting = "MICROSOFT"
+
+    def token_url(self) -> str:
+        return f"{self.authority()}/token"
+
+    def token_form(self) -> dict[str, str]:
+        return {"scope": " ".join(SCOPES)}
+
+    def token_scopes(self, body: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(graph_scope(s) for s in str(body.get("scope") or "").split())
 
     def authorize_url(
         self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
@@ -149,46 +154,6 @@ class MicrosoftCalendarProvider(CalendarProvider):
         if code_challenge:
             query |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
         return f"{self.authority()}/authorize?{urlencode(query, quote_via=quote)}"
-
-    def _token(self, operation: str, form: dict[str, str], context: CallContext) -> TokenSet:
-        self._require_credentials()
-        form = {
-            **form,
-            "client_id": settings.MICROSOFT_CLIENT_ID,
-            "client_secret": settings.MICROSOFT_CLIENT_SECRET,
-            "scope": " ".join(SCOPES),
-        }
-        body = self._call(operation, "POST", f"{self.authority()}/token", context=context, data=form) or {}
-        if not isinstance(body, dict) or not body.get("access_token"):
-            raise Permanent(self.name, "invalid_token_response", "the token response has no access token")
-        expires_in = int(body.get("expires_in") or 3600)
-        return TokenSet(
-            access_token=str(body["access_token"]),
-            # The refresh token rotates: every answer carries the one to store from now on.
-            refresh_token=body.get("refresh_token") or None,
-            expires_at=timezone.now() + timedelta(seconds=expires_in),
-            scopes=tuple(graph_scope(s) for s in str(body.get("scope") or "").split()),
-        )
-
-    def exchange_code(
-        self,
-        *,
-        code: str,
-        redirect_uri: str,
-        code_verifier: str | None = None,
-        environment: str = "login",
-        context: CallContext = NO_CONTEXT,
-    ) -> TokenSet:
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
-        if code_verifier:
-            form["code_verifier"] = code_verifier
-        return self._token("exchange_code", form, context)
-
-    def refresh(
-        self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
-    ) -> TokenSet:
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self._token("refresh", form, context)
 
     def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
         """Nothing to call: the identity platform has no endpoint that revokes one app's refresh
