@@ -44,7 +44,7 @@ bench: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/health.py
 	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/webhooks.py
 	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/scopes.py
-	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/calendar.py
+	DATABASE_URL=$${DATABASE_URL:-$${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}} $(BIN)/python bench/calendar_sync.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -156,3 +156,10 @@ def test_no_app_writes_the_tables_of_an_app_above_it(app: str) -> None:
                 sql = node.value.upper()
                 if any(verb in sql for verb in ("SELECT ", "UPDATE ", "DELETE ", "INSERT ")):
                     assert not foreign.search(node.value), f"{path.relative_to(ROOT)}: {node.value[:80]}"
+
+
+def test_no_bench_script_shadows_a_standard_module() -> None:
+    """A bench runs as `python bench/x.py`, which puts bench/ first on sys.path: a bench named
+    like a standard module (calendar.py, say) would be imported in its place by the others."""
+    names = {path.stem for path in (ROOT / "bench").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)
