@@ -114,6 +114,25 @@ def test_old_bodies_are_redacted_with_flag_and_timestamp(alice: Tenant) -> None:
     assert not young.is_redacted and young.body_text == BODY and young.redacted_at is None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_redaction_batch_commits_without_waiting_for_the_disk_and_only_that_batch(
+    alice: Tenant,
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    enable(alice)
+    old_message(alice, "old@x", timedelta(days=45))
+    with CaptureQueriesContext(connection) as seen:
+        assert run().results[0].messages_redacted == 1
+    sql = [q["sql"].strip() for q in seen.captured_queries]
+    redactions = [i for i, q in enumerate(sql) if q.startswith("UPDATE messages SET body_text = NULL")]
+    assert redactions and all(sql[i - 1] == "SET LOCAL synchronous_commit TO OFF" for i in redactions)
+    assert sql.count("SET LOCAL synchronous_commit TO OFF") == len(redactions)  # no other batch
+    with connection.cursor() as cur:  # LOCAL: it ended with the batch's transaction
+        cur.execute("SHOW synchronous_commit")
+        assert cur.fetchone()[0] == "on"
+
+
 def test_cutoff_is_strict_a_message_exactly_n_days_old_stays(alice: Tenant) -> None:
     enable(alice)
     edge = old_message(alice, "edge@x", timedelta(days=30))
