@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.conf import settings
 from django.db.models import Q
@@ -26,8 +26,8 @@ from conduit.audit import record_audit
 from conduit.logging import log_failure
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
-from integrations.connections.pauses import pause_for
-from integrations.connections.tenant_switch import is_enabled
+from integrations.connections.pauses import pause_covers
+from integrations.connections.tenant_switch import switched_off
 from integrations.connections.tokens import NotConnected, call_with_token, mark_scope_missing
 from integrations.models import CrmConnection
 from integrations.providers import get_provider
@@ -46,6 +46,9 @@ from reconcile.curation import is_dry_run
 from reconcile.mapping import resolve
 from reconcile.models import CrmWriteLog
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
 log = logging.getLogger("conduit.reconcile")
 Clock = Callable[[], datetime]
 ACTOR = "system:reconcile"
@@ -62,15 +65,25 @@ def new_lease_token() -> str:
     return secrets.token_hex(16)
 
 
-def _fetch(write_id: int, lease_token: str) -> CrmWriteLog | None:
+class Holds(TypedDict):
+    paused: bool  # a pause covers the write's connection (pauses.pause_for)
+    switched_off: bool  # its workspace's integration is off (tenant_switch.is_enabled)
+
+
+def _fetch(write_id: int, lease_token: str) -> WithAnnotations[CrmWriteLog, Holds] | None:
+    """The leased row with its connection and workspace, and whether a pause or the tenant switch
+    holds it back, read in one statement at the start of this delivery."""
     return (
         CrmWriteLog.objects.select_related("connection", "workspace")
+        .annotate(paused=pause_covers("connection"), switched_off=switched_off("connection"))
         .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
         .first()
     )
 
 
-def claim(write_id: int, *, now: datetime, lease_token: str = "") -> CrmWriteLog | None:
+def claim(
+    write_id: int, *, now: datetime, lease_token: str = ""
+) -> WithAnnotations[CrmWriteLog, Holds] | None:
     """The row, leased to this worker. With a lease_token the caller (reconcile) claimed it
     already; without one the row is claimed here, only if it is due (status guard)."""
     with system_scope():
@@ -177,16 +190,16 @@ def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone
         return schedule_retry(row, error, now(), sent=True)  # it may have gone out: look before resending
 
 
-def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
+def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
     conn = row.connection
     if is_dry_run(conn):
         _finish(row, now(), status=Status.DRY_RUN, next_retry_at=None)
         return Outcome("dry_run")
     if conn.status != CrmConnection.Status.CONNECTED:
         return release(row, now(), "waiting_for_connection", park=True)
-    if pause_for(conn) is not None:
+    if row.paused:
         return release(row, now(), "paused")
-    if not is_enabled(conn.workspace_id, conn.crm):
+    if row.switched_off:
         return release(row, now(), "integration_disabled")
     sent = False
     try:
@@ -204,7 +217,9 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
         activity = activity_for(row, mapping.contact_id, mapping.deal_id)
         provider = get_provider(conn.crm)
         if row.outcome_unknown:
-            found = call_with_token(conn.pk, lambda a: provider.find_write(a, row.operation, activity))
+            found = call_with_token(
+                conn.pk, lambda a: provider.find_write(a, row.operation, activity), loaded=conn
+            )
             if found:
                 return succeed(row, found, now(), recovered=True)
         payload = {**row.payload, "contact_id": mapping.contact_id, "deal_id": mapping.deal_id}
@@ -215,7 +230,7 @@ def _deliver(row: CrmWriteLog, now: Clock) -> Outcome:
         def send(account: Account) -> str:
             return provider.write(account, row.operation, activity)
 
-        external_id = call_with_token(conn.pk, send)
+        external_id = call_with_token(conn.pk, send, loaded=conn)  # conn: read with the row
     except RateLimited as exc:
         wait = max(exc.retry_after, 1.0)
         known = _refused(sent)

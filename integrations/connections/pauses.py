@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from conduit.audit import actor_label, record_audit
 from conduit.models import Membership, Workspace
@@ -230,3 +230,18 @@ def active_pauses() -> ActivePauses:
 
 def pause_for(conn: CrmConnection) -> SyncPause | None:
     return active_pauses().for_connection(conn)
+
+
+def pause_covers(connection: str) -> Exists:
+    """What pause_for answers, as an expression of the outer query: a pause covers the connection
+    at the path `connection` ("connection" from a write). It lets delivery fetch the write and
+    learn whether it is held back in one statement, read at the same moment as before."""
+    ref = f"{connection}__"
+    return Exists(
+        SyncPause.objects.filter(
+            Q(scope=SyncPause.Scope.GLOBAL)
+            | Q(scope=SyncPause.Scope.PROVIDER, provider=OuterRef(f"{ref}crm"))
+            | Q(scope=SyncPause.Scope.WORKSPACE, workspace_id=OuterRef(f"{ref}workspace_id"))
+            | Q(scope=SyncPause.Scope.CONNECTION, connection_id=OuterRef(f"{ref}id"))
+        )
+    )

@@ -43,6 +43,17 @@ def is_enabled(workspace_id: int | None, provider: str) -> bool:
         ).exists()
 
 
+def switched_off(connection: str) -> Exists:
+    """The negation of is_enabled, as an expression of the outer query, for the connection at the
+    path `connection` ("connection" from a write): delivery reads it with the write itself."""
+    ref = f"{connection}__"
+    return Exists(
+        IntegrationSetting.objects.filter(
+            workspace_id=OuterRef(f"{ref}workspace_id"), provider=OuterRef(f"{ref}crm"), enabled=False
+        )
+    )
+
+
 def enabled_connections() -> Q:
     """A filter on CrmConnection: connections whose integration is not switched off."""
     off = IntegrationSetting.objects.filter(

@@ -176,10 +176,21 @@ def refresh_connection(
         return conn
 
 
-def valid_account(connection_id: int, *, now: Clock = timezone.now) -> Account:
-    """An Account with a token that is not about to expire (refreshed first when it is)."""
-    with system_scope():
-        conn = connected(CrmConnection.objects.get(pk=connection_id))
+def valid_account(
+    connection_id: int, *, now: Clock = timezone.now, loaded: CrmConnection | None = None
+) -> Account:
+    """An Account with a token that is not about to expire (refreshed first when it is).
+
+    `loaded`: this connection's row as the caller read it in the same unit of work (delivery reads
+    it with the write); its token is used without reading the row again. A token refreshed by
+    another worker since then is at worst answered 401, and call_with_token then takes the stored
+    one without refreshing (rejected_token)."""
+    if loaded is None:
+        with system_scope():
+            loaded = CrmConnection.objects.get(pk=connection_id)
+    elif loaded.pk != connection_id:
+        raise ValueError(f"loaded connection {loaded.pk} is not connection {connection_id}")
+    conn = connected(loaded)
     if needs_refresh(conn, now()):
         conn = connected(refresh_connection(connection_id, now=now))
     return account_for(conn)
@@ -191,12 +202,14 @@ def call_with_token(
     *,
     now: Clock = timezone.now,
     revoke_on_reject: bool = True,
+    loaded: CrmConnection | None = None,
 ) -> T:
     """Run a provider call with a valid token; after a 401, refresh once and retry once.
 
     A second 401 means the provider refuses the grant: the connection goes to error, unless
-    `revoke_on_reject` is False (the health check wants a sustained run of refusals first)."""
-    account = valid_account(connection_id, now=now)
+    `revoke_on_reject` is False (the health check wants a sustained run of refusals first).
+    `loaded`: as for valid_account."""
+    account = valid_account(connection_id, now=now, loaded=loaded)
     try:
         return call(account)
     except TokenExpired:
