@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest pytest-pgbouncer bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "conduit: $(PY) not found; install Python 3.11" >&2; exit 1; }
@@ -35,6 +35,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Ingest, planning, delivery, purge, webhooks and RLS through Debian's pgbouncer in transaction
+# pooling (docs/deployment.md, "Behind PgBouncer"); needs DATABASE_URL naming a Postgres server.
+# .ci/run runs it after `make test`.
+pytest-pgbouncer: $(STAMP)
+	bash ops/pgbouncer/pytest.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -157,6 +157,23 @@ else:
         }
     }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Behind PgBouncer in transaction pooling a server connection serves another client after every
+# transaction, so nothing may outlive one (docs/deployment.md, "Behind PgBouncer"): no WITH HOLD
+# cursor from .iterator(), no named prepared statements, no SET ROLE at connect.
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="").strip()
+SESSION_STATE_OPTIONS = ("server_side_binding", "prepare_threshold", "assume_role")
+if DATABASE_POOLER not in ("", "pgbouncer-transaction"):
+    raise ImproperlyConfigured("DATABASE_POOLER must be empty or 'pgbouncer-transaction'")
+if DATABASE_POOLER:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_POOLER needs a postgres:// DATABASE_URL")
+    if set_options := [o for o in SESSION_STATE_OPTIONS if o in DATABASES["default"].get("OPTIONS", {})]:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must not set {', '.join(set_options)} with DATABASE_POOLER (session state)"
+        )
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    # a kept connection may have been closed by the pooler (client_idle_timeout): check before reuse
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and cache when REDIS_URL is set; embedded defaults otherwise ---

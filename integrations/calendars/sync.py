@@ -3,7 +3,8 @@ and keep external_calendar_events up to date.
 
 Rules:
 - One sync of a connection at a time: the sync holds a Postgres advisory lock on the
-  connection id for its whole run (pg_try_advisory_lock, session level); a second sync of the
+  connection id for its whole run, a transaction-level one (safe behind PgBouncer in transaction
+  pooling) in a transaction of its own on a second database connection; a second sync of the
   same connection returns at once ("sync_in_progress") instead of waiting or reading twice. The
   provider calls run outside any transaction, so a token refresh (tokens.py, under the row lock)
   commits at once and no row stays locked while the provider answers. SQLite (development) has no
@@ -37,12 +38,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db import connection as db
 from django.db.models import F
 from django.utils import timezone
@@ -105,16 +107,20 @@ def claimed(connection_id: int) -> Iterator[bool]:
     if db.vendor != "postgresql":
         yield True
         return
-    key = [LOCK_CLASS, connection_id % 2**31]
-    with db.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        got = bool(cur.fetchone()[0])
+    # The sync commits several times, so the lock lives in a transaction of its own, on a second
+    # connection, open until the sync ends: a session-level lock would stay behind on whichever
+    # server connection PgBouncer lent for that statement.
+    holder = db.copy()
     try:
+        holder.set_autocommit(False)
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_CLASS, connection_id % 2**31])
+            got = bool(cur.fetchone()[0])
         yield got
     finally:
-        if got:
-            with db.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        with suppress(DatabaseError):  # a lost connection has let the lock go already
+            holder.rollback()  # ends the transaction, and the lock with it
+        holder.close()
 
 
 def sync_connection(connection_id: int, *, now: datetime | None = None) -> SyncOutcome:
