@@ -188,6 +188,25 @@ def plan_rows(
     return rows
 
 
+def insert_new(rows: list[CrmWriteLog], result: PlanResult) -> list[CrmWriteLog]:
+    """Insert the rows whose idempotency key is not in the ledger yet (a concurrent planner's
+    win is skipped) and count them on `result` with their ids; returns the rows that were new."""
+    keys = [r.idempotency_key for r in rows]
+    existing = set(
+        CrmWriteLog.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
+    )
+    fresh = [r for r in rows if r.idempotency_key not in existing]
+    CrmWriteLog.objects.bulk_create(fresh, ignore_conflicts=True)
+    for pk, status in CrmWriteLog.objects.filter(
+        idempotency_key__in=[r.idempotency_key for r in fresh]
+    ).values_list("pk", "status"):
+        (result.dry_run_ids if status == CrmWriteLog.Status.DRY_RUN else result.planned_ids).append(pk)
+    result.dry_run = sum(r.status == CrmWriteLog.Status.DRY_RUN for r in fresh)
+    result.planned = len(fresh) - result.dry_run
+    result.already_planned = len(rows) - len(fresh)
+    return fresh
+
+
 def plan_messages(workspace: Workspace, message_ids: list[int], *, now: datetime | None = None) -> PlanResult:
     """Plan the writes of these messages for every connected CRM of the workspace.
 
@@ -214,19 +233,7 @@ def plan_messages(workspace: Workspace, message_ids: list[int], *, now: datetime
             )
         )
         rows = plan_rows(messages, connections, rules, now)
-        keys = [r.idempotency_key for r in rows]
-        existing = set(
-            CrmWriteLog.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
-        )
-        fresh = [r for r in rows if r.idempotency_key not in existing]
-        CrmWriteLog.objects.bulk_create(fresh, ignore_conflicts=True)
-        for pk, status in CrmWriteLog.objects.filter(
-            idempotency_key__in=[r.idempotency_key for r in fresh]
-        ).values_list("pk", "status"):
-            (result.dry_run_ids if status == CrmWriteLog.Status.DRY_RUN else result.planned_ids).append(pk)
-    result.dry_run = sum(r.status == CrmWriteLog.Status.DRY_RUN for r in fresh)
-    result.planned = len(fresh) - result.dry_run
-    result.already_planned = len(rows) - len(fresh)
+        fresh = insert_new(rows, result)
     if fresh:
         log.info(
             "planned %d write(s) (%d in dry run) for %d message(s)",

@@ -31,7 +31,15 @@ from conduit.logging import log_failure
 from conduit.models import Workspace
 from conduit.tenancy import system_scope, workspace_scope
 from integrations.models import CrmConnection, ExternalCalendarEvent
-from reconcile.curation import SUBJECT_MAX, PlanResult, addresses, is_dry_run, rules_for, writable_connections
+from reconcile.curation import (
+    SUBJECT_MAX,
+    PlanResult,
+    addresses,
+    insert_new,
+    is_dry_run,
+    rules_for,
+    writable_connections,
+)
 from reconcile.models import CrmWriteLog, WriteOperation
 from reconcile.planning import dispatch_planned
 
@@ -186,19 +194,7 @@ def plan_meeting_rows(
             rows += meeting_rows(event, connections, now)
         except MeetingNotPlannable as exc:
             outcome[event.pk] = str(exc)
-    keys = [r.idempotency_key for r in rows]
-    existing = set(
-        CrmWriteLog.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True)
-    )
-    fresh = [r for r in rows if r.idempotency_key not in existing]
-    CrmWriteLog.objects.bulk_create(fresh, ignore_conflicts=True)
-    for pk, status in CrmWriteLog.objects.filter(
-        idempotency_key__in=[r.idempotency_key for r in fresh]
-    ).values_list("pk", "status"):
-        (result.dry_run_ids if status == CrmWriteLog.Status.DRY_RUN else result.planned_ids).append(pk)
-    result.dry_run = len(result.dry_run_ids)
-    result.planned = len(result.planned_ids)
-    result.already_planned = len(rows) - len(fresh)
+    insert_new(rows, result)
     return result, outcome
 
 

@@ -4,16 +4,14 @@ off or whose member / connection is not on the allowlist."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from integrations.calendars.flags import FLAG_SETTINGS, CalendarForbidden, Feature, check, enabled, refusal
-from tests.test_settings import ENV_UNDER_TEST, PROD_ENV, ROOT
+from tests.test_settings import ENV_UNDER_TEST, PROD_ENV, run_manage
 
 CALENDAR_PREFIXES = ("CALENDAR_", "GOOGLE_", "MICROSOFT_")
 MUST_LIST = "must list ids (or be an explicit *) when a calendar flag is on in production"
@@ -34,17 +32,11 @@ PRINT_CALENDAR = (
 
 def manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """manage.py with this machine's environment minus anything calendar-shaped, plus `env`."""
-    base = {
-        k: v for k, v in os.environ.items() if k not in ENV_UNDER_TEST and not k.startswith(CALENDAR_PREFIXES)
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**base, "CONDUIT_VAR_DIR": str(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_manage(
+        *args,
+        env=env,
+        tmp_path=tmp_path,
+        drop=lambda k: k in ENV_UNDER_TEST or k.startswith(CALENDAR_PREFIXES),
     )
 
 

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from django.db import connection
 
 from tests.pgbouncer_probe import pooled_state
+from tests.test_settings import run_manage as settings_run_manage
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("conduit", "integrations", "reconcile", "retention")
@@ -163,15 +163,8 @@ def test_transaction_scoped_constructs_are_not_reported(source: str) -> None:
 
 
 def run_manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_POOLER")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**base, "CONDUIT_VAR_DIR": str(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return settings_run_manage(
+        *args, env=env, tmp_path=tmp_path, drop=("DATABASE_URL", "DATABASE_POOLER").__contains__
     )
 
 

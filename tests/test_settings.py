@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,14 @@ ENV_UNDER_TEST = {
 }
 
 
-def run_manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ENV_UNDER_TEST}
+def run_manage(
+    *args: str,
+    env: dict[str, str],
+    tmp_path: Path,
+    drop: Callable[[str], bool] = ENV_UNDER_TEST.__contains__,
+) -> subprocess.CompletedProcess[str]:
+    """manage.py with this machine's environment minus the names `drop` picks, plus `env`."""
+    base = {k: v for k, v in os.environ.items() if not drop(k)}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

@@ -300,8 +300,9 @@ def do_disconnect_calendar(conn: Connection, *, actor: User | str) -> Disconnect
     push.close_channel(conn.pk)
     with system_scope():
         conn.refresh_from_db()
-        token = conn.refresh_token or conn.access_token
-        revoked = revoke_quietly(conn.provider, token, context_of(conn))
+    # the provider is called outside any transaction: no row waits on its answer
+    revoked = revoke_quietly(conn.provider, conn.refresh_token or conn.access_token, context_of(conn))
+    with system_scope():
         deleted, _ = ExternalCalendarEvent.objects.filter(connection=conn).delete()
         conn.access_token = conn.refresh_token = ""
         conn.token_expiry = None
