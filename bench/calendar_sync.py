@@ -366,20 +366,20 @@ def change_events(base: str, state: Any, rows: list[Any], tag: str, counter: Sta
     from django.conf import settings
 
     from conduit.tenancy import system_scope
-    from integrations.calendars import push
+    from integrations.calendars import jobs
     from integrations.models import ExternalCalendarConnection
 
     broker = redis.Redis.from_url(settings.REDIS_URL)
     broker.delete("celery")
     session = requests.Session()
     tasks: list[int] = []
-    enqueue = push.enqueue_sync
+    enqueue = jobs.enqueue_sync
 
     def recorded(connection_id: int) -> None:
         tasks.append(connection_id)
         enqueue(connection_id)
 
-    push.enqueue_sync = recorded  # type: ignore[assignment]
+    jobs.enqueue_sync = recorded  # type: ignore[assignment]
     with counter.counting(), deliveries_of(state) as sent:
         for external_id, starts_at, ends_at in rows:
             body = {
@@ -388,7 +388,7 @@ def change_events(base: str, state: Any, rows: list[Any], tag: str, counter: Sta
                 "end": (ends_at + timedelta(hours=1)).astimezone(UTC).isoformat(),
             }
             session.patch(f"{base}/_sandbox/events/{external_id}", json=body, timeout=10).raise_for_status()
-    push.enqueue_sync = enqueue  # type: ignore[assignment]
+    jobs.enqueue_sync = enqueue  # type: ignore[assignment]
     writes = sum(n for (table, _verb), n in counter.writes.items() if table in CALENDAR_TABLES)
     queued = cast(int, broker.llen("celery"))
     broker.delete("celery")

@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.calendars import flags, push
+from integrations.calendars import flags, jobs, push
 from integrations.models import ExternalCalendarConnection
 from integrations.providers.errors import Transient
 from tests.conftest import Tenant
@@ -46,7 +46,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
     """The sync tasks queued (by name, as the broker would get them)."""
     queued: list[tuple[str, list[int]]] = []
     monkeypatch.setattr(
-        push, "current_app", SimpleNamespace(send_task=lambda name, args: queued.append((name, args)))
+        jobs, "current_app", SimpleNamespace(send_task=lambda name, args: queued.append((name, args)))
     )
     return queued
 
@@ -329,11 +329,12 @@ def test_a_lost_dispatch_is_logged_and_the_answer_is_still_200(
     def broker_down(name: str, args: list[int]) -> None:
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(push, "current_app", SimpleNamespace(send_task=broker_down))
+    monkeypatch.setattr(jobs, "current_app", SimpleNamespace(send_task=broker_down))
     with django_capture_on_commit_callbacks(execute=True):
         assert google_post().status_code == 200
     assert needs_sync(conn)
-    assert any(line["message"].startswith("could not queue a calendar sync") for line in capture_json_logs())
+    messages = [line["message"] for line in capture_json_logs()]
+    assert any(m.startswith("calendar sync could not be queued") for m in messages)
 
 
 # --- Microsoft Graph ---

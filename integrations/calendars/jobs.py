@@ -199,7 +199,8 @@ def run_pass(*, limit: int | None = None, now: datetime | None = None) -> JobSum
     return summary
 
 
-def _enqueue(connection_id: int) -> None:
+def enqueue_sync(connection_id: int) -> None:
+    """Queue one connection's sync task; a broker that is down loses nothing (the flag stays)."""
     try:
         current_app.send_task(SYNC_TASK, args=[connection_id])
     except Exception as exc:  # the broker is down: sync_needed is set, the next pass picks it up
@@ -217,7 +218,7 @@ def request_sync(connection: ExternalCalendarConnection) -> None:
     flags.check(Feature.SYNC, provider_id=connection.profile_id, connection_id=connection.pk)
     with workspace_scope(connection.workspace_id):
         ExternalCalendarConnection.objects.filter(pk=connection.pk).update(sync_needed=True)
-        transaction.on_commit(partial(_enqueue, connection.pk))
+        transaction.on_commit(partial(enqueue_sync, connection.pk))
     calendar_log(
         logging.INFO,
         "calendar sync requested",

@@ -17,7 +17,6 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -26,7 +25,7 @@ from django.utils import timezone
 from conduit.logging import log_failure
 from conduit.services import ConduitError
 from conduit.tenancy import system_scope
-from integrations.calendars import flags, tokens
+from integrations.calendars import flags, jobs, tokens
 from integrations.calendars.logs import calendar_log
 from integrations.models import ExternalCalendarConnection
 from integrations.providers import get_calendar_provider
@@ -35,7 +34,6 @@ from integrations.providers.calendar_base import PushChannel
 from integrations.providers.errors import ProviderError
 
 Connection = ExternalCalendarConnection
-SYNC_TASK = "integrations.sync_calendar_connection"
 log = logging.getLogger("conduit.integrations.calendar")
 CHANNEL_FIELDS = ["channel_id", "channel_resource_id", "channel_secret", "channel_expires_at"]
 
@@ -217,13 +215,6 @@ def renew_due_channels(*, now: datetime | None = None) -> int:
 # --- notifications -----------------------------------------------------------------------------
 
 
-def enqueue_sync(connection_id: int) -> None:
-    try:
-        current_app.send_task(SYNC_TASK, args=[connection_id])
-    except Exception as exc:  # the broker is down: the job runner syncs it on its next pass
-        log_failure(log, "could not queue a calendar sync", exc=exc, category="calendar_sync")
-
-
 def mark_sync_needed(conn: Connection) -> None:
     """Flag the connection due and queue one sync once that commits, unless it is flagged
     already: a burst of notifications for one calendar is one write and one sync. A sync clears
@@ -236,7 +227,7 @@ def mark_sync_needed(conn: Connection) -> None:
             sync_needed=True, updated_at=timezone.now()
         )
         if flipped:
-            transaction.on_commit(lambda: enqueue_sync(conn.pk))
+            transaction.on_commit(lambda: jobs.enqueue_sync(conn.pk))
 
 
 def listening(conn: Connection) -> bool:
