@@ -83,15 +83,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def broker_queue_length(queue: str = "celery") -> dict[str, Any]:
-    """Messages waiting in the Celery queue (Redis in production, files in development)."""
+def broker_queue_length(queue: str | None = None) -> dict[str, Any]:
+    """Messages waiting in the Celery queue (Redis or RabbitMQ in production, files in
+    development). On RabbitMQ the declaration is passive: the queue Celery declared durable is
+    read, never re-declared with other arguments."""
     from conduit.celery import app
 
+    queue = queue or settings.CELERY_TASK_DEFAULT_QUEUE
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
             channel: Any = conn.default_channel
-            _, length, _consumers = channel.queue_declare(queue=queue)
+            _, length, _consumers = channel.queue_declare(queue=queue, passive=settings.BROKER_AMQP)
     except Exception as exc:  # metrics boundary: report, never raise
         return {"queue": queue, "length": None, "error": type(exc).__name__}
     return {"queue": queue, "length": int(length), "transport": app.conf.broker_url.split(":")[0]}

@@ -176,12 +176,36 @@ if DATABASE_POOLER:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: Celery broker and cache when REDIS_URL is set; embedded defaults otherwise ---
+# --- Redis: the cache, the shared rate limiter and by default the Celery broker when REDIS_URL is
+# set (embedded defaults otherwise). CELERY_BROKER_URL may name RabbitMQ (amqp://) instead. ---
 REDIS_URL = required("REDIS_URL") if PRODUCTION else env.str("REDIS_URL", default="")
 CELERY_DATA_DIR = VAR_DIR / "celery"
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="").strip() or REDIS_URL
+BROKER_SCHEME = urlsplit(CELERY_BROKER_URL).scheme if CELERY_BROKER_URL else "filesystem"
+if CELERY_BROKER_URL and BROKER_SCHEME not in BROKER_SCHEMES:
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL must be a {', '.join(BROKER_SCHEMES)} URL")
+if CELERY_BROKER_URL and not REDIS_URL:
+    raise ImproperlyConfigured("CELERY_BROKER_URL needs REDIS_URL too (the cache and the shared limiter)")
+# How long the broker lets a worker hold a message it has not acknowledged (acks_late) before it
+# hands it to another worker: Redis's visibility timeout, or RabbitMQ's consumer_timeout (its
+# default is 30 min; the broker closes the channel instead). A countdown (the health waves, a
+# short Retry-After) must stay below it, or the broker delivers the same task twice.
+BROKER_AMQP = BROKER_SCHEME in ("amqp", "amqps")
+CONDUIT_BROKER_ACK_TIMEOUT_SECONDS = env.int(
+    "CONDUIT_BROKER_ACK_TIMEOUT_SECONDS", default=1800 if BROKER_AMQP else 3600
+)
+if not 600 <= CONDUIT_BROKER_ACK_TIMEOUT_SECONDS <= 86400:
+    raise ImproperlyConfigured("CONDUIT_BROKER_ACK_TIMEOUT_SECONDS must be between 600 and 86400")
+# Each worker host's own queue name (tests and drills name theirs; production keeps "celery").
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery").strip() or "celery"
+if BROKER_AMQP:
+    # publisher confirms: a task is only "sent" once RabbitMQ has it (nothing lost on a broker restart)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"confirm_publish": True}
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+elif CELERY_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CONDUIT_BROKER_ACK_TIMEOUT_SECONDS}
 if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 3600}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     for sub in ("in", "processed", "control"):
@@ -256,6 +280,9 @@ SANDBOX_ZOHO_PORT = env.int("SANDBOX_ZOHO_PORT", default=8703)
 SANDBOX_ODOO_PORT = env.int("SANDBOX_ODOO_PORT", default=8704)
 SANDBOX_GOOGLE_PORT = env.int("SANDBOX_GOOGLE_PORT", default=8705)
 SANDBOX_MICROSOFT_PORT = env.int("SANDBOX_MICROSOFT_PORT", default=8706)
+SANDBOX_GREENHOUSE_PORT = env.int("SANDBOX_GREENHOUSE_PORT", default=8707)
+SANDBOX_LEVER_PORT = env.int("SANDBOX_LEVER_PORT", default=8708)
+SANDBOX_WORKDAY_PORT = env.int("SANDBOX_WORKDAY_PORT", default=8709)
 _hubspot_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_HUBSPOT_PORT}"
 _salesforce_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_SALESFORCE_PORT}"
 _zoho_sandbox = f"http://{SANDBOX_HOST}:{SANDBOX_ZOHO_PORT}"
@@ -290,6 +317,24 @@ ZOHO_ACCOUNTS_URL = provider_url("ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com
 ZOHO_API_VERSION = env.str("ZOHO_API_VERSION", default="v7")
 # Extra accounts-server and API-domain origins trusted besides Zoho's own: the sandbox, in development only.
 ZOHO_EXTRA_ORIGINS = [_zoho_sandbox] if CONDUIT_SANDBOX else []
+# ATS connected by credentials (issue 19). Greenhouse Harvest v3 (client credentials) and Lever
+# have one API host each; Workday has one per customer tenant, typed on the form and checked
+# against Workday's own domains (the sandbox's origin is trusted in development only).
+GREENHOUSE_API_BASE_URL = provider_url(
+    "GREENHOUSE_API_BASE_URL",
+    "https://harvest.greenhouse.io",
+    f"http://{SANDBOX_HOST}:{SANDBOX_GREENHOUSE_PORT}",
+)
+GREENHOUSE_TOKEN_URL = provider_url(
+    "GREENHOUSE_TOKEN_URL",
+    "https://auth.greenhouse.io/token",
+    f"http://{SANDBOX_HOST}:{SANDBOX_GREENHOUSE_PORT}/token",
+)
+LEVER_API_BASE_URL = provider_url(
+    "LEVER_API_BASE_URL", "https://api.lever.co/v1", f"http://{SANDBOX_HOST}:{SANDBOX_LEVER_PORT}/v1"
+)
+WORKDAY_SANDBOX_URL = f"http://{SANDBOX_HOST}:{SANDBOX_WORKDAY_PORT}" if CONDUIT_SANDBOX else ""
+WORKDAY_EXTRA_ORIGINS = [WORKDAY_SANDBOX_URL] if CONDUIT_SANDBOX else []
 
 _sandbox_credentials = {
     "HUBSPOT_CLIENT_ID": "conduit-sandbox-hubspot",
@@ -410,7 +455,14 @@ CONDUIT_MAX_WRITES_PER_MESSAGE = _int_in("CONDUIT_MAX_WRITES_PER_MESSAGE", 10, 1
 # Checks run at most this many at once per worker process (each waits on the provider).
 CONDUIT_HEALTH_CONCURRENCY = _int_in("CONDUIT_HEALTH_CONCURRENCY", 8, 1, 64)
 # The hourly run spreads its checks over this many seconds, in CONDUIT_HEALTH_WAVES waves.
-CONDUIT_HEALTH_SPREAD_SECONDS = _int_in("CONDUIT_HEALTH_SPREAD_SECONDS", 3000, 0, 3300)
+CONDUIT_HEALTH_SPREAD_SECONDS = _int_in(
+    "CONDUIT_HEALTH_SPREAD_SECONDS", min(3000, CONDUIT_BROKER_ACK_TIMEOUT_SECONDS - 300), 0, 3300
+)
+if CONDUIT_HEALTH_SPREAD_SECONDS > CONDUIT_BROKER_ACK_TIMEOUT_SECONDS - 300:
+    raise ImproperlyConfigured(
+        "CONDUIT_HEALTH_SPREAD_SECONDS must stay 300 s below CONDUIT_BROKER_ACK_TIMEOUT_SECONDS "
+        "(raise RabbitMQ's consumer_timeout and CONDUIT_BROKER_ACK_TIMEOUT_SECONDS together)"
+    )
 CONDUIT_HEALTH_WAVES = _int_in("CONDUIT_HEALTH_WAVES", 12, 1, 60)
 # Consecutive checks the CRM refuses Conduit's token before the connection goes to error.
 CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR = _int_in("CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR", 2, 1, 24)
@@ -559,6 +611,12 @@ PROMETHEUS_MULTIPROC_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(
 PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 # prometheus_client reads this variable when it is first imported, in every process.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# A worker-only host serves its own directory's metrics on this port (0: off; the web host's
+# /metrics covers a host that runs both). integrations/providers/metrics_host.py.
+CONDUIT_WORKER_METRICS_PORT = _int_in("CONDUIT_WORKER_METRICS_PORT", 0, 0, 65535)
+CONDUIT_WORKER_METRICS_BIND = env.str("CONDUIT_WORKER_METRICS_BIND", default="127.0.0.1").strip()
+if PRODUCTION and CONDUIT_WORKER_METRICS_PORT and not CONDUIT_METRICS_TOKEN:
+    raise ImproperlyConfigured("CONDUIT_WORKER_METRICS_PORT needs CONDUIT_METRICS_TOKEN (the scraper's)")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

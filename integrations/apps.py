@@ -14,6 +14,7 @@ class IntegrationsConfig(AppConfig):
         from conduit.pruning import register_pruner
         from conduit.secrets_scan import register_secret
         from integrations.connections.install_notice import PendingInstallDescriber
+        from integrations.providers import metrics_host  # noqa: F401 - connects the worker's signals
         from integrations.providers.synclog_pruning import SyncLogPruner
 
         # logs and audit payloads never show the OAuth client secrets, in any form

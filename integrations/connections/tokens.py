@@ -147,8 +147,8 @@ def refresh_connection(
             return conn  # someone refreshed after that 401
         if not force and rejected_token is None and not needs_refresh(conn, now()):
             return conn
-        if not get_provider(conn.crm).uses_oauth:
-            return conn  # an API key (Odoo) has no refresh: a new one is saved by its admin
+        if not get_provider(conn.crm).refreshes_tokens:
+            return conn  # an API key (Odoo, Lever) has no refresh: a new one is saved by its admin
         if not conn.refresh_token:
             mark_revoked(conn, "refresh_token_missing", actor=actor)
             return conn

@@ -93,6 +93,20 @@ class ExternalAccount:
 
 
 @dataclass(frozen=True)
+class CredentialGrant:
+    """What a provider connected by typed credentials (the ATS) gives back once one cheap
+    authenticated call accepted them: the account they belong to and the tokens to store.
+    `tokens.access_token` is the API key itself (Lever) or a first access token (Greenhouse v3,
+    Workday); `tokens.refresh_token` is the encrypted bundle `refresh` needs to get the next
+    one (a JSON object of the client credentials), empty when there is nothing to refresh.
+    `last4` is the only part of a secret ever shown again."""
+
+    account: ExternalAccount
+    tokens: TokenSet
+    last4: str
+
+
+@dataclass(frozen=True)
 class Activity:
     """One curated write. `text` is Conduit's summary (subject, participants, time, link);
     never a raw email body nor an event description. `marker` is the idempotency key, carried
@@ -186,8 +200,13 @@ class Provider:
     required_scopes: ClassVar[tuple[str, ...]]
     supports_pkce: ClassVar[bool] = False
     auth_scheme: ClassVar[str] = "Bearer"  # the Authorization scheme of API calls (Zoho: Zoho-oauthtoken)
-    # False for a provider connected with a typed API key (Odoo): nothing to authorize or refresh.
+    # False for a provider connected with typed credentials (Odoo, the ATS): nothing to authorize.
     uses_oauth: ClassVar[bool] = True
+    # Whether `refresh` gets a new access token: OAuth providers, and the credential providers
+    # whose secret is exchanged for short-lived tokens (Greenhouse v3, Workday).
+    refreshes_tokens: ClassVar[bool] = True
+    # The fields of the credentials form, in order (empty: connected by OAuth).
+    credential_fields: ClassVar[tuple[str, ...]] = ()
     # The answer headers that carry the provider's rate-limit state, logged verbatim with each call
     # (ratelimit_headers.py); the two after them give the normalised X-RateLimit-* pair.
     rate_limit_header_names: ClassVar[tuple[str, ...]] = ()
@@ -222,6 +241,14 @@ class Provider:
     def identify(
         self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
     ) -> ExternalAccount:
+        raise NotImplementedError
+
+    def check_credentials(
+        self, fields: Mapping[str, str], *, context: CallContext = NO_CONTEXT
+    ) -> CredentialGrant:
+        """Validate typed credentials with one cheap authenticated call; nothing is stored here.
+        Raises AuthRevoked (refused), MissingScope (a permission is missing), Permanent
+        (e.g. unknown tenant), RateLimited or Transient."""
         raise NotImplementedError
 
     def callback_environment(self, params: dict[str, str], environment: str) -> str:
@@ -414,10 +441,15 @@ class Provider:
         process's session as it is; Odoo pins the checked address of the customer's host."""
         return http_session(), url, {}
 
+    def authorization(self, token: str) -> str:
+        """The Authorization header of an API call made with `token` (Lever and Greenhouse's
+        legacy keys: HTTP Basic with the key as the user name)."""
+        return f"{self.auth_scheme} {token}"
+
     def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if token:
-            headers["Authorization"] = f"{self.auth_scheme} {token}"
+            headers["Authorization"] = self.authorization(token)
         session, url, pinned_headers = self.open_transport(url)
         headers.update(pinned_headers)
         try:

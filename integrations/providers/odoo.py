@@ -64,6 +64,7 @@ class OdooProvider(OdooWire):
     label = "Odoo"
     required_scopes = ()  # an API key has its user's access rights, no scopes
     uses_oauth = False
+    refreshes_tokens = False
 
     # --- no OAuth: the credentials form (integrations/connections/credentials.py) connects ---
     def api_key_only(self) -> Permanent:
