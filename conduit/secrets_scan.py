@@ -15,6 +15,11 @@ SECRET_KEY_HINTS = ("token", "secret", "password", "authorization", "body", "api
 # "token" followed by a word is ordinary text in names ("Token Holdings", "zapier token prod").
 BEARER_RE = re.compile(r"(?i)\b(bearer|token|zoho-oauthtoken)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 STRICT_BEARER_RE = re.compile(r"(?i)\b(bearer|zoho-oauthtoken)\s+[A-Za-z0-9\-._~+/]{8,}=*")
+# HTTP Basic credentials ("Basic " + base64 of "key:" or "client_id:client_secret": Lever, Greenhouse,
+# Workday): a long base64 word, or one with a digit, '+', '/' or '=' (so "basic information" is text).
+BASIC_RE = re.compile(
+    r"(?i)\b(basic)\s+(?:[A-Za-z0-9+/]{20,}=*|(?=[A-Za-z0-9+/=]*[0-9+/=])[A-Za-z0-9+/]{8,}=*)"
+)
 PARAM_RE = re.compile(
     r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|password)"
     r"(\s*[=:]\s*|[\"']\s*:\s*[\"'])[^\s&\"',;]+"
@@ -79,6 +84,7 @@ def looks_secret_key(key: str) -> bool:
 def looks_secret_value(value: str) -> bool:
     if (
         STRICT_BEARER_RE.search(value)
+        or BASIC_RE.search(value)
         or AUTH_HEADER_RE.search(value)
         or PARAM_RE.search(value)
         or FERNET_TOKEN_RE.search(value)
@@ -104,6 +110,7 @@ def redact_value(value: Any) -> Any:
 def redact_text(text: str) -> str:
     text = AUTH_HEADER_RE.sub(r"\1[redacted]", text)
     text = BEARER_RE.sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = BASIC_RE.sub(lambda m: f"{m.group(1)} [redacted]", text)
     text = PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = FERNET_TOKEN_RE.sub("[redacted]", text)
     text = API_TOKEN_RE.sub(lambda m: m.group(0)[:4] + "[redacted]", text)

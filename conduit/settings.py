@@ -417,6 +417,12 @@ if PRODUCTION and CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS:
     raise ImproperlyConfigured("CONDUIT_ODOO_ALLOWED_PRIVATE_HOSTS must be empty in production")
 # Odoo documents no API rate limit [verify]: Conduit paces itself per instance and database.
 ODOO_REQUESTS_PER_SECOND = env.int("ODOO_REQUESTS_PER_SECOND", default=10)
+# The ATS (integrations/providers/greenhouse.py, lever.py, workday.py): Greenhouse Harvest allows
+# 50 requests per 10 seconds [verify]; Lever about 10 per second (bursts of 20); Workday publishes
+# no limit [verify], so Conduit paces itself at 10 per second per tenant.
+GREENHOUSE_TEN_SECOND_LIMIT = env.int("GREENHOUSE_TEN_SECOND_LIMIT", default=50)
+LEVER_REQUESTS_PER_SECOND = env.int("LEVER_REQUESTS_PER_SECOND", default=10)
+WORKDAY_REQUESTS_PER_SECOND = env.int("WORKDAY_REQUESTS_PER_SECOND", default=10)
 
 # --- Curated CRM writes (reconcile/) ---
 # True forces dry run on every connection: writes are planned and shown, never sent.

@@ -55,6 +55,15 @@ urlpatterns = [
         integration_views.odoo_credentials,
         name="integrations-odoo-credentials",
     ),
+    *(
+        path(
+            f"settings/integrations/{ats}/credentials/",
+            integration_views.ats_credentials,
+            {"crm": ats},
+            name=f"integrations-{ats}-credentials",
+        )
+        for ats in ("greenhouse", "lever", "workday")
+    ),
     path("settings/integrations/pause/", integration_views.pause_sync, name="integrations-pause"),
     path("settings/integrations/resume/", integration_views.resume_sync, name="integrations-resume"),
     path(

@@ -115,7 +115,7 @@ class CrmConnectionAdmin(ReadOnlyAdmin):
             level = messages.SUCCESS if fresh.status == CrmConnection.Status.CONNECTED else messages.ERROR
             done = (
                 "token refreshed"
-                if get_provider(fresh.crm).uses_oauth
+                if get_provider(fresh.crm).refreshes_tokens
                 else "an API key has no refresh; unchanged"
             )
             self.message_user(request, f"{fresh}: {fresh.last_error or done}", level)

@@ -22,12 +22,21 @@ CRM_CHOICES = [
     ("salesforce", "Salesforce"),
     ("zoho", "Zoho CRM"),
     ("odoo", "Odoo"),
+    ("greenhouse", "Greenhouse"),
+    ("lever", "Lever"),
+    ("workday", "Workday"),
 ]
 
 # A connection in `error` for one of these reasons has lost its grant: only the customer's
 # reconnect (or new credentials) brings it back. Runbook 001 calls that state `needs_reauth`; the
 # `integrations` SQL view (migration 0014) spells the same list.
-REAUTH_REASONS = ("access_token_rejected", "missing_scope", "refresh_token_missing", "refresh_token_revoked")
+REAUTH_REASONS = (
+    "access_token_rejected",
+    "credentials_invalid",
+    "missing_scope",
+    "refresh_token_missing",
+    "refresh_token_revoked",
+)
 NEEDS_REAUTH = "needs_reauth"
 
 
@@ -85,10 +94,13 @@ class CrmConnection(models.Model):
     @property
     def account_label(self) -> str:
         """The account as a person recognises it: the HubSpot portal's domain, the Salesforce or
-        Zoho org's name, and its id; a connection made before Conduit stored the org's name shows
-        its instance's host (acme.my.salesforce.com), never the raw URL."""
+        Zoho org's name, the Greenhouse organization's name, and its id; a connection made before
+        Conduit stored the org's name shows its instance's host (acme.my.salesforce.com), never
+        the raw URL."""
         details = self.external_account_json
-        name = str(details.get("hub_domain") or details.get("org_name") or "")
+        name = str(
+            details.get("hub_domain") or details.get("org_name") or details.get("organization_name") or ""
+        )
         name = name or urlsplit(str(details.get("instance_url") or "")).netloc
         key = self.external_account_key
         return f"{name} ({key})" if name and key else name or key

@@ -1,9 +1,10 @@
 """Curation: which writes a stored message becomes, and what they say.
 
 One write per (connection, message, external participant): a note, or a task where the
-workspace's write policy says so for that direction. The text names the subject, the
-participants, the time, the direction and a link back to the message in Conduit. It never
-carries the body or an attachment: the planner does not read them.
+workspace's write policy says so for that direction and the provider has tasks (an ATS has none:
+its candidates get a note instead). A provider that takes no writes (Workday) gets none planned.
+The text names the subject, the participants, the time, the direction and a link back to the
+message in Conduit. It never carries the body or an attachment: the planner does not read them.
 
 Planning is database work only (no provider call), so it runs right after a message is
 stored; which CRM contact the participant is gets resolved just before sending.
@@ -27,6 +28,7 @@ from django.utils import timezone
 from conduit.models import Membership, Message, Workspace
 from conduit.tenancy import workspace_scope
 from integrations.models import CrmConnection
+from integrations.providers import PROVIDERS, get_provider
 from reconcile.models import CrmWriteLog, WriteOperation, WritePolicy
 
 log = logging.getLogger("conduit.reconcile")
@@ -131,9 +133,26 @@ def payload_for(
     return payload
 
 
+def writing_providers() -> list[str]:
+    """The providers Conduit writes curated activity to (not Workday: no verified write API)."""
+    return [name for name in PROVIDERS if get_provider(name).supports_writes]
+
+
 def writable_connections(workspace: Workspace) -> list[CrmConnection]:
-    """Connections that get planned writes: connected ones, live or in dry run."""
-    return list(CrmConnection.objects.filter(workspace=workspace, status=CrmConnection.Status.CONNECTED))
+    """Connections that get planned writes: connected ones, live or in dry run, of a provider
+    that takes writes."""
+    return list(
+        CrmConnection.objects.filter(
+            workspace=workspace, status=CrmConnection.Status.CONNECTED, crm__in=writing_providers()
+        )
+    )
+
+
+def operation_for(conn: CrmConnection, operation: str) -> str:
+    """The policy's operation, or a note where the provider has no task (the ATS)."""
+    if operation == WriteOperation.TASK and not get_provider(conn.crm).supports_tasks:
+        return str(WriteOperation.NOTE)
+    return operation
 
 
 def is_dry_run(conn: CrmConnection) -> bool:
@@ -164,9 +183,12 @@ def plan_rows(
     rows: list[CrmWriteLog] = []
     for message in messages:
         curated = curate(message, rules)
-        operation = rules.inbound_operation if curated.direction == "inbound" else rules.outbound_operation
+        policy_operation = (
+            rules.inbound_operation if curated.direction == "inbound" else rules.outbound_operation
+        )
         for conn in connections:
             dry = is_dry_run(conn)
+            operation = operation_for(conn, policy_operation)
             for target in curated.external:
                 rows.append(
                     CrmWriteLog(

@@ -49,6 +49,7 @@ KINDS: dict[str, set[str]] = {
         "invalid_credentials",
         "not_connected",
         "missing_scope",
+        "credentials_invalid",  # an ATS refused its typed credentials (rotated, revoked, deleted)
     },
     LIMIT: {
         "rate_limited",
@@ -95,6 +96,7 @@ KINDS: dict[str, set[str]] = {
         "insufficient_access_on_cross_reference_entity",
         "invalid_url_pattern",
         "limit_exceeded",
+        "lookup_limit",  # a candidate with more notes than Conduit reads to find its own again
     },
     SETUP: {
         "invalid_client",
@@ -120,6 +122,13 @@ KINDS: dict[str, set[str]] = {
         "invalid_org_response",
         "invalid_token_response",
         "invalid_token_info",
+        # the ATS (Greenhouse, Lever, Workday)
+        "account_unidentified",
+        "credentials_only",
+        "credentials_unreadable",
+        "token_inactive",
+        "unknown_tenant",
+        "operation_unsupported",
     },
     INTERRUPTED: {"lease_expired", "lease_expired_outcome_unknown", "internal_error"},
     NO_CONTACT: {"no_matching_contact"},

@@ -441,9 +441,7 @@ def test_calls_are_paced_to_the_configured_rate(mock: responses.RequestsMock, se
     assert paced.value.code == "local_rate_limit" and len(mock.calls) == 4
 
 
-def test_the_default_budget_is_ten_a_second(settings: Any) -> None:
-    if hasattr(settings, "LEVER_REQUESTS_PER_SECOND"):
-        del settings.LEVER_REQUESTS_PER_SECOND
+def test_the_default_budget_is_ten_a_second() -> None:
     assert (api_bucket().limit, api_bucket().window) == (9, 1)
 
 

@@ -1052,7 +1052,7 @@ def test_start_sandbox_refuses_unknown_provider() -> None:
     with pytest.raises(
         ValueError,
         match="unknown sandbox provider 'pipedrive'; "
-        "choose one of google, hubspot, microsoft, odoo, salesforce, zoho",
+        "choose one of google, greenhouse, hubspot, lever, microsoft, odoo, salesforce, workday, zoho",
     ):
         start_sandbox("pipedrive")
 

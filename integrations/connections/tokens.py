@@ -158,7 +158,9 @@ def refresh_connection(
                 conn.refresh_token, environment=conn.environment, context=context_of(conn)
             )
         except AuthRevoked:
-            mark_revoked(conn, "refresh_token_revoked", actor=actor)
+            # typed credentials (Greenhouse, Workday) refused: the admin updates them
+            reason = "refresh_token_revoked" if provider.uses_oauth else "credentials_invalid"
+            mark_revoked(conn, reason, actor=actor)
             return conn
         store_tokens(conn, tokens, now())
         conn.last_error = ""

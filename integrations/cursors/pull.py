@@ -11,6 +11,7 @@ Rules:
   INDEX_LAG; the next run asks again from that time (">="), so records sharing it are read again,
   not missed.
 - At most CONDUIT_SYNC_PULL_MAX_PAGES pages per cursor per run ("partial": the next run goes on).
+- A provider without an incremental pull (pulls_changes False: the ATS) has no cursors.
 - An integration switched off (enablement) is not pulled. A pause is not checked: it stops
   writes, and a pull only reads the CRM and marks Conduit's own cache stale.
 - A provider error is recorded on its cursor (last_status "error", last_error its code only) and
@@ -36,7 +37,7 @@ from integrations.connections.tenant_switch import enabled_connections
 from integrations.connections.tokens import call_with_token
 from integrations.cursors.apply import apply_changes
 from integrations.models import CrmConnection, SyncCursor
-from integrations.providers import get_provider
+from integrations.providers import PROVIDERS, get_provider
 from integrations.providers.base import Account
 from integrations.providers.changes import ChangedPage
 from integrations.providers.errors import ProviderError
@@ -84,11 +85,18 @@ class Progress:
     complete: bool = False
 
 
+def pulling_providers() -> list[str]:
+    return [name for name in PROVIDERS if get_provider(name).pulls_changes]
+
+
 def connections_to_pull() -> list[int]:
     with system_scope():
         return list(
             CrmConnection.objects.filter(
-                enabled_connections(), status=CrmConnection.Status.CONNECTED, workspace__isnull=False
+                enabled_connections(),
+                status=CrmConnection.Status.CONNECTED,
+                workspace__isnull=False,
+                crm__in=pulling_providers(),
             )
             .order_by("id")
             .values_list("id", flat=True)

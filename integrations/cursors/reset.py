@@ -16,7 +16,7 @@ from conduit.models import Workspace
 from conduit.services import ConduitError, workspace_by_ref
 from conduit.tenancy import system_scope
 from integrations.models import SyncCursor
-from integrations.providers import PROVIDERS
+from integrations.providers import PROVIDERS, get_provider
 
 MAX_HOURS = 24 * 365
 Actor = AbstractBaseUser | str
@@ -36,6 +36,10 @@ def check_hours(hours: object) -> int:
 def check_target(provider: str, object: str) -> None:
     if provider not in PROVIDERS:
         raise InvalidReset(f"Unknown provider {provider!r}; use one of: {', '.join(sorted(PROVIDERS))}.")
+    if not get_provider(provider).pulls_changes:
+        raise InvalidReset(
+            f"{get_provider(provider).label} has no incremental pull, so no sync cursors to reset."
+        )
     if object not in SyncCursor.Object.values:
         raise InvalidReset(f"Unknown object {object!r}; use one of: {', '.join(SyncCursor.Object.values)}.")
 

@@ -4,7 +4,9 @@ Verdicts: a passing call -> ok (warning when granted scopes no longer cover what
 needs: scope drift); a rate limit, an unreachable CRM or a rejected check -> warning; the CRM
 refusing Conduit's token -> warning, and error (crm_connections.status='error') once that has
 lasted CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR checks in a row. A refresh token the CRM no
-longer accepts goes to error at once (tokens.refresh_connection -> mark_revoked).
+longer accepts goes to error at once (tokens.refresh_connection -> mark_revoked), and so do
+typed credentials (an ATS) the provider refuses (`credentials_invalid`: rotated, revoked or
+deleted; only the admin's Update credentials brings them back).
 
 The hourly run (reconcile_connections) spreads the checks over CONDUIT_HEALTH_SPREAD_SECONDS
 in CONDUIT_HEALTH_WAVES waves: a connection always lands in the same wave (id modulo waves),
@@ -51,6 +53,7 @@ from integrations.providers.errors import (
 from integrations.providers.ratelimit import get_limiter
 
 log = logging.getLogger("conduit.integrations")
+CREDENTIALS_INVALID = "credentials_invalid"
 ACTOR = "system:reconcile_connections"
 Clock = Callable[[], datetime]
 
@@ -116,6 +119,8 @@ def verdict_of_error(provider: Provider, conn: CrmConnection, exc: ProviderError
     if isinstance(exc, MissingScope):
         details["scopes"] = {**details["scopes"], "missing": sorted(exc.missing)}
         return Verdict(Status.WARNING, "missing_scope", details, failure=True)
+    if isinstance(exc, AuthRevoked) and exc.code == CREDENTIALS_INVALID and not provider.uses_oauth:
+        return Verdict(Status.ERROR, CREDENTIALS_INVALID, details, failure=True, auth_failure=True)
     if isinstance(exc, AuthRevoked):
         return Verdict(Status.WARNING, "auth_failed", details, failure=True, auth_failure=True)
     if isinstance(exc, Permanent):
@@ -149,6 +154,9 @@ def conclude(
             return None
         row = health_state.locked_row(conn)
         run = health_state.auth_run(row, now)
+        if verdict.reason == CREDENTIALS_INVALID:  # typed credentials refused: no run to wait for
+            mark_revoked(conn, CREDENTIALS_INVALID, actor=actor_label(actor), health_details=verdict.details)
+            return health_state.locked_row(conn)
         if verdict.auth_failure and run >= settings.CONDUIT_HEALTH_AUTH_FAILURES_TO_ERROR:
             details = {**verdict.details, "auth_failures_in_a_row": run}
             mark_revoked(conn, "access_token_rejected", actor=actor_label(actor), health_details=details)

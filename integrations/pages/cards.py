@@ -2,7 +2,8 @@
 connection's state, its health verdict in plain words, and what an admin can do next. A CRM
 connected by OAuth offers Connect / Reconnect; one connected with an API key (Odoo) offers the
 credentials form and shows what the key reaches (never more of the key than its last 4
-characters)."""
+characters); an ATS (Greenhouse, Lever, Workday) offers its credentials form and shows the
+account, the secret's last 4 characters and when the credentials were set."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 
+from integrations.connections.ats_credentials import FORMS as ATS_FORMS
 from integrations.ledger import ledger
 from integrations.models import ConnectionHealth, CrmConnection
 from integrations.pages.previews import words_for
@@ -37,6 +39,24 @@ KEY_GUIDANCE = {
     ),
     "missing_scope": (
         "The {crm} user lacks access rights Conduit needs ({missing}). Grant them in {crm}, then "
+        "update the credentials to resume."
+    ),
+}
+# An ATS connected with typed credentials (Greenhouse, Lever, Workday): the customer rotates or
+# re-issues them at the ATS and updates the credentials.
+ATS_GUIDANCE = {
+    "credentials_invalid": (
+        "{crm} refused Conduit's credentials: they were rotated, revoked or deleted. Update the "
+        "credentials to resume."
+    ),
+    "access_token_rejected": (
+        "{crm} refused Conduit's credentials twice in a row. Update the credentials to resume."
+    ),
+    "refresh_token_missing": (
+        "Conduit holds no credentials for this connection. Update the credentials to resume."
+    ),
+    "missing_scope": (
+        "The {crm} credentials lack permissions Conduit needs ({missing}). Grant them in {crm}, then "
         "update the credentials to resume."
     ),
 }
@@ -77,6 +97,14 @@ KEY_HEALTH_WORDS = {
         "connection stops until the credentials are updated with a new key."
     ),
 }
+ATS_HEALTH_WORDS = {
+    "missing_scope": "The {crm} credentials lack permissions Conduit needs: {missing}. Grant them in {crm}.",
+    "check_rejected": "{crm} rejected the check ({code}). If this persists, update the credentials.",
+    "auth_failed": (
+        "{crm} refused Conduit's credentials on {runs}. If it goes on, the connection stops until the "
+        "credentials are updated."
+    ),
+}
 HEALTH_BADGES = {
     "ok": ("badge-ok", "Healthy"),
     "warning": ("badge-warn", "Warning"),
@@ -103,6 +131,16 @@ def when_text(moment: datetime) -> str:
     return f"{moment.day} {moment:%b %Y, %H:%M} {moment:%Z}"
 
 
+def word_tables(uses_oauth: bool, crm: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The health words and the error guidance of this kind of connection: OAuth, API key
+    (Odoo) or ATS credentials."""
+    if uses_oauth:
+        return HEALTH_WORDS, GUIDANCE
+    if crm in ATS_FORMS:
+        return {**HEALTH_WORDS, **ATS_HEALTH_WORDS}, {**GUIDANCE, **ATS_GUIDANCE}
+    return {**HEALTH_WORDS, **KEY_HEALTH_WORDS}, {**GUIDANCE, **KEY_GUIDANCE}
+
+
 def health_for(
     row: ConnectionHealth | None, label: str, *, uses_oauth: bool = True, conn: CrmConnection | None = None
 ) -> dict[str, Any] | None:
@@ -114,8 +152,7 @@ def health_for(
     stopped = conn is not None and conn.status == CrmConnection.Status.ERROR
     details = row.details_json or {}
     missing = ", ".join((details.get("scopes") or {}).get("missing") or []) or "the scopes listed by the CRM"
-    words = HEALTH_WORDS if uses_oauth else {**HEALTH_WORDS, **KEY_HEALTH_WORDS}
-    guidance = GUIDANCE if uses_oauth else {**GUIDANCE, **KEY_GUIDANCE}
+    words, guidance = word_tables(uses_oauth, conn.crm if conn else "")
     template = words.get(row.reason) or guidance.get(row.reason) or "{crm} check: {code}."
     badge, status_label = HEALTH_BADGES.get(row.status, ("badge-off", row.status))
     code = str(details.get("error_code") or row.reason)
@@ -148,7 +185,7 @@ def guidance_for(conn: CrmConnection | None, label: str, *, uses_oauth: bool) ->
         return ""
     missing = ", ".join(conn.external_account_json.get("missing_scopes", []))
     missing = missing or "the scopes listed by the CRM"
-    guidance = GUIDANCE if uses_oauth else {**GUIDANCE, **KEY_GUIDANCE}
+    _, guidance = word_tables(uses_oauth, conn.crm)
     other = OTHER_ERROR[uses_oauth].format(crm=label, code=conn.last_error or "no reason recorded")
     template = guidance.get(conn.last_error)
     return template.format(crm=label, missing=missing) if template else other
@@ -167,6 +204,32 @@ def credentials_facts(conn: CrmConnection | None) -> dict[str, str]:
         "api_label": API_LABELS.get(api, api),
         "version": str(details.get("version") or ""),
         "key_last4": str(details.get("key_last4") or ""),
+    }
+
+
+def ats_facts(crm: str, conn: CrmConnection | None) -> dict[str, Any]:
+    """What an ATS connection reaches, in (label, value) rows, and the secret's last 4
+    characters with when the credentials were set (never more of a secret)."""
+    details = conn.external_account_json if conn else {}
+    rows: list[tuple[str, str]] = []
+    if crm == "greenhouse":
+        name = str(details.get("organization_name") or "")
+        org = str(details.get("organization_id") or "")
+        rows.append(("Organization", f"{name} ({org})" if name and org else name or org or "not named"))
+        user = str(details.get("user_id") or "")
+        acting = f"user {user}" if details.get("acting_as") == "user" else "the credential's service account"
+        rows.append(("Notes written as", acting))
+    elif crm == "lever":
+        rows.append(("API", str(details.get("api_host") or "")))
+        rows.append(("Users the key reads", str(details.get("users") or "")))
+    else:
+        rows.append(("Host", str(details.get("host") or "")))
+        rows.append(("Tenant", str(details.get("tenant") or "")))
+    set_at = str(details.get("credentials_set_at") or "")
+    return {
+        "rows": rows,
+        "key_last4": str(details.get("key_last4") or ""),
+        "set_at": datetime.fromisoformat(set_at) if set_at else None,
     }
 
 
@@ -197,7 +260,11 @@ def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]
         "sends": words_for(crm).sends,  # what Conduit writes there, in the CRM's own words
         "required_scopes": provider.required_scopes,
         "uses_oauth": provider.uses_oauth,
-        "credentials": None if provider.uses_oauth else credentials_facts(conn),
+        "credentials": None if provider.uses_oauth or crm in ATS_FORMS else credentials_facts(conn),
+        "ats": ats_facts(crm, conn) if crm in ATS_FORMS else None,
+        "takes_writes": provider.supports_writes,
+        # where the customer deletes credentials Conduit cannot revoke (Odoo's key, the ATS')
+        "revoke_hint": ATS_FORMS[crm].revoke_hint if crm in ATS_FORMS else "Preferences → Account Security",
         # the credentials form of a CRM connected with an API key (integrations-odoo-credentials)
         "credentials_url": "" if provider.uses_oauth else reverse(f"integrations-{crm}-credentials"),
         # when a waiting write is tried again (cards/next_attempt.html); live connections only

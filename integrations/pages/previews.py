@@ -79,6 +79,33 @@ WORDS: dict[str, Vocabulary] = {
         sends="log notes in the chatter and To-Do activities, on contacts and their open opportunities",
         meeting=Sent("A log note about the meeting", "both"),
     ),
+    # The ATS (issue 19): a note on the candidate matched by email (Lever: on the candidate's
+    # opportunity); no task, no deal. Workday takes no writes.
+    "greenhouse": Vocabulary(
+        note=Sent("A candidate note", "contact"),
+        task=Sent("A candidate note", "contact"),
+        contact="candidate",
+        deal="application",
+        sends="notes on candidates matched by email",
+        meeting=Sent("A candidate note about the meeting", "contact"),
+    ),
+    "lever": Vocabulary(
+        note=Sent("An opportunity note", "contact"),
+        task=Sent("An opportunity note", "contact"),
+        contact="opportunity",
+        deal="opportunity",
+        sends="notes on the opportunities of candidates matched by email",
+        meeting=Sent("An opportunity note about the meeting", "contact"),
+    ),
+    "workday": Vocabulary(
+        note=Sent("Nothing", "contact"),
+        task=Sent("Nothing", "contact"),
+        contact="candidate",
+        deal="job application",
+        sends="nothing yet: Workday has no verified API to add a note to a candidate, so Conduit only "
+        "checks the connection",
+        meeting=Sent("Nothing", "contact"),
+    ),
 }
 DEFAULT_WORDS = Vocabulary(Sent("A note"), Sent("A task"), "contact", "deal", "notes and tasks")
 

@@ -1,6 +1,7 @@
 """Integrations pages: connection cards (cards.py), the Pause sync card (sync_pause.py) with its
 pause / resume buttons, connect / disconnect, the OAuth callback, install-first claim, and the
-credentials form of a CRM connected with an API key (Odoo). Views parse the request, call one
+credentials form of a CRM connected with an API key (Odoo) and of an ATS (Greenhouse, Lever,
+Workday: one view and one template driven by the provider's form fields). Views parse the request, call one
 service, render a card or redirect."""
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from conduit.services import ConduitError
 from conduit.tenancy import system_scope, workspace_of
 from conduit.views import signed_in_user, workspace_required
 from integrations.connections import claims, oauth
+from integrations.connections.ats_credentials import FORMS as ATS_FORMS
+from integrations.connections.ats_credentials import do_save_ats_credentials
 from integrations.connections.credentials import CredentialsRefused, do_save_odoo_credentials
 from integrations.connections.lifecycle import do_disconnect, live_connection
 from integrations.connections.pauses import (
@@ -36,7 +39,7 @@ from integrations.health.checks import do_check_now
 from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
 from integrations.pages import connect_messages as said
-from integrations.pages.cards import card_for, credentials_facts, health_for
+from integrations.pages.cards import ats_facts, card_for, credentials_facts, health_for
 from integrations.pages.previews import preview_cards
 from integrations.pages.sync_pause import PauseForm, card_note, still_paused, sync_card
 from integrations.providers import get_provider
@@ -218,6 +221,13 @@ def disconnect(request: HttpRequest, crm: str) -> HttpResponse:
             return redirect("integrations")
         revoked = do_disconnect(conn, actor=signed_in_user(request))
     label = oauth.crm_label(crm)
+    if crm in ATS_FORMS:  # Conduit cannot revoke typed credentials either
+        messages.success(
+            request,
+            f"{label} disconnected: Conduit deleted its copy of the credentials. Conduit cannot revoke "
+            f"them itself: delete them in {label} ({ATS_FORMS[crm].revoke_hint}).",
+        )
+        return redirect("integrations")
     if not get_provider(crm).uses_oauth:  # Conduit cannot revoke an API key (Odoo)
         messages.success(
             request,
@@ -273,6 +283,76 @@ def odoo_credentials(request: HttpRequest) -> HttpResponse:
         "sandbox_url": settings.ODOO_SANDBOX_URL,
     }
     return render(request, "integrations/odoo_credentials.html", context, status=400 if errors else 200)
+
+
+def ats_admin_connection(request: HttpRequest, crm: str) -> CrmConnection | None:
+    """The workspace's live connection to this ATS; 404 for an unknown one, 403 (with the reason)
+    for a member who is not an owner or admin."""
+    if crm not in ATS_FORMS:
+        raise Http404("no credentials form for this provider")
+    if not is_admin(request):
+        raise PermissionDenied(
+            f"only workspace owners and admins can connect {oauth.crm_label(crm)} or change its credentials"
+        )
+    with system_scope():
+        return live_connection(workspace_of(request), crm)
+
+
+def ats_form_fields(crm: str, typed: dict[str, str], errors: dict[str, str]) -> list[dict[str, Any]]:
+    """The form's fields in plain values; a secret field is never typed back, even after an error."""
+    return [
+        {
+            "name": f.name,
+            "label": f.label,
+            "help": f.help,
+            "secret": f.secret,
+            "required": f.required,
+            "maxlength": f.maxlength,
+            "placeholder": f.placeholder,
+            "value": "" if f.secret else typed.get(f.name, ""),
+            "error": errors.get(f.name, ""),
+        }
+        for f in ATS_FORMS[crm].fields
+    ]
+
+
+@require_http_methods(["GET", "POST"])
+@workspace_required
+def ats_credentials(request: HttpRequest, crm: str) -> HttpResponse:
+    """Connect an ATS, or update its credentials, checked with the provider's one cheap
+    authenticated call before anything is stored (a refusal: 400, the form's errors, nothing saved)."""
+    conn = ats_admin_connection(request, crm)
+    label = oauth.crm_label(crm)
+    typed: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        typed = {f.name: request.POST.get(f.name, "") for f in ATS_FORMS[crm].fields}
+        try:
+            saved = do_save_ats_credentials(workspace_of(request), crm, typed, actor=signed_in_user(request))
+        except CredentialsRefused as exc:
+            errors = exc.errors
+            log.info("%s credentials refused", crm, extra={"category": "oauth", "error_code": exc.error_code})
+        else:
+            what = "credentials updated" if conn else "connected"
+            last4 = ats_facts(crm, saved)["key_last4"]
+            mode = said.mode_sentence(saved, new=conn is None)
+            messages.success(request, f"{label} {what}: {saved.account_label}, secret …{last4}. {mode}")
+            if warning := said.shared_account_warning(label, saved):
+                messages.warning(request, warning)
+            return redirect("integrations")
+    context = {
+        "crm": crm,
+        "label": label,
+        "intro": ATS_FORMS[crm].intro,
+        "updating": conn is not None,
+        "current": ats_facts(crm, conn) if conn else None,
+        "account": conn.account_label if conn else "",
+        "fields": ats_form_fields(crm, typed, errors),
+        "errors": errors,
+        "form_error": errors.get("", ""),
+        "takes_writes": get_provider(crm).supports_writes,
+    }
+    return render(request, "integrations/ats_credentials.html", context, status=400 if errors else 200)
 
 
 def install(request: HttpRequest, crm: str) -> HttpResponse:

@@ -21,6 +21,9 @@ PROVIDERS: dict[str, str] = {
     "salesforce": "integrations.providers.salesforce.SalesforceProvider",
     "zoho": "integrations.providers.zoho.ZohoProvider",
     "odoo": "integrations.providers.odoo.OdooProvider",
+    "greenhouse": "integrations.providers.greenhouse.GreenhouseProvider",
+    "lever": "integrations.providers.lever.LeverProvider",
+    "workday": "integrations.providers.workday.WorkdayProvider",
 }
 
 # Members' calendars (runbook 004): the keys are the binding external_calendar_connections.provider values.

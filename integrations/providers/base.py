@@ -207,6 +207,14 @@ class Provider:
     refreshes_tokens: ClassVar[bool] = True
     # The fields of the credentials form, in order (empty: connected by OAuth).
     credential_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether `changed_since` reads the CRM's changes (the incremental pull); False for the ATS,
+    # which have no contact -> deal lookups to keep fresh.
+    pulls_changes: ClassVar[bool] = True
+    # Whether the provider has a natural task (create_task); the planner plans a note instead.
+    supports_tasks: ClassVar[bool] = True
+    # Whether Conduit writes curated activity at all (False: Workday, no verified write API);
+    # the planner never plans a write for such a connection.
+    supports_writes: ClassVar[bool] = True
     # The answer headers that carry the provider's rate-limit state, logged verbatim with each call
     # (ratelimit_headers.py); the two after them give the normalised X-RateLimit-* pair.
     rate_limit_header_names: ClassVar[tuple[str, ...]] = ()

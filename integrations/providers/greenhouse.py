@@ -79,15 +79,15 @@ NOTE_VISIBILITY = "admin_only"  # seen by Job and Site Admins, like a note added
 NOTE_TYPE = "NOTE"  # [verify] the create field is `note_type`; answers name it `type`
 PER_PAGE = 500  # the largest page Harvest serves
 PAGES_MAX = 10  # a candidate with more than 5,000 notes is refused rather than half-searched
-# Harvest's published default for its rolling 10 s window; answers carry the real X-RateLimit-Limit.
-TEN_SECOND_LIMIT_DEFAULT = 50  # [verify] for v3 client-credentials integrations
 FIELD_LABELS = {"client_id": "client ID", "client_secret": "client secret", "user_id": "user ID"}
 FIELD_MAX = {"client_id": 200, "client_secret": 500, "user_id": 20}
 WORD_RE = re.compile(r"[\x21-\x7e]+")  # one word of printable ASCII: no space, no control character
 
 
 def api_bucket() -> Bucket:
-    limit = int(getattr(settings, "GREENHOUSE_TEN_SECOND_LIMIT", TEN_SECOND_LIMIT_DEFAULT))
+    # Harvest's published default for its rolling 10 s window (settings.GREENHOUSE_TEN_SECOND_LIMIT,
+    # 50 [verify] for v3 client-credentials integrations); answers carry the real X-RateLimit-Limit.
+    limit = int(settings.GREENHOUSE_TEN_SECOND_LIMIT)
     return Bucket.budgeted("greenhouse", "api", limit, 10)
 
 
@@ -198,6 +198,8 @@ class GreenhouseProvider(Provider):
     uses_oauth = False
     refreshes_tokens = True
     credential_fields = ("client_id", "client_secret", "user_id")
+    pulls_changes = False  # no incremental pull: changed_since is unsupported
+    supports_tasks = False
     rate_limit_header_names: ClassVar[tuple[str, ...]] = (
         "X-RateLimit-Limit",
         "X-RateLimit-Remaining",

@@ -65,7 +65,7 @@ PERMISSIONS_FOR = {
 def api_bucket() -> Bucket:
     # About 10 requests per second per key, bursts to 20 (provider-facts.md); the 2 per second
     # limit is for application POSTs to postings, which Conduit never sends.
-    return Bucket.budgeted("lever", "api", getattr(settings, "LEVER_REQUESTS_PER_SECOND", 10), 1)
+    return Bucket.budgeted("lever", "api", int(settings.LEVER_REQUESTS_PER_SECOND), 1)
 
 
 def check_api_key(fields: Mapping[str, str]) -> str:
@@ -178,6 +178,8 @@ class LeverProvider(Provider):
     uses_oauth = False
     refreshes_tokens = False
     credential_fields = ("api_key",)
+    pulls_changes = False  # no incremental pull: changed_since is unsupported
+    supports_tasks = False
     # [verify] Lever documents no rate-limit headers; logged only when an answer carries them.
     rate_limit_header_names = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
     rate_limit_limit_header = "X-RateLimit-Limit"

@@ -79,8 +79,7 @@ TOKEN_OPERATIONS = ("connect", "refresh")
 HEALTH_PATH = "recruiting/v4/{tenant}/jobPostings"
 HEALTH_SCOPES = ["Recruiting"]  # the functional area the API client needs, named on a 403 [verify]
 # [verify] Workday publishes no REST rate limit; Conduit paces itself to 10 calls a second per
-# tenant and waits this long after a 429 that names no Retry-After.
-REQUESTS_PER_SECOND = 10
+# tenant (settings.WORKDAY_REQUESTS_PER_SECOND) and waits this long after a 429 that names no Retry-After.
 DEFAULT_RETRY_AFTER = 30.0
 # [verify] a token answer without expires_in: tenants were seen issuing 3600 s and 1800 s tokens;
 # Conduit assumes the shorter one, and refreshes after a 401 anyway.
@@ -209,7 +208,7 @@ def account_key(origin: str, tenant: str) -> str:
 
 
 def api_bucket() -> Bucket:
-    return Bucket.budgeted("workday", "api", REQUESTS_PER_SECOND, 1)
+    return Bucket.budgeted("workday", "api", int(settings.WORKDAY_REQUESTS_PER_SECOND), 1)
 
 
 class WorkdayProvider(Provider):
@@ -219,6 +218,9 @@ class WorkdayProvider(Provider):
     uses_oauth = False
     refreshes_tokens = True
     credential_fields = ("host", "tenant", "client_id", "client_secret", "refresh_token")
+    pulls_changes = False  # no incremental pull: changed_since is unsupported
+    supports_tasks = False
+    supports_writes = False  # no verified REST call finds a candidate by email or adds a note
     # [verify] Workday documents no rate-limit headers; Retry-After is logged whenever it is sent.
     rate_limit_header_names = ()
 

@@ -1,4 +1,9 @@
-"""The HubSpot sandbox: one seeded portal, OAuth v1 tokens, per-hub rate limits and CRM v3 calls."""
+"""The HubSpot sandbox: one seeded portal, OAuth v1 tokens, per-hub rate limits and CRM v3 calls.
+
+`POST /_sandbox/tokens {"hub_id": N}` mints a grant for another portal N: its calls share the one
+portal's records but have their own ten-second window, and `/_sandbox/state` then lists
+`portals` with each portal's requests, 429s and the most calls it accepted in any ten seconds
+(the multi-host drill, bench/multihost.py, holds each portal under its limit with these)."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from integrations.sandbox.hubspot_crm import (
     USER,
     USER_ID,
     HubSpotState,
+    Portal,
     Record,
     hs_error,
 )
@@ -186,10 +192,31 @@ class HubSpotApp(SandboxApp):
             },
         )
 
-    def mint_tokens(self, scopes: list[str] | None, ttl: int | None) -> dict[str, Any]:
+    def mint_tokens(self, scopes: list[str] | None, ttl: int | None, hub_id: int = HUB_ID) -> dict[str, Any]:
         granted = list(REQUIRED_SCOPES if scopes is None else scopes)
         ttl = self.state.config["access_token_ttl"] if ttl is None else ttl
-        return self.token_json(self.state.tokens.issue_grant(granted, "sbx-hs-rt-"), granted, ttl)
+        grant = self.state.tokens.issue_grant(granted, "sbx-hs-rt-")
+        if hub_id != HUB_ID:
+            self.state.portals.setdefault(hub_id, Portal())
+            self.state.grant_hubs[grant] = hub_id
+        return {**self.token_json(grant, granted, ttl), "hub_id": hub_id}
+
+    def control(self, req: Request) -> Reply:
+        if (req.method, req.path.rstrip("/")) == ("POST", "/_sandbox/tokens"):
+            try:
+                data = req.json()
+            except ValueError:
+                return json_reply(400, {"error": "body must be JSON"})
+            if isinstance(data, dict) and "hub_id" in data:
+                hub_id = data.pop("hub_id")
+                if isinstance(hub_id, bool) or not isinstance(hub_id, int) or hub_id < 1:
+                    return json_reply(400, {"error": "hub_id must be a positive integer"})
+                try:
+                    scopes, ttl = self._parse_mint(data)
+                except ValueError as exc:
+                    return json_reply(400, {"error": str(exc)})
+                return json_reply(200, self.mint_tokens(scopes, ttl, hub_id))
+        return super().control(req)
 
     # API
 
@@ -214,10 +241,19 @@ class HubSpotApp(SandboxApp):
             headers: dict[str, str] = {}
         else:
             limit = state.config["ten_second_limit"]
-            if not state.ten_second.try_hit(now, limit):
+            portal = state.portals.get(state.grant_hubs.get(access.grant or "", HUB_ID))
+            window = portal.window if portal else state.ten_second
+            if portal:
+                portal.requests += 1
+            if not window.try_hit(now, limit):
                 state.rate_limited += 1
+                if portal:
+                    portal.rate_limited += 1
                 return self.rate_limit_reply(TEN_SECONDLY, "TEN_SECONDLY_ROLLING", self.limit_headers(0))
-            headers = self.limit_headers(limit - state.ten_second.used(now))
+            used = window.used(now)
+            if portal:
+                portal.peak = max(portal.peak, used)
+            headers = self.limit_headers(limit - used)
         needed = SEARCH_SCOPES[search[1]] if search else self.needed_scope(req.path)
         if needed and needed not in access.scopes:
             reply = crm.missing_scope(needed)

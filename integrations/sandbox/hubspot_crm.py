@@ -300,6 +300,19 @@ def parse_associations(obj_type: str, raw: Any, targets: dict[str, dict[str, Rec
     return result
 
 
+@dataclass
+class Portal:
+    """Another portal's rate-limit window and counts (tokens minted with a hub_id)."""
+
+    window: RollingWindow = field(default_factory=lambda: RollingWindow(10))
+    requests: int = 0
+    rate_limited: int = 0
+    peak: int = 0  # the most calls accepted in one ten-second window
+
+    def as_json(self) -> dict[str, int]:
+        return {"requests": self.requests, "rate_limited": self.rate_limited, "peak_ten_seconds": self.peak}
+
+
 class HubSpotState(SandboxState):
     DEFAULT_CONFIG = {"ten_second_limit": 110, "search_per_second": 5, "access_token_ttl": 1800}
     # Settable through /_sandbox/config but shown only once set (the defaults above are a contract).
@@ -337,6 +350,8 @@ class HubSpotState(SandboxState):
         self.next_id = 90001
         self.ten_second = RollingWindow(10)
         self.secondly = RollingWindow(1)
+        self.portals: dict[int, Portal] = {}
+        self.grant_hubs: dict[str, int] = {}
 
     def targets(self) -> dict[str, dict[str, Record]]:
         return {"contact": self.contacts, "deal": self.deals}
@@ -363,6 +378,7 @@ class HubSpotState(SandboxState):
             "tasks": rows(self.tasks, True),
             "meetings": rows(self.meetings, True),
             **super().as_json(),
+            **({"portals": {str(h): p.as_json() for h, p in self.portals.items()}} if self.portals else {}),
         }
 
 

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 
 from integrations.sandbox.common import SandboxApp, SandboxServer, SandboxState
 from integrations.sandbox.google_calendar import GoogleApp
+from integrations.sandbox.greenhouse import GreenhouseApp
 from integrations.sandbox.hubspot import HubSpotApp
+from integrations.sandbox.lever import LeverApp
 from integrations.sandbox.microsoft_graph import MicrosoftApp
 from integrations.sandbox.odoo import OdooApp
 from integrations.sandbox.salesforce import SalesforceApp
+from integrations.sandbox.workday import WorkdayApp
 from integrations.sandbox.zoho import ZohoApp
 
 APPS: dict[str, Callable[[], SandboxApp]] = {
@@ -21,12 +24,15 @@ APPS: dict[str, Callable[[], SandboxApp]] = {
     "odoo": OdooApp,
     "google": GoogleApp,
     "microsoft": MicrosoftApp,
+    "greenhouse": GreenhouseApp,
+    "lever": LeverApp,
+    "workday": WorkdayApp,
 }
 
 
 @dataclass
 class RunningSandbox:
-    provider: str  # "hubspot" | "salesforce" | "zoho" | "odoo" | "google" | "microsoft"
+    provider: str  # "hubspot" | "salesforce" | "zoho" | "odoo" | "google" | "microsoft" | an ATS
     base_url: str  # e.g. "http://127.0.0.1:54321", no trailing slash
     state: SandboxState  # that provider's state (HubSpotState, ...); tests may change it under state.lock
     _server: SandboxServer = field(repr=False)

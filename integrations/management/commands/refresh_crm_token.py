@@ -44,7 +44,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"refresh refused by the provider: connection is now {conn.status} ({conn.last_error})"
             )
-        if not get_provider(conn.crm).uses_oauth:
+        if not get_provider(conn.crm).refreshes_tokens:
             self.stdout.write(
                 f"{workspace.slug} {conn.crm}: an API key has no refresh; nothing changed "
                 "(save a new key with Update credentials on the Integrations page)"

@@ -16,8 +16,9 @@ from integrations.sandbox.server import RunningSandbox, start_sandbox
 
 class Command(BaseCommand):
     help = (
-        "Serve the local HubSpot, Salesforce, Zoho CRM and Odoo sandboxes and the Google Calendar "
-        "and Microsoft Graph calendar sandboxes until interrupted (never in production)."
+        "Serve the local HubSpot, Salesforce, Zoho CRM and Odoo sandboxes, the Greenhouse, Lever "
+        "and Workday ATS sandboxes, and the Google Calendar and Microsoft Graph calendar sandboxes "
+        "until interrupted (never in production)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--odoo-port", type=int, help="default: settings.SANDBOX_ODOO_PORT")
         parser.add_argument("--google-port", type=int, help="default: settings.SANDBOX_GOOGLE_PORT")
         parser.add_argument("--microsoft-port", type=int, help="default: settings.SANDBOX_MICROSOFT_PORT")
+        parser.add_argument("--greenhouse-port", type=int, help="default: settings.SANDBOX_GREENHOUSE_PORT")
+        parser.add_argument("--lever-port", type=int, help="default: settings.SANDBOX_LEVER_PORT")
+        parser.add_argument("--workday-port", type=int, help="default: settings.SANDBOX_WORKDAY_PORT")
         parser.add_argument(
             "--if-enabled",
             action="store_true",
@@ -54,6 +58,9 @@ class Command(BaseCommand):
                 ("odoo", options["odoo_port"]),
                 ("google", options["google_port"]),
                 ("microsoft", options["microsoft_port"]),
+                ("greenhouse", options["greenhouse_port"]),
+                ("lever", options["lever_port"]),
+                ("workday", options["workday_port"]),
             )
         }
         running: list[RunningSandbox] = []
