@@ -174,3 +174,24 @@ def test_client_secrets_are_registered_for_redaction(settings) -> None:  # type:
     from conduit.secrets_scan import redact_text
 
     assert settings.HUBSPOT_CLIENT_SECRET not in redact_text(f"oops {settings.HUBSPOT_CLIENT_SECRET} leaked")
+
+
+def test_the_oauth_methods_refuse_a_credentials_provider_and_demand_an_oauth_one() -> None:
+    class Typed(base.Provider):
+        name, label, uses_oauth = "typed", "Typed", False
+
+    class Unfinished(base.Provider):
+        name, label = "unfinished", "Unfinished"
+
+    typed, unfinished = Typed(), Unfinished()
+    for provider, raised in ((typed, Permanent), (unfinished, NotImplementedError)):
+        for call in (
+            lambda p=provider: p.authorize_url(state="s", redirect_uri="https://x"),
+            lambda p=provider: p.exchange_code(code="c", redirect_uri="https://x"),
+            lambda p=provider: p.identify(base.TokenSet("t")),
+        ):
+            with pytest.raises(raised) as refused:
+                call()
+            if raised is Permanent:
+                assert refused.value.code == "credentials_only"  # type: ignore[attr-defined]
+                assert "Typed connects with typed credentials" in str(refused.value)

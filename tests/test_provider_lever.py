@@ -219,7 +219,7 @@ def test_oauth_is_not_how_lever_connects() -> None:
     for call in calls:
         with pytest.raises(Permanent) as refused:
             call()
-        assert refused.value.code == "api_key_only"
+        assert refused.value.code == "credentials_only"
     with pytest.raises(AuthRevoked) as no_refresh:
         lever.refresh("")
     assert no_refresh.value.code == "credentials_invalid"

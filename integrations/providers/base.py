@@ -222,10 +222,19 @@ class Provider:
     rate_limit_remaining_header: ClassVar[str] = ""
 
     # --- OAuth (overridden by each provider) ---
+    def not_oauth(self) -> Exception:
+        """What the OAuth methods raise by default: a Permanent `credentials_only` for a provider
+        connected with typed credentials (the OAuth doors refuse it before this is reached)."""
+        if self.uses_oauth:
+            return NotImplementedError(f"{type(self).__name__} must implement its OAuth methods")
+        return Permanent(
+            self.name, "credentials_only", f"{self.label} connects with typed credentials, not OAuth"
+        )
+
     def authorize_url(
         self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
     ) -> str:
-        raise NotImplementedError
+        raise self.not_oauth()
 
     def exchange_code(
         self,
@@ -236,7 +245,7 @@ class Provider:
         environment: str = "login",
         context: CallContext = NO_CONTEXT,
     ) -> TokenSet:
-        raise NotImplementedError
+        raise self.not_oauth()
 
     def refresh(
         self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
@@ -249,7 +258,7 @@ class Provider:
     def identify(
         self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
     ) -> ExternalAccount:
-        raise NotImplementedError
+        raise self.not_oauth()
 
     def check_credentials(
         self, fields: Mapping[str, str], *, context: CallContext = NO_CONTEXT

@@ -192,31 +192,6 @@ class LeverProvider(Provider):
     def authorization(self, token: str) -> str:
         return f"Basic {basic_credentials(token)}"
 
-    # --- no OAuth: the credentials form connects ---
-    def api_key_only(self) -> Permanent:
-        return Permanent(self.name, "api_key_only", "Lever connects with an API key, not OAuth")
-
-    def authorize_url(
-        self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
-    ) -> str:
-        raise self.api_key_only()
-
-    def exchange_code(
-        self,
-        *,
-        code: str,
-        redirect_uri: str,
-        code_verifier: str | None = None,
-        environment: str = "login",
-        context: CallContext = NO_CONTEXT,
-    ) -> TokenSet:
-        raise self.api_key_only()
-
-    def identify(
-        self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
-    ) -> ExternalAccount:
-        raise self.api_key_only()
-
     def refresh(
         self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
     ) -> TokenSet:

@@ -224,33 +224,6 @@ class WorkdayProvider(Provider):
     # [verify] Workday documents no rate-limit headers; Retry-After is logged whenever it is sent.
     rate_limit_header_names = ()
 
-    # --- no OAuth consent: the credentials form connects ---
-    def credentials_only(self) -> Permanent:
-        return Permanent(
-            self.name, "credentials_only", "Workday connects with API client credentials, not OAuth consent"
-        )
-
-    def authorize_url(
-        self, *, state: str, redirect_uri: str, code_challenge: str | None = None, environment: str = "login"
-    ) -> str:
-        raise self.credentials_only()
-
-    def exchange_code(
-        self,
-        *,
-        code: str,
-        redirect_uri: str,
-        code_verifier: str | None = None,
-        environment: str = "login",
-        context: CallContext = NO_CONTEXT,
-    ) -> TokenSet:
-        raise self.credentials_only()
-
-    def identify(
-        self, tokens: TokenSet, *, environment: str = "login", context: CallContext = NO_CONTEXT
-    ) -> ExternalAccount:
-        raise self.credentials_only()
-
     def revoke(self, token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT) -> None:
         # [verify] no REST call revokes an integration's refresh token; its Workday admin does.
         raise Permanent(
