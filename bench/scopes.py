@@ -7,6 +7,11 @@ and restore them, on every scope), re-created here as the baseline, then with co
 it is. Printed per delivered write: SQL statements (a connection execute wrapper), the scope
 statements among them (set_config / current_setting) and CPU (process time); then the ratios.
 The rate limits are raised out of the way: this measures work, not waiting.
+
+--profile also runs the current scopes' delivery under pyinstrument (the delivering thread only;
+the in-process sandbox's threads are not sampled) and prints the top costs: self time by area
+(Django's ORM, the psycopg driver, requests / urllib3, Conduit's own code, ...) and the functions
+with the most self time.
 """
 
 from __future__ import annotations
@@ -59,7 +64,64 @@ def new_scopes() -> Iterator[None]:
     yield
 
 
-def deliver_all(writes: int, conn_id: int, workspace_id: int, sandbox_url: str) -> dict[str, float]:
+AREAS = (  # the first match names a frame's area (by its file path)
+    ("psycopg", "psycopg (driver)"),
+    ("django/db/models", "Django ORM (queries, rows)"),
+    ("django/db", "Django db (connections, cursors)"),
+    ("django", "Django (other)"),
+    ("requests", "requests"),
+    ("urllib3", "urllib3"),
+    ("http/client", "http.client"),
+    ("socket", "sockets"),
+    ("json", "json"),
+    ("limits", "rate limiter (limits)"),
+    ("redis", "redis client"),
+    ("prometheus_client", "prometheus_client"),
+    ("logging", "logging"),
+    ("/conduit/", "Conduit: conduit"),
+    ("/integrations/", "Conduit: integrations"),
+    ("/reconcile/", "Conduit: reconcile"),
+)
+
+
+def area_of(path: str) -> str:
+    return next((name for key, name in AREAS if key in path), "other (stdlib, interpreter)")
+
+
+def top_costs(session: Any, delivered: int, limit: int = 15) -> None:
+    """Print self time per write by area and the functions with the most self time."""
+    areas: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    stack = [(session.root_frame(), "", "")]
+    while stack:
+        frame, parent_path, parent_name = stack.pop()
+        # a synthetic "[self]" frame is its caller's own time: name it after the caller
+        path = (frame.file_path or parent_path) if frame.is_synthetic else (frame.file_path or "")
+        name = (
+            parent_name
+            if frame.is_synthetic
+            else f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        )
+        stack.extend((child, path, name) for child in frame.children)
+        own = frame.total_self_time
+        if own > 0:
+            areas[area_of(path)] += own
+            functions[name] += own
+    total = sum(areas.values()) or 1.0
+    print(
+        f"  profile: {total / delivered * 1000:.2f} ms of wall time sampled per write (pyinstrument, this "
+        "thread; waiting on Postgres and the sandbox is the sockets' and the driver's share)"
+    )
+    for name, seconds in areas.most_common():
+        print(f"    {seconds / total:6.1%}  {1000 * seconds / delivered:6.2f} ms  {name}")
+    print(f"  top {limit} functions by self time:")
+    for name, seconds in functions.most_common(limit):
+        print(f"    {seconds / total:6.1%}  {name}")
+
+
+def deliver_all(
+    writes: int, conn_id: int, workspace_id: int, sandbox_url: str, *, profile: bool = False
+) -> dict[str, float]:
     from django.db import connection
     from django.utils import timezone
 
@@ -80,11 +142,19 @@ def deliver_all(writes: int, conn_id: int, workspace_id: int, sandbox_url: str) 
             kinds["scope"] += 1
         return execute(sql, params, many, context)
 
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
     started_cpu, started = time.process_time(), time.monotonic()
     with connection.execute_wrapper(count):
         while reconcile_crm_writes(dispatch=lambda write_id, token: deliver_write(write_id, token)).claimed:
             pass
     cpu, wall = time.process_time() - started_cpu, time.monotonic() - started
+    if profiler is not None:
+        top_costs(profiler.stop(), writes)
     delivered = CrmWriteLog.objects.filter(status="succeeded").count()
     assert delivered == writes, f"{delivered} of {writes} delivered"
     return {
@@ -100,6 +170,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writes", type=int, default=600)
     parser.add_argument("--db-name", default="conduit_bench_scopes")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument on the current scopes' run")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
     os.environ["DATABASE_URL"] = recreate_database(server, args.db_name)
@@ -139,6 +210,12 @@ def main() -> int:
             f"scope statements {after['scope'] / before['scope']:.2f}, "
             f"CPU {after['cpu_ms'] / before['cpu_ms']:.2f}"
         )
+        if args.profile:
+            print(
+                "  a third pass with the current scopes, under pyinstrument (its CPU is the profiler's too):"
+            )
+            with new_scopes():
+                deliver_all(args.writes, conn_id, workspace_id, sandbox.base_url, profile=True)
     finally:
         sandbox.stop()
     return 0
