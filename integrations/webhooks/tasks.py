@@ -9,8 +9,9 @@ from integrations.webhooks import processing
 
 @shared_task(name="integrations.process_webhook_events", acks_late=True)
 def process_webhook_events(event_ids: list[int]) -> dict[str, int]:
-    """Queued by the inbox once a delivery's rows have committed."""
-    return dict(processing.process_events(event_ids).statuses)
+    """Queued by the inbox once a delivery's rows have committed; takes the other received
+    events waiting behind them too (processing.process_delivered)."""
+    return dict(processing.process_delivered(event_ids).statuses)
 
 
 @shared_task(name="integrations.process_webhook_backlog", acks_late=True)
