@@ -1,4 +1,4 @@
-"""Calendar sync benchmark on Postgres (issue 17): a full pass, incremental passes, due selection.
+"""Calendar sync benchmark on Postgres: a full pass, incremental passes, due selection.
 
 1. sync: --connections Google calendar connections of --events events each, served by an
    in-process Google Calendar sandbox (bulk-seeded, tokens minted by /_sandbox/tokens, push

@@ -1,6 +1,6 @@
 """Connection-health benchmark: the hourly checks of 10,000 connections against the sandbox CRMs.
 
-Issue 7: every connection is checked within the hourly window at the configured concurrency, within
+Target: every connection is checked within the hourly window at the configured concurrency, within
 the rate limiter. A database conduit_bench_health_<pid> on DATABASE_URL's server (else BENCH_PG_URL's,
 else the local postgres) is created and migrated; --hubspot + --salesforce connected CrmConnection rows
 are bulk-created, each in its own workspace with its own external_account_key, a grant minted by the

@@ -1,4 +1,4 @@
-"""The multi-host drill (issue 22): several worker "hosts" around one Postgres, one broker and one
+"""The multi-host drill: several worker "hosts" around one Postgres, one broker and one
 beat deliver writes to many HubSpot portals; one host is killed mid-run.
 
 Each host is a `celery worker` (prefork, --concurrency per host) in a process group of its own,

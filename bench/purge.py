@@ -4,7 +4,7 @@ runs while a concurrent ingest thread stores a new message every --ingest-every-
 conduit.ingest, and a sampler watches pg_locks / pg_stat_activity for lock waits.
 
 Targets: every message batch < 1 s, >= 50,000 rows changed per second over the whole run
-(issue 21; it was 20,000), every ingest < 100 ms, no lock wait >= 100 ms; afterwards every old
+(it was 20,000), every ingest < 100 ms, no lock wait >= 100 ms; afterwards every old
 message is redacted exactly once and a second run changes nothing.
 
 The database (--db-name on DATABASE_URL's server) is dropped and recreated at the start and kept

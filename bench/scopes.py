@@ -1,5 +1,5 @@
-"""What the row-level-security scopes cost per delivered CRM write, before and after issue 21's
-change to conduit.tenancy, in one run on Postgres.
+"""What the row-level-security scopes cost per delivered CRM write, with the old scopes
+(re-created here) and the current conduit.tenancy, in one run on Postgres.
 
 --writes notes are delivered to an in-process HubSpot sandbox by reconcile_crm_writes in this
 process, twice: first with the scopes as they were (read both settings, set them, read them again
@@ -35,7 +35,7 @@ from bench.common import recreate_database  # noqa: E402
 
 @contextmanager
 def old_scopes() -> Iterator[None]:
-    """conduit.tenancy's scopes as they were before issue 21: four statements a scope."""
+    """conduit.tenancy's scopes as they were before they were made cheaper: four statements a scope."""
     from django.db import connection, transaction
 
     from conduit import tenancy

@@ -228,7 +228,8 @@ def outcome(db_url: str) -> dict[str, Any]:
     }
 
 
-# The duplicate check of integrations/webhooks/processing.py (is_duplicate), as Django sends it.
+# The duplicate check of integrations/webhooks/processing.py for one event (a batch asks the same
+# index with lists of accounts, objects and moments).
 SAME_CHANGE = """
 SELECT 1 FROM webhook_events
 WHERE provider = 'hubspot' AND external_account_key = %s AND object_id = %s AND event_type = %s

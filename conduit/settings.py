@@ -317,7 +317,7 @@ ZOHO_ACCOUNTS_URL = provider_url("ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com
 ZOHO_API_VERSION = env.str("ZOHO_API_VERSION", default="v7")
 # Extra accounts-server and API-domain origins trusted besides Zoho's own: the sandbox, in development only.
 ZOHO_EXTRA_ORIGINS = [_zoho_sandbox] if CONDUIT_SANDBOX else []
-# ATS connected by credentials (issue 19). Greenhouse Harvest v3 (client credentials) and Lever
+# ATS connected by credentials. Greenhouse Harvest v3 (client credentials) and Lever
 # have one API host each; Workday has one per customer tenant, typed on the form and checked
 # against Workday's own domains (the sandbox's origin is trusted in development only).
 GREENHOUSE_API_BASE_URL = provider_url(

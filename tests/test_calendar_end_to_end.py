@@ -1,4 +1,4 @@
-"""Issue 17 end to end, over real sockets: a member connects Google Calendar through the sandbox's
+"""Calendar sync end to end, over real sockets: a member connects Google Calendar through the sandbox's
 consent page, the operator's job pass syncs it, a meeting with a sandbox CRM contact is linked to
 the customer, shown on their timeline and planned in dry run; after go live exactly one meeting
 reaches the HubSpot sandbox, and a later change at the calendar syncs incrementally without a

@@ -1,4 +1,4 @@
-"""Issue 20, the flows that made a newcomer wait or misled them: Go live and Retry now dispatch at
+"""The flows that made a newcomer wait or misled them: Go live and Retry now dispatch at
 once (after commit, through the reconcile run's claim, each write sent once), the card says when
 a waiting write is tried next, a claimed install records its health, the connect messages say
 what happened, a CRM account connected in two workspaces is said, and Salesforce's sync log

@@ -1,4 +1,4 @@
-"""Issue 8's endpoint matrix and secret hygiene. Every operations endpoint: a missing, forged or
+"""The operations endpoint matrix and secret hygiene. Every operations endpoint: a missing, forged or
 revoked credential is 401 and changes nothing; bad input is a clear 4xx with a JSON code and
 changes nothing; another tenant's rows are never shown (404 where a path names them). Then the
 issue-8 paths (webhook inbox and replay, the incremental pull, retry-failed, the tenant switch,

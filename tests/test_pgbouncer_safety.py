@@ -1,4 +1,4 @@
-"""Conduit stays safe behind PgBouncer in transaction pooling (issue 22; docs/deployment.md,
+"""Conduit stays safe behind PgBouncer in transaction pooling (docs/deployment.md,
 "Behind PgBouncer"): the app's source holds no construct that keeps state in a database session,
 DATABASE_POOLER turns off what Django would otherwise keep there, and against a real PgBouncer
 (ops/pgbouncer/start.sh) a session-level construct is seen to leak while the transaction-local

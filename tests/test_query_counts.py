@@ -1,4 +1,4 @@
-"""Query counts (issue 21): every page and every /api/v1 list runs the same number of queries
+"""Query counts: every page and every /api/v1 list runs the same number of queries
 however many rows it shows. Each is requested over a small world, then again after several times
 more rows of every kind were added (members, invitations, tokens, messages and attachments, writes
 in every state with their lookups, sync logs, webhook events, pauses, calendar events, audit

@@ -1,4 +1,4 @@
-"""RabbitMQ as the broker (issue 22), against the machine's RabbitMQ on 127.0.0.1:5672: writes,
+"""RabbitMQ as the broker, against the machine's RabbitMQ on 127.0.0.1:5672: writes,
 a beat job and webhook processing go through it to a real Celery worker; a worker SIGKILLed while
 it holds a delivery leaves that message to RabbitMQ, which hands it to the next worker, and the
 write ledger still makes the note exactly once. The worker host serves its own /metrics.

@@ -1,4 +1,4 @@
-"""Issue 23: runbook 003's `/crm/...` paths, runbook 001's `needs_reauth` and `integrations`
+"""Runbook 003's `/crm/...` paths, runbook 001's `needs_reauth` and `integrations`
 view, and the operator database role that lets runbook SQL see every workspace."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The seed runbooks as written: every curl and SQL statement of ../shared/seeds, copied from the
-file and run against a live server and the migrated database (issue 23).
+file and run against a live server and the migrated database.
 
 Placeholders are filled from a seeded workspace whose slug is the playbook's own `ws_1`; a curl
 without a token gets the header docs/runbook.md tells operators to add. Calendar statements

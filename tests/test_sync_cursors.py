@@ -1,4 +1,4 @@
-"""Sync cursors (issue 8): each provider's changed-since paging (HubSpot's 10,000-result search
+"""Sync cursors: each provider's changed-since paging (HubSpot's 10,000-result search
 window, Salesforce's SystemModstamp keyset), the sandbox support, and the pull end to end: a
 record changed at the CRM makes its cached lookup stale, the cursor advances, errors stay on
 their cursor, a disabled integration is not pulled, a locked cursor is skipped."""

@@ -223,7 +223,7 @@ def test_ingest_command_writes_as_the_app_role(two_tenants: tuple[Tenant, Tenant
         assert Message.objects.get(message_id="app-role@x").workspace_id == alice.workspace.pk
 
 
-# --- what a scope costs (issue 21): statements that set or read the scope settings ---
+# --- what a scope costs: statements that set or read the scope settings ---
 
 
 def scope_statements(queries: CaptureQueriesContext) -> list[str]:

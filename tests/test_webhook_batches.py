@@ -1,4 +1,4 @@
-"""Webhook events processed as a batch (issue 21): the outcomes are those of processing them one
+"""Webhook events processed as a batch: the outcomes are those of processing them one
 after the other, and the statements a batch costs do not grow with its events."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a delivered CRM write costs in SQL (issue 21: at most 12 statements a write), and the
+"""What a delivered CRM write costs in SQL (at most 12 statements a write), and the
 checks that got cheaper while staying as strict: the pause and tenant switch read with the write,
 the connection's token taken from that same read."""
 

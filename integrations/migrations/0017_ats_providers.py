@@ -1,4 +1,4 @@
-"""The ATS providers (issue 19): greenhouse, lever and workday join the provider choices, and the
+"""The ATS providers: greenhouse, lever and workday join the provider choices, and the
 `integrations` view (0014) counts `credentials_invalid` (an ATS whose credentials were refused) as
 runbook 001's `needs_reauth`, like integrations.models.REAUTH_REASONS."""
 

@@ -233,6 +233,11 @@ def ats_facts(crm: str, conn: CrmConnection | None) -> dict[str, Any]:
     }
 
 
+def revoke_hint(crm: str) -> str:
+    """Where the customer deletes typed credentials Conduit cannot revoke (Odoo's key, an ATS')."""
+    return ATS_FORMS[crm].revoke_hint if crm in ATS_FORMS else "Preferences → Account Security"
+
+
 def account_text(conn: CrmConnection) -> str:
     return conn.account_label
 
@@ -264,7 +269,7 @@ def card_for(crm: str, label: str, conn: CrmConnection | None) -> dict[str, Any]
         "ats": ats_facts(crm, conn) if crm in ATS_FORMS else None,
         "takes_writes": provider.supports_writes,
         # where the customer deletes credentials Conduit cannot revoke (Odoo's key, the ATS')
-        "revoke_hint": ATS_FORMS[crm].revoke_hint if crm in ATS_FORMS else "Preferences → Account Security",
+        "revoke_hint": revoke_hint(crm),
         # the credentials form of a CRM connected with an API key (integrations-odoo-credentials)
         "credentials_url": "" if provider.uses_oauth else reverse(f"integrations-{crm}-credentials"),
         # when a waiting write is tried again (cards/next_attempt.html); live connections only

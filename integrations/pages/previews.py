@@ -79,7 +79,7 @@ WORDS: dict[str, Vocabulary] = {
         sends="log notes in the chatter and To-Do activities, on contacts and their open opportunities",
         meeting=Sent("A log note about the meeting", "both"),
     ),
-    # The ATS (issue 19): a note on the candidate matched by email (Lever: on the candidate's
+    # The ATS: a note on the candidate matched by email (Lever: on the candidate's
     # opportunity); no task, no deal. Workday takes no writes.
     "greenhouse": Vocabulary(
         note=Sent("A candidate note", "contact"),

@@ -39,7 +39,7 @@ from integrations.health.checks import do_check_now
 from integrations.ledger import ledger
 from integrations.models import CRM_CHOICES, ConnectionHealth, CrmConnection, IntegrationSetting, OAuthState
 from integrations.pages import connect_messages as said
-from integrations.pages.cards import ats_facts, card_for, credentials_facts, health_for
+from integrations.pages.cards import ats_facts, card_for, credentials_facts, health_for, revoke_hint
 from integrations.pages.previews import preview_cards
 from integrations.pages.sync_pause import PauseForm, card_note, still_paused, sync_card
 from integrations.providers import get_provider
@@ -221,18 +221,14 @@ def disconnect(request: HttpRequest, crm: str) -> HttpResponse:
             return redirect("integrations")
         revoked = do_disconnect(conn, actor=signed_in_user(request))
     label = oauth.crm_label(crm)
-    if crm in ATS_FORMS:  # Conduit cannot revoke typed credentials either
-        messages.success(
-            request,
-            f"{label} disconnected: Conduit deleted its copy of the credentials. Conduit cannot revoke "
-            f"them itself: delete them in {label} ({ATS_FORMS[crm].revoke_hint}).",
+    if not get_provider(crm).uses_oauth:  # Conduit cannot revoke typed credentials (Odoo, an ATS)
+        what, that, it = (
+            ("the credentials", "them", "them") if crm in ATS_FORMS else ("the API key", "the key", "it")
         )
-        return redirect("integrations")
-    if not get_provider(crm).uses_oauth:  # Conduit cannot revoke an API key (Odoo)
         messages.success(
             request,
-            f"{label} disconnected: Conduit deleted its copy of the API key. Conduit cannot revoke the "
-            f"key itself: delete it in {label} (Preferences → Account Security).",
+            f"{label} disconnected: Conduit deleted its copy of {what}. Conduit cannot revoke {that} "
+            f"itself: delete {it} in {label} ({revoke_hint(crm)}).",
         )
         return redirect("integrations")
     note = "" if revoked else " (the CRM could not be told; Conduit's copy of the access was deleted anyway)"

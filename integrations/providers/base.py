@@ -459,8 +459,8 @@ class Provider:
         return http_session(), url, {}
 
     def authorization(self, token: str) -> str:
-        """The Authorization header of an API call made with `token` (Lever and Greenhouse's
-        legacy keys: HTTP Basic with the key as the user name)."""
+        """The Authorization header of an API call made with `token` (Lever: HTTP Basic with the
+        key as the user name)."""
         return f"{self.auth_scheme} {token}"
 
     def _send(self, method: str, url: str, token: str | None, **kwargs: Any) -> requests.Response:

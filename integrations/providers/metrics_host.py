@@ -1,4 +1,4 @@
-"""A worker-only host's own /metrics (issue 22).
+"""A worker-only host's own /metrics.
 
 A host that runs Celery workers and no gunicorn still has metrics: its worker processes write
 them to the host's PROMETHEUS_MULTIPROC_DIR like gunicorn's workers do. With

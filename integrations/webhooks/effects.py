@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from conduit.tenancy import system_scope
 from integrations.ledger import ledger
 from integrations.models import CrmConnection, WebhookEvent
 
@@ -112,14 +111,3 @@ def effect_of(event: WebhookEvent) -> Effect | None:
     if kind == "object":
         kind = OBJECT_TYPES.get(str(event.payload.get("objectTypeId", "")), "")
     return EFFECTS.get((kind, action))
-
-
-def connections_for(event: WebhookEvent) -> list[CrmConnection]:
-    if not event.external_account_key:
-        return []
-    with system_scope():
-        return list(
-            CrmConnection.objects.filter(
-                crm=event.provider, external_account_key=event.external_account_key, workspace__isnull=False
-            )
-        )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The flows that matter most, run through PgBouncer in transaction pooling (issue 22;
-# docs/deployment.md, "Behind PgBouncer"): ingest, planning, delivery with its SKIP LOCKED claim,
+# The flows that matter most, run through PgBouncer in transaction pooling
+# (docs/deployment.md, "Behind PgBouncer"): ingest, planning, delivery with its SKIP LOCKED claim,
 # the purge, webhook intake, the calendar sync lock and the row-level-security tests as the app
 # role. `make pytest-pgbouncer` runs it; .ci/run runs that after `make test`.
 #

@@ -1,4 +1,4 @@
-"""The ATS providers (issue 19) join crm_write_log.provider's choices."""
+"""The ATS providers join crm_write_log.provider's choices."""
 
 from django.db import migrations, models
 
