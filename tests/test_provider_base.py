@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,54 @@ def test_the_oauth_methods_refuse_a_credentials_provider_and_demand_an_oauth_one
             if raised is Permanent:
                 assert refused.value.code == "credentials_only"  # type: ignore[attr-defined]
                 assert "Typed connects with typed credentials" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("invalid_request", "invalid_request"),
+        ("Bearer s3cr3t-token", "http_400"),
+        ("x" * 41, "http_400"),
+        ("", "http_400"),
+    ],
+)
+def test_only_an_error_name_becomes_a_code(error: str, code: str) -> None:
+    assert base.safe_code(error, 400) == code
+
+
+def test_a_short_secret_shows_no_characters() -> None:
+    assert base.last4("abcdefghijkl") == "ijkl"
+    assert base.last4("short") == ""
+
+
+@pytest.mark.django_db
+def test_basic_credentials_echoed_bare_are_scrubbed() -> None:
+    class Echo(base.Provider):
+        name, label = "echo", "Echo"
+
+        def classify_client_error(self, resp: Any, operation: str) -> Permanent:
+            return Permanent(self.name, "refused", resp.text)
+
+        def authorization(self, token: str) -> str:
+            return f"Basic {base.basic_auth(token)}"
+
+    import responses
+
+    secret = "lever-like-key-0123456789"
+    bare = base.basic_auth(secret)
+    client = base.basic_auth("client-id", "client-secret-value")
+    with responses.RequestsMock() as mock:
+        mock.get("https://echo.example/a", body=f"you sent {bare}", status=400)
+        mock.post("https://echo.example/token", body=f"bad client {client}", status=400)
+        with pytest.raises(Permanent) as first:
+            Echo()._call("read", "GET", "https://echo.example/a", context=base.NO_CONTEXT, token=secret)
+        with pytest.raises(Permanent) as second:
+            Echo()._call(
+                "token",
+                "POST",
+                "https://echo.example/token",
+                context=base.NO_CONTEXT,
+                headers={"Authorization": f"Basic {client}"},
+            )
+    assert bare not in str(first.value) and "[redacted]" in str(first.value)
+    assert client not in str(second.value) and "[redacted]" in str(second.value)

@@ -503,3 +503,14 @@ def test_a_grant_shows_only_the_last_four(mock: responses.RequestsMock) -> None:
     mock.get(f"{API}/users", json={"data": [user(ANCHOR, 1)]})
     grant = lever.check_credentials({"api_key": KEY})
     assert KEY not in repr(grant) and KEY not in repr(grant.account) and grant.last4 == KEY[-4:]
+
+
+def test_notes_past_the_pages_read_are_a_lookup_limit_not_a_resend(
+    mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lever_module, "NOTE_PAGES_MAX", 2)
+    page = {"data": [{"id": "n1", "text": "other"}], "hasNext": True, "next": "more"}
+    mock.get(f"{API}/opportunities/{OPP}/notes", json=page)
+    with pytest.raises(Permanent) as refused:
+        lever.find_write(account(), "create_note", activity(OPP))
+    assert refused.value.code == "lookup_limit" and len(mock.calls) == 2

@@ -10,6 +10,7 @@ headers and the Prometheus metrics. Providers override the hooks (`classify_clie
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import os
 import re
@@ -192,6 +193,29 @@ def json_or_none(resp: requests.Response) -> Any:
 
 def short(text: Any, limit: int = 200) -> str:
     return redact_text(str(text or ""))[:limit]
+
+
+def basic_auth(user: str, password: str = "") -> str:
+    """The base64 credentials of HTTP Basic (`user:password`; Lever's key with a blank password,
+    a token endpoint's client id and secret)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+LAST4_FROM = 12  # a secret shorter than this shows no characters at all
+
+
+def last4(secret: str) -> str:
+    """The only part of a typed secret shown again: its last 4 characters, none for a short one."""
+    return secret[-4:] if len(secret) >= LAST4_FROM else ""
+
+
+ERROR_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def safe_code(error: str, status: int) -> str:
+    """A provider's own error name as Conduit's error code when it looks like one, else
+    `http_<status>`: a code is never scrubbed, so nothing the provider echoes may become one."""
+    return error if ERROR_CODE_RE.fullmatch(error) else f"http_{status}"
 
 
 class Provider:
@@ -447,11 +471,18 @@ class Provider:
     SECRET_FORM_FIELDS = ("code", "refresh_token", "client_secret", "code_verifier", "token")
 
     def _sent_secrets(self, token: str | None, kwargs: dict[str, Any]) -> list[str]:
+        """What this call sent that must never come back in a message: the token and its
+        Authorization value (bare too: a Basic value is the credentials themselves), any
+        Authorization header passed in, and the secret form fields."""
         data = kwargs.get("data")
         form: dict[str, Any] = data if isinstance(data, dict) else {}
-        return [
-            v for v in [token, *(form.get(f) for f in self.SECRET_FORM_FIELDS)] if isinstance(v, str) and v
-        ]
+        headers = kwargs.get("headers")
+        sent = [self.authorization(token)] if token else []
+        if isinstance(headers, dict) and isinstance(headers.get("Authorization"), str):
+            sent.append(headers["Authorization"])
+        bare = [value.partition(" ")[2] for value in sent]
+        candidates = [token, *sent, *bare, *(form.get(f) for f in self.SECRET_FORM_FIELDS)]
+        return [v for v in candidates if isinstance(v, str) and v]
 
     def open_transport(self, url: str) -> tuple[requests.Session, str, dict[str, str]]:
         """The session, URL and extra headers a call to `url` goes out with: by default the

@@ -13,7 +13,6 @@ that note again among the candidate's notes. Harvest v3 has no tasks, deals or c
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -34,9 +33,12 @@ from integrations.providers.base import (
     HealthResult,
     Provider,
     TokenSet,
+    basic_auth,
     check_operation,
     json_or_none,
+    last4,
     last_call_ms,
+    safe_code,
     short,
     with_marker,
 )
@@ -143,8 +145,7 @@ class ClientCredentials:
         return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
     def basic(self) -> str:
-        pair = f"{self.client_id}:{self.client_secret}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
+        return "Basic " + basic_auth(self.client_id, self.client_secret)
 
 
 def expiry(body: dict[str, Any], now: datetime) -> datetime:
@@ -271,7 +272,7 @@ class GreenhouseProvider(Provider):
             scopes=granted,
             account_key=account.key,
         )
-        return CredentialGrant(account=account, tokens=grant, last4=creds.client_secret[-4:])
+        return CredentialGrant(account=account, tokens=grant, last4=last4(creds.client_secret))
 
     def _introspect(
         self, creds: ClientCredentials, token: str, context: CallContext
@@ -373,9 +374,7 @@ class GreenhouseProvider(Provider):
             account, "find_contact", "candidates", {"email": given, "per_page": PER_PAGE}
         ):
             for row in rows:
-                listed = row.get("email_addresses") if isinstance(row, dict) else None
-                emails = {str(e.get("value") or "").lower() for e in listed or [] if isinstance(e, dict)}
-                if isinstance(row, dict) and row.get("id") and (listed is None or wanted in emails):
+                if isinstance(row, dict) and row.get("id") and wanted in emails_of(row):
                     return str(row["id"])
         return None
 
@@ -469,7 +468,17 @@ class GreenhouseProvider(Provider):
             return MissingScope(self.name, list(self.required_scopes), message, http_status=status)
         if status in (401, 403) or error in REFUSED_ERRORS:
             return AuthRevoked(self.name, "credentials_invalid", message, http_status=status)
-        return Permanent(self.name, error or f"http_{status}", message, http_status=status)
+        return Permanent(self.name, safe_code(error, status), message, http_status=status)
+
+
+def emails_of(row: dict[str, Any]) -> set[str]:
+    """A candidate's email addresses, lower-cased (a row that lists none matches no email)."""
+    listed = row.get("email_addresses")
+    return (
+        {str(e.get("value") or "").lower() for e in listed if isinstance(e, dict)}
+        if isinstance(listed, list)
+        else set()
+    )
 
 
 def page_of(resp: requests.Response) -> tuple[list[Any], str]:

@@ -12,7 +12,6 @@ in its API, so the account is named by its oldest user (`account_anchor`).
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -30,8 +29,10 @@ from integrations.providers.base import (
     HealthResult,
     Provider,
     TokenSet,
+    basic_auth,
     check_operation,
     json_or_none,
+    last4,
     last_call_ms,
     short,
     with_marker,
@@ -82,11 +83,6 @@ def check_api_key(fields: Mapping[str, str]) -> str:
     if len(key) < KEY_MIN:
         raise ValueError(f"The Lever API key is shorter than {KEY_MIN} characters; copy all of it.")
     return key
-
-
-def basic_credentials(key: str) -> str:
-    """base64("KEY:"): the key as the user name, a blank password."""
-    return base64.b64encode(f"{key}:".encode()).decode("ascii")
 
 
 def records_of(body: Any) -> list[dict[str, Any]]:
@@ -190,7 +186,7 @@ class LeverProvider(Provider):
         return str(settings.LEVER_API_BASE_URL).rstrip("/")
 
     def authorization(self, token: str) -> str:
-        return f"Basic {basic_credentials(token)}"
+        return f"Basic {basic_auth(token)}"
 
     def refresh(
         self, refresh_token: str, *, environment: str = "login", context: CallContext = NO_CONTEXT
@@ -215,7 +211,7 @@ class LeverProvider(Provider):
         key = check_api_key(fields)
         account = self.identify_key(key, context=context)
         tokens = TokenSet(access_token=key, refresh_token="", account_key=account.key)
-        return CredentialGrant(account=account, tokens=tokens, last4=key[-4:])
+        return CredentialGrant(account=account, tokens=tokens, last4=last4(key))
 
     def identify_key(self, key: str, *, context: CallContext) -> ExternalAccount:
         """The account the key belongs to, named by its oldest user (`account_anchor`)."""
@@ -253,7 +249,7 @@ class LeverProvider(Provider):
 
     def key_forms(self, key: str) -> tuple[str, ...]:
         """The key as sent (in the Authorization header), to scrub if an answer echoes it."""
-        return (key, basic_credentials(key))
+        return (key, basic_auth(key))
 
     # --- API ---
     def api_bucket(self) -> Bucket:
@@ -327,10 +323,14 @@ class LeverProvider(Provider):
                 account, "find_write", "GET", path, params={**params, "offset": offset} if offset else params
             )
 
-        notes, _complete = read_pages(fetch, NOTE_PAGES_MAX)
+        notes, complete = read_pages(fetch, NOTE_PAGES_MAX)
         for note in notes:
             if activity.marker in note_text(note) and isinstance(note.get("id"), str):
                 return str(note["id"])
+        if not complete:  # "not found" would resend a note that may be on a page not read
+            raise Permanent(
+                self.name, "lookup_limit", f"the opportunity has more than {NOTE_PAGES_MAX} pages of notes"
+            )
         return None
 
     # --- error mapping ---

@@ -18,7 +18,6 @@ candidate by email and adds a note to it, so every curated write is refused as
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Mapping
@@ -39,9 +38,12 @@ from integrations.providers.base import (
     HealthResult,
     Provider,
     TokenSet,
+    basic_auth,
     check_operation,
     json_or_none,
+    last4,
     last_call_ms,
+    safe_code,
     short,
 )
 from integrations.providers.changes import ChangedPage
@@ -187,7 +189,7 @@ def read_bundle(raw: str) -> dict[str, str]:
 
 def basic_credentials(creds: Mapping[str, str]) -> str:
     """The HTTP Basic credentials of the API client (`client_id:client_secret`, base64)."""
-    return base64.b64encode(f"{creds['client_id']}:{creds['client_secret']}".encode()).decode("ascii")
+    return basic_auth(creds["client_id"], creds["client_secret"])
 
 
 def bundled_secrets(values: tuple[str, ...]) -> list[str]:
@@ -331,7 +333,9 @@ class WorkdayProvider(Provider):
             instance_url=origin,
             account_key=key,
         )
-        return CredentialGrant(ExternalAccount(key=key, details=details), tokens, creds["client_secret"][-4:])
+        return CredentialGrant(
+            ExternalAccount(key=key, details=details), tokens, last4(creds["client_secret"])
+        )
 
     # --- API ---
     @staticmethod
@@ -414,5 +418,4 @@ class WorkdayProvider(Provider):
             )
         if error in ("invalid_client", "invalid_grant", "unauthorized_client") or status == 401:
             return AuthRevoked(self.name, "credentials_invalid", message, http_status=status)
-        code = error.lower() if re.fullmatch(r"[a-z_]{1,40}", error.lower()) else f"http_{status}"
-        return Permanent(self.name, code, message, http_status=status)
+        return Permanent(self.name, safe_code(error.lower(), status), message, http_status=status)
