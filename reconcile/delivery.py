@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from conduit.audit import record_audit
 from conduit.logging import log_failure
+from conduit.prepared import Prepared, update_row
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope
 from integrations.connections.pauses import pause_covers
@@ -70,15 +71,21 @@ class Holds(TypedDict):
     switched_off: bool  # its workspace's integration is off (tenant_switch.is_enabled)
 
 
-def _fetch(write_id: int, lease_token: str) -> WithAnnotations[CrmWriteLog, Holds] | None:
-    """The leased row with its connection and workspace, and whether a pause or the tenant switch
-    holds it back, read in one statement at the start of this delivery."""
+def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
     return (
         CrmWriteLog.objects.select_related("connection", "workspace")
         .annotate(paused=pause_covers("connection"), switched_off=switched_off("connection"))
         .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
-        .first()
     )
+
+
+_LEASED = Prepared(_leased, write_id=int, lease_token=str)
+
+
+def _fetch(write_id: int, lease_token: str) -> WithAnnotations[CrmWriteLog, Holds] | None:
+    """The leased row with its connection and workspace, and whether a pause or the tenant switch
+    holds it back, read in one statement at the start of this delivery (compiled once)."""
+    return _LEASED.first(write_id=write_id, lease_token=lease_token)  # type: ignore[return-value]
 
 
 def claim(
@@ -117,9 +124,11 @@ def _finish(
     if not keep_lease:
         fields.update(lease_token="", lease_expires_at=None)
     with system_scope():
-        done = CrmWriteLog.objects.filter(
-            pk=row.pk, status=Status.SENDING, lease_token=row.lease_token
-        ).update(updated_at=now, **fields)
+        done = update_row(
+            CrmWriteLog,
+            where={"pk": row.pk, "status": Status.SENDING, "lease_token": row.lease_token},
+            values={"updated_at": now, **fields},
+        )
         if done and audit is not None:
             event, payload = audit
             record_audit(event, actor=ACTOR, workspace=row.workspace, target=row, payload=payload)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from conduit.prepared import Prepared
 from conduit.tenancy import system_scope
 from integrations.connections.tokens import NotConnected, call_with_token
 from integrations.models import CrmConnection
@@ -29,9 +30,16 @@ def is_fresh(mapping: DealMapping, now: datetime) -> bool:
     return now - mapping.refreshed_at < timedelta(hours=settings.CONDUIT_DEAL_MAPPING_TTL_HOURS)
 
 
+def _mapping(connection_id: int, email: str) -> QuerySet[DealMapping]:
+    return DealMapping.objects.filter(connection_id=connection_id, email=email).order_by("pk")[:1]
+
+
+_MAPPING = Prepared(_mapping, connection_id=int, email=str)
+
+
 def cached(conn: CrmConnection, email: str) -> DealMapping | None:
     with system_scope():
-        return DealMapping.objects.filter(connection=conn, email=email.lower()).first()
+        return _MAPPING.first(connection_id=conn.pk, email=email.lower())
 
 
 def look_up(conn: CrmConnection, email: str) -> tuple[str, str]:

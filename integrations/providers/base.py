@@ -36,6 +36,7 @@ from integrations.providers.errors import (
 )
 from integrations.providers.ratelimit import Bucket, get_limiter
 from integrations.providers.ratelimit_headers import as_count, rate_limit_headers
+from integrations.providers.session import EnvironmentOnceSession
 from integrations.providers.synclog import NO_CONTEXT, CallContext, log_call, record_sync
 
 _sessions: dict[int, requests.Session] = {}
@@ -52,7 +53,7 @@ def http_session() -> requests.Session:
     """One Session per process (a forked worker must not share its parent's sockets)."""
     pid = os.getpid()
     if pid not in _sessions:
-        session = requests.Session()
+        session = EnvironmentOnceSession()
         session.headers["User-Agent"] = "Conduit/1.0 (+integrations)"
         _sessions[pid] = session
     return _sessions[pid]

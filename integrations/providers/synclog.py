@@ -15,6 +15,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 
 from conduit.context import current_workspace_id
+from conduit.prepared import insert_row
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope, workspace_scope
 from integrations.models import SyncLog
@@ -75,7 +76,7 @@ def record_sync(
     )
     try:
         with _scope_for(context.workspace_id):
-            row.save(force_insert=True)
+            insert_row(row)  # a row per provider call: no signals, no id read back
     except DatabaseError as exc:
         log.warning(
             "sync log not written: %s",
