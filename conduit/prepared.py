@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, router
@@ -39,9 +38,7 @@ def _sample(kind: type, index: int) -> Any:
         return _SAMPLE_BASE - index
     if kind is str:
         return f"\u2063conduit-slot-{index}\u2063"
-    if kind is datetime:
-        return datetime(1901, 1, 1, 0, 0, 0, index + 1, tzinfo=UTC)
-    raise TypeError(f"a slot takes int, str or datetime, not {kind.__name__}")
+    raise TypeError(f"a slot takes int or str, not {kind.__name__}")  # datetimes are adapted on SQLite
 
 
 @dataclass(frozen=True)
@@ -57,8 +54,8 @@ class _Compiled:
 
 
 class Prepared(Generic[M]):
-    """`build(**samples)` returns the queryset; `slots` names each slot's type (int, str or
-    datetime). Compiled on first use on each connection (per thread and alias)."""
+    """`build(**samples)` returns the queryset; `slots` names each slot's type (int or str).
+    Compiled on first use on each connection (per thread and alias)."""
 
     def __init__(self, build: Callable[..., QuerySet[M]], **slots: type) -> None:
         self.build, self.slots = build, slots

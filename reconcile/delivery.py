@@ -44,7 +44,7 @@ from integrations.providers.errors import (
 )
 from reconcile import backoff
 from reconcile.curation import is_dry_run
-from reconcile.mapping import resolve
+from reconcile.mapping import cached_with, from_columns, resolve
 from reconcile.models import CrmWriteLog
 
 if TYPE_CHECKING:
@@ -69,12 +69,17 @@ def new_lease_token() -> str:
 class Holds(TypedDict):
     paused: bool  # a pause covers the write's connection (pauses.pause_for)
     switched_off: bool  # its workspace's integration is off (tenant_switch.is_enabled)
+    mapping: dict[str, Any] | None  # its cached contact mapping (mapping.cached_with)
 
 
 def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
     return (
         CrmWriteLog.objects.select_related("connection", "workspace")
-        .annotate(paused=pause_covers("connection"), switched_off=switched_off("connection"))
+        .annotate(
+            paused=pause_covers("connection"),
+            switched_off=switched_off("connection"),
+            mapping=cached_with(),
+        )
         .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
     )
 
@@ -83,8 +88,9 @@ _LEASED = Prepared(_leased, write_id=int, lease_token=str)
 
 
 def _fetch(write_id: int, lease_token: str) -> WithAnnotations[CrmWriteLog, Holds] | None:
-    """The leased row with its connection and workspace, and whether a pause or the tenant switch
-    holds it back, read in one statement at the start of this delivery (compiled once)."""
+    """The leased row with its connection and workspace, whether a pause or the tenant switch
+    holds it back and its cached contact mapping, read in one statement at the start of this
+    delivery (compiled once)."""
     return _LEASED.first(write_id=write_id, lease_token=lease_token)  # type: ignore[return-value]
 
 
@@ -212,7 +218,7 @@ def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
         return release(row, now(), "integration_disabled")
     sent = False
     try:
-        mapping = resolve(conn, row.target, now=now())
+        mapping = resolve(conn, row.target, now=now(), known=from_columns(conn, row.target, row.mapping))
         if not mapping.contact_id:
             _finish(
                 row,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import JSONObject, Lower
 from django.utils import timezone
 
 from conduit.prepared import Prepared
@@ -55,12 +56,49 @@ def look_up(conn: CrmConnection, email: str) -> tuple[str, str]:
     return call_with_token(conn.pk, lookup)
 
 
-def resolve(conn: CrmConnection, email: str, *, now: datetime | None = None) -> DealMapping:
-    """The cached mapping when fresh, else a lookup at the CRM stored for next time.
-    Provider errors propagate (the caller decides what they mean for the write)."""
+MAPPING_COLUMNS = ("id", "contact_id", "deal_id", "source", "refreshed_at")
+
+
+def cached_with(write: str = "") -> Subquery:
+    """cached() as an expression of an outer query on writes (`write` is the path to the write,
+    "" from CrmWriteLog itself): the write's cached mapping as one JSON object, or NULL, so
+    delivery reads it with the write instead of in a transaction of its own."""
+    rows = DealMapping.objects.filter(
+        connection_id=OuterRef(f"{write}connection_id"), email=Lower(OuterRef(f"{write}target"))
+    ).order_by("pk")
+    return Subquery(
+        rows.values(data=JSONObject(**{c: c for c in MAPPING_COLUMNS}))[:1], output_field=JSONField()
+    )
+
+
+def from_columns(conn: CrmConnection, email: str, data: dict[str, Any] | None) -> DealMapping | None:
+    """The DealMapping that cached_with() read, None when there was none."""
+    if not data:
+        return None
+    refreshed = datetime.fromisoformat(str(data["refreshed_at"]))
+    mapping = DealMapping(
+        id=data["id"],
+        workspace_id=cast(int, conn.workspace_id),
+        connection=conn,
+        email=email.lower(),
+        contact_id=data["contact_id"],
+        deal_id=data["deal_id"],
+        source=data["source"],
+        refreshed_at=refreshed if refreshed.tzinfo else refreshed.replace(tzinfo=UTC),
+    )
+    mapping._state.adding = False
+    return mapping
+
+
+def resolve(
+    conn: CrmConnection, email: str, *, now: datetime | None = None, known: DealMapping | None = None
+) -> DealMapping:
+    """The cached mapping (`known` when the caller read it already) when fresh, else a lookup
+    at the CRM stored for next time. Provider errors propagate (the caller decides what they
+    mean for the write)."""
     now = now or timezone.now()
     email = email.lower()
-    mapping = cached(conn, email)
+    mapping = known if known is not None else cached(conn, email)
     if mapping is not None and is_fresh(mapping, now):
         return mapping
     contact_id, deal_id = look_up(conn, email)

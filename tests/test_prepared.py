@@ -4,14 +4,12 @@ do, and the write path's update and insert helpers change exactly the rows they 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from conduit.prepared import Prepared, insert_row, update_row
 from conduit.tenancy import system_scope
@@ -80,26 +78,25 @@ def test_compiled_once_per_connection_then_only_run(alice: Tenant) -> None:
     assert len(queries) == 1 and str(alice.workspace.pk) in queries[0]["sql"]
 
 
-def test_datetime_slots_and_constants(alice: Tenant) -> None:
+def test_constants_stay_in_place(alice: Tenant) -> None:
     conn = connect_crm(alice, "hubspot")
-    old = timezone.now() - timedelta(days=3)
     with system_scope():
+        DealMapping.objects.create(workspace=alice.workspace, connection=conn, email="a@x", contact_id="1")
         DealMapping.objects.create(
-            workspace=alice.workspace, connection=conn, email="a@x", contact_id="1", refreshed_at=old
+            workspace=alice.workspace, connection=conn, email="b@x", contact_id="2", source="operator"
         )
-        since = Prepared(
-            lambda after: DealMapping.objects.filter(refreshed_at__gt=after, source="provider"),
-            after=datetime,
+        by_source = Prepared(
+            lambda connection_id: DealMapping.objects.filter(connection_id=connection_id, source="operator"),
+            connection_id=int,
         )
-        assert [m.email for m in since.all(after=old - timedelta(seconds=1))] == ["a@x"]
-        assert since.all(after=old) == []
+        assert [m.email for m in by_source.all(connection_id=conn.pk)] == ["b@x"]
 
 
 def test_refuses_what_it_cannot_prepare(alice: Tenant) -> None:
     contains = Prepared(lambda email: DealMapping.objects.filter(email__icontains=email), email=str)
     with pytest.raises(ValueError, match=r"slots \['email'\] are not parameters"):
         contains.all(email="x")  # the lookup wraps the value in %...%: no slot to fill
-    with pytest.raises(TypeError, match="a slot takes int, str or datetime, not float"):
+    with pytest.raises(TypeError, match="a slot takes int or str, not float"):
         Prepared(lambda score: DealMapping.objects.all(), score=float)
     with pytest.raises(TypeError, match=r"expected values for \['crm', 'workspace_id'\]"):
         CONNECTIONS.all(workspace_id=1)
@@ -164,7 +161,6 @@ def test_insert_row_writes_defaults_and_values(alice: Tenant) -> None:
 
 
 def test_sample_values_are_unlike_real_ones() -> None:
-    prepared = Prepared(lambda a, b, c: DealMapping.objects.none(), a=int, b=str, c=datetime)
+    prepared = Prepared(lambda a, b: DealMapping.objects.none(), a=int, b=str)
     assert prepared.samples["a"] < -(2**49)
     assert "\u2063" in prepared.samples["b"]
-    assert prepared.samples["c"].year == 1901 and prepared.samples["c"].tzinfo is UTC
