@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, router
@@ -136,28 +137,30 @@ def _column(model: type[Model], name: str) -> Field[Any, Any]:
     return field
 
 
+@cache
+def _update_sql(
+    alias: str, model: type[Model], names: tuple[str, ...], keys: tuple[str, ...]
+) -> tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]]:
+    quote = connections[alias].ops.quote_name
+    values, where = [_column(model, n) for n in names], [_column(model, k) for k in keys]
+    sets = ", ".join(f"{quote(str(f.column))} = %s" for f in values)
+    conditions = " AND ".join(f"{quote(str(f.column))} = %s" for f in where)
+    return f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {conditions}", values, where  # noqa: S608
+
+
 def update_row(model: type[Model], where: Mapping[str, Any], values: Mapping[str, Any]) -> int:
     """UPDATE `model`'s table SET `values` WHERE every `where` field equals its value (no NULLs
     there); returns the number of rows changed. Values go through each field's own database
-    preparation, as the ORM's update does."""
+    preparation, as the ORM's update does; the statement's text is built once per shape."""
     if not where or not values:
         raise ValueError("update_row needs at least one condition and one value")
+    if nulls := [name for name, value in where.items() if value is None]:
+        raise ValueError(f"update_row: {nulls[0]} IS NULL is not an equality condition")
     alias = router.db_for_write(model)
     conn = connections[alias]
-    quote = conn.ops.quote_name
-    sets, params = [], []
-    for name, value in values.items():
-        field = _column(model, name)
-        sets.append(f"{quote(str(field.column))} = %s")
-        params.append(field.get_db_prep_save(value, conn))
-    conditions = []
-    for name, value in where.items():
-        if value is None:
-            raise ValueError(f"update_row: {name} IS NULL is not an equality condition")
-        field = _column(model, name)
-        conditions.append(f"{quote(str(field.column))} = %s")
-        params.append(field.get_db_prep_value(value, conn))
-    sql = f"UPDATE {quote(model._meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+    sql, value_fields, where_fields = _update_sql(alias, model, tuple(values), tuple(where))
+    params = [f.get_db_prep_save(v, conn) for f, v in zip(value_fields, values.values(), strict=True)]
+    params += [f.get_db_prep_value(v, conn) for f, v in zip(where_fields, where.values(), strict=True)]
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.rowcount
