@@ -107,6 +107,35 @@ def test_a_delivered_write_makes_at_most_twelve_statements(
     assert len(created_records("hubspot", crm_env["hubspot"])) == 1
 
 
+def test_the_cached_mapping_is_read_with_the_leased_row(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant
+) -> None:
+    plan_to_customer(alice, 1)
+    per_write: list[list[str]] = []
+    run_counting(per_write, [])
+    [statements] = per_write
+    reads = [sql for sql in statements if '"crm_deal_mappings"' in sql]
+    assert len(reads) == 1 and '"crm_write_log"' in reads[0], listing(statements)  # one statement
+    assert len(statements) <= 8, listing(statements)  # was 10 with the mapping read on its own
+    [row] = writes()
+    assert row.payload["contact_id"] == resolve(hubspot, CUSTOMER).contact_id
+
+
+def test_a_stale_mapping_read_with_the_row_is_looked_up_again(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant
+) -> None:
+    with system_scope():
+        hubspot.deal_mappings.update(refreshed_at=timezone.now() - timedelta(days=30))
+    plan_to_customer(alice, 1)
+    per_write: list[list[str]] = []
+    outcomes: list[str] = []
+    run_counting(per_write, outcomes)
+    assert outcomes == ["succeeded"]
+    with system_scope():
+        [mapping] = hubspot.deal_mappings.all()
+    assert timezone.now() - mapping.refreshed_at < timedelta(minutes=1)  # looked up, stored again
+
+
 def test_the_runs_own_statements_do_not_grow_with_the_writes_it_claims(
     hubspot: CrmConnection, alice: Tenant
 ) -> None:
