@@ -8,7 +8,10 @@
    Target: every due row claimed exactly once.
 3. delivery: --writes notes to an in-process HubSpot sandbox, --workers processes looping
    reconcile_crm_writes(dispatch=deliver_write). Targets: >= 90% of the limit (measured after the
-   first 10 s window, whose burst the moving window allows), < 1% 429s, 0 duplicates.
+   first 10 s window, whose burst the moving window allows), < 1% 429s, 0 duplicates. Prints CPU
+   and SQL statements per delivered write; --profile adds where the workers' CPU goes. Set
+   REDIS_URL, production's limiter store: without it the file store's JSON read and write per
+   call adds several ms of CPU to every write.
 
 The database (--db-name on DATABASE_URL's server) is dropped and recreated at the start and kept
 afterwards for inspection. Exits 0 unless something broke (or, with --strict, a target was missed).
@@ -389,8 +392,9 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def deliverer(barrier: Any, out: Any, batch: int, deadline: float) -> None:
+def deliverer(barrier: Any, out: Any, batch: int, deadline: float, profile_to: str = "") -> None:
     setup_django()
+    import cProfile
     import resource
 
     from django.db import connection
@@ -418,7 +422,10 @@ def deliverer(barrier: Any, out: Any, batch: int, deadline: float) -> None:
         backend = cur.fetchone()[0]
     backend_start = process_cpu(backend)
     barrier.wait()
+    profiler = cProfile.Profile(time.process_time) if profile_to else None
     own_start = resource.getrusage(resource.RUSAGE_SELF)
+    if profiler is not None:
+        profiler.enable()
     with connection.execute_wrapper(count):
         while time.time() < deadline:
             result = reconcile_crm_writes(limit=batch, dispatch=dispatch)
@@ -426,6 +433,9 @@ def deliverer(barrier: Any, out: Any, batch: int, deadline: float) -> None:
                 break
             if not result.claimed:
                 time.sleep(0.1)  # rows wait for their retry time or for another worker's lease
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{profile_to}/worker-{os.getpid()}.prof")
     own = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)) - cpu_seconds(own_start)
     backend_end = process_cpu(backend)
     backend_cpu = None if backend_start is None or backend_end is None else backend_end - backend_start
@@ -471,11 +481,13 @@ def redis_cpu() -> float | None:
         return None
     import redis
 
-    info = redis.Redis.from_url(settings.REDIS_URL).info("cpu")
+    info: Any = redis.Redis.from_url(settings.REDIS_URL).info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def run_deliverers(args: argparse.Namespace, expected: float) -> tuple[list[dict[str, Any]], float, Any]:
+def run_deliverers(
+    args: argparse.Namespace, expected: float, profile_to: str = ""
+) -> tuple[list[dict[str, Any]], float, Any]:
     """(per-worker results, seconds from the start signal until the last worker finished, start time)."""
     from django.utils import timezone
 
@@ -483,7 +495,7 @@ def run_deliverers(args: argparse.Namespace, expected: float) -> tuple[list[dict
     barrier, out = ctx.Barrier(args.workers + 1), ctx.Queue()
     deadline = time.time() + 120 + 3 * expected
     procs = [
-        ctx.Process(target=deliverer, args=(barrier, out, args.delivery_batch, deadline))
+        ctx.Process(target=deliverer, args=(barrier, out, args.delivery_batch, deadline, profile_to))
         for _ in range(args.workers)
     ]
     for proc in procs:
@@ -537,7 +549,8 @@ def part_delivery(args: argparse.Namespace) -> bool:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         self_start, redis_start = resource.getrusage(resource.RUSAGE_SELF), redis_cpu()
-        results, elapsed, started_at = run_deliverers(args, args.writes / (limit * budget / 10))
+        profile_to = tempfile.mkdtemp(prefix="conduit-profile-") if args.profile else ""
+        results, elapsed, started_at = run_deliverers(args, args.writes / (limit * budget / 10), profile_to)
         self_end, redis_end = resource.getrusage(resource.RUSAGE_SELF), redis_cpu()
         state = requests.get(f"{sandbox.base_url}/_sandbox/state", timeout=30).json()
     finally:
@@ -598,7 +611,61 @@ def part_delivery(args: argparse.Namespace) -> bool:
         + f" = {known:.1f} ms; {sum(r['queries'] for r in results) / n:.1f} SQL statements per write; "
         f"{per_second * TARGET_SHARE:.0f} writes/s needs {known * per_second * TARGET_SHARE / 1000:.1f} CPUs"
     )
+    if profile_to:
+        print_profile(profile_to, n)
     return rate_ok and share_429 < TARGET_429 and exact
+
+
+AREAS = (
+    ("/psycopg", "psycopg driver"),
+    ("/django/db/models/", "Django ORM (query building, compiling, instances)"),
+    ("/django/db/", "Django db layer (cursors, transactions)"),
+    ("/requests/", "requests"),
+    ("/urllib3/", "urllib3"),
+    ("/http/client.py", "http.client"),
+    ("/redis/", "redis client"),
+    ("/django/", "Django, other"),
+)
+
+
+def area_of(path: str) -> str:
+    for part, name in AREAS:
+        if part in path:
+            return name
+    if path.startswith(str(ROOT)) and "/.venv/" not in path:
+        return "Conduit's own code"
+    return "interpreter, stdlib and other"
+
+
+def print_profile(directory: str, writes: int) -> None:
+    """The workers' CPU profile (cProfile on process time; its overhead inflates call-heavy code)
+    by area of self time, and Conduit's functions by cumulative time, per delivered write."""
+    import pstats
+
+    stats = pstats.Stats(*sorted(str(p) for p in Path(directory).glob("*.prof")))
+    table: Any = stats.stats  # type: ignore[attr-defined]
+    by_area: Counter[str] = Counter()
+    for (path, _line, _name), (_cc, _nc, tottime, _cum, _callers) in table.items():
+        by_area[area_of(path)] += tottime
+    total = sum(by_area.values())
+    print(
+        f"profile: {1000 * total / writes:.1f} ms of worker CPU per write under cProfile "
+        "(its overhead included)"
+    )
+    for name, seconds in by_area.most_common():
+        print(f"  {seconds / total:6.1%}  {name}")
+    ours = [
+        (cum, f"{Path(path).relative_to(ROOT)}:{line} {name}")
+        for (path, line, name), (_cc, _nc, _tt, cum, _callers) in table.items()
+        if path.startswith(str(ROOT)) and "/.venv/" not in path and "/bench/" not in path
+    ]
+    print("  top functions by self CPU per write:")
+    selfs = sorted(((tt, key) for key, (_cc, _nc, tt, _cum, _callers) in table.items()), reverse=True)
+    for tt, (path, line, name) in selfs[:12]:
+        print(f"    {1000 * tt / writes:6.2f} ms  {area_of(path)}: {Path(path).name}:{line} {name}")
+    print("  Conduit's functions by cumulative CPU per write:")
+    for cum, where in sorted(ours, reverse=True)[:14]:
+        print(f"    {1000 * cum / writes:6.2f} ms  {where}")
 
 
 def main() -> int:
@@ -618,6 +685,9 @@ def main() -> int:
     parser.add_argument("--hubspot-limit", type=int, default=1100, help="per 10 s; HubSpot's own is 110")
     parser.add_argument("--db-name", default="conduit_bench_reconcile")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--profile", action="store_true", help="delivery: cProfile the workers and print where their CPU goes"
+    )
     args = parser.parse_args()
     if args.due_pct <= 0 or args.blocked_pct < 0 or args.due_pct + args.blocked_pct > 88:
         parser.error("--due-pct must be > 0, --blocked-pct >= 0, together at most 88 (other kinds take 12%)")
