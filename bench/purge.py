@@ -229,7 +229,7 @@ def explain_batch(workspace_id: int, now: Any, batch_size: int, old: int) -> Non
             [workspace_id, cutoff, middle],
         )
         key = cur.fetchone()
-        batch = REDACT_BATCH.format(after=" AND (received_at, id) > (%s, %s)", until="", lock=lock_clause())
+        batch = REDACT_BATCH.format(after=" AND (received_at, id) > (%s, %s)", lock=lock_clause())
         statement = REDACT_MESSAGES.format(batch=ids_in(batch))
         cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, [now, workspace_id, cutoff, *key, batch_size])
         plan = [row[0] for row in cur.fetchall()]
@@ -246,9 +246,7 @@ def explain_next_run(workspace_id: int, now: Any, batch_size: int) -> None:
     from conduit.batch_sql import ids_in, lock_clause
     from retention.batches import REDACT_BATCH, REDACT_MESSAGES
 
-    statement = REDACT_MESSAGES.format(
-        batch=ids_in(REDACT_BATCH.format(after="", until="", lock=lock_clause()))
-    )
+    statement = REDACT_MESSAGES.format(batch=ids_in(REDACT_BATCH.format(after="", lock=lock_clause())))
     cutoff = now - timedelta(days=MESSAGE_DAYS)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, [now, workspace_id, cutoff, batch_size])
@@ -346,52 +344,6 @@ def server_counters() -> tuple[int, int]:
     return int(wal), int(checkpoints)
 
 
-class WalStats(threading.Thread):
-    """Where the purge's WAL goes, per record type: reads pg_walinspect's pg_get_wal_stats every
-    second on its own connection over the WAL written since the last read (before a checkpoint
-    can recycle it). The whole server's WAL, so the concurrent ingest's is in it too."""
-
-    def __init__(self, db_url: str) -> None:
-        super().__init__(daemon=True)
-        self.db_url = db_url
-        self.stats: dict[str, list[int]] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.db_url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-            last = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
-            while True:
-                stopping = self.stop.wait(1.0)
-                now = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
-                rows = conn.execute(
-                    'SELECT "resource_manager/record_type", count, record_size, fpi_size, combined_size '
-                    "FROM pg_get_wal_stats(%s, %s, true) WHERE count > 0",
-                    [last, now],
-                ).fetchall()
-                for kind, *numbers in rows:
-                    acc = self.stats.setdefault(kind, [0, 0, 0, 0])
-                    for i, n in enumerate(numbers):
-                        acc[i] += int(n)
-                last = now
-                if stopping:
-                    return
-
-    def report(self, rows: int) -> None:
-        stats = sorted(self.stats.items(), key=lambda kv: -kv[1][3])
-        total = sum(v[3] for _, v in stats) or 1
-        fpi = sum(v[2] for _, v in stats)
-        print(
-            f"  WAL by record type (pg_walinspect): {total / 2**20:,.0f} MB, {total / max(rows, 1):,.0f} "
-            f"bytes per row changed, full-page images {100 * fpi / total:.0f}% of it"
-        )
-        for kind, (count, record, fpi_size, combined) in stats[:10]:
-            print(
-                f"    {kind:<26} {count:>10,} records {record / 2**20:>7,.1f} MB + FPI "
-                f"{fpi_size / 2**20:>7,.1f} MB = {combined / max(rows, 1):>6,.0f} B/row"
-            )
-
-
 def report_batches(label: str, durations: list[float]) -> float:
     if not durations:
         print(f"  {label}: no batches")
@@ -411,19 +363,12 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
     ingest = Ingest(workspace, args.ingest_every_ms / 1000)
     sampler = LockSampler(db_url)
     ticks: list[tuple[str, int, int]] = []
-    print(
-        f"\n== purge: batch size {args.batch_size}, {args.workers} worker(s), "
-        f"ingest every {args.ingest_every_ms} ms alongside"
-    )
+    print(f"\n== purge: batch size {args.batch_size}, ingest every {args.ingest_every_ms} ms alongside")
     if args.wal_compression:
         # a server setting (postgresql.conf); the bench's superuser may set it for its own session
         run_sql(f"SET wal_compression = {args.wal_compression}")
         print(f"wal_compression = {args.wal_compression} for the purge's session (a deployment setting)")
     wal_before, checkpoints_before = server_counters()
-    walstats = WalStats(db_url) if args.wal_stats else None
-    if walstats is not None:
-        walstats.start()
-        time.sleep(0.5)
     sampler.start()
     ingest.start()
     time.sleep(1.0)  # ingest latency before the purge starts, as a baseline
@@ -433,15 +378,11 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
         workspace=workspace,
         now=lambda: now,
         batch_size=args.batch_size,
-        workers=args.workers,
         progress=lambda kind, done, total: ticks.append((kind, done, total)),
     )
     elapsed = time.perf_counter() - started
     during = len(ingest.latencies)
     wal_after, checkpoints_after = server_counters()
-    if walstats is not None:
-        walstats.stop.set()
-        walstats.join(timeout=60)
     time.sleep(0.5)
     ingest.stop.set()
     sampler.stop.set()
@@ -454,11 +395,10 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
         by_kind.setdefault(kind, []).append(ms)
     messages_ms = by_kind.get("messages", [])
     files_ms = sum(result.file_delete_ms)
-    busy_ms = sum(ms for _, ms in result.batch_ms) + files_ms
+    counting_ms = result.duration_ms - sum(ms for _, ms in result.batch_ms) - files_ms
     print(
         "every batch's transaction (each commits on its own; its locks last this long); "
-        f"{args.workers} worker(s) were busy {busy_ms / max(result.duration_ms, 1):.1f}x the run's "
-        f"{result.duration_ms} ms:"
+        f"counting and audit took {counting_ms:.0f} ms:"
     )
     worst = max(
         report_batches("messages", messages_ms),
@@ -486,8 +426,8 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
         f"(target >= {TARGET_RATE:,.0f}/s) {verdict(rate_ok)}"
     )
     print(
-        f"  redaction alone: {rate:,.0f} messages/s per worker over its message batches, "
-        f"{overall:,.0f} messages/s over the whole run"
+        f"  redaction alone: {rate:,.0f} messages/s over the message batches, {overall:,.0f} messages/s "
+        "over the whole run"
     )
 
     lat = ingest.latencies[baseline:during] or ingest.latencies
@@ -516,8 +456,6 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
         f"{checkpoints_after - checkpoints_before} checkpoint(s) meanwhile (max_wal_size "
         f"{value('SHOW max_wal_size')}, wal_compression {value('SHOW wal_compression')})"
     )
-    if walstats is not None:
-        walstats.report(rows)
     lock_ok = sampler.max_wait_ms < TARGET_LOCK_WAIT_MS
     print(
         f"lock waits: {sampler.samples} samples of pg_locks/pg_stat_activity, "
@@ -567,15 +505,11 @@ def main() -> int:
     parser.add_argument("--sync-logs", type=int, default=200_000)
     parser.add_argument("--attachments", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, help="rows per purge transaction (default: the setting)")
-    parser.add_argument("--workers", type=int, help="purge workers (default: the setting)")
     parser.add_argument("--ingest-every-ms", type=int, default=50)
     parser.add_argument(
         "--wal-compression",
         choices=["pglz", "lz4", "zstd"],
         help="SET wal_compression for the purge's session (needs superuser; a deployment setting)",
-    )
-    parser.add_argument(
-        "--wal-stats", action="store_true", help="print the purge's WAL per resource manager (pg_walinspect)"
     )
     parser.add_argument("--db-name", default="conduit_bench_purge")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -607,7 +541,6 @@ def main() -> int:
         from django.utils import timezone
 
         args.batch_size = args.batch_size or settings.CONDUIT_PURGE_BATCH_SIZE
-        args.workers = args.workers or settings.CONDUIT_PURGE_WORKERS
         call_command("migrate", verbosity=0)
         version = value("SELECT version()").split(" on ")[0]
         print(f"database {args.db_name} ({version}), recreated and migrated")

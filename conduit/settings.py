@@ -608,8 +608,6 @@ CONDUIT_RETENTION_ATTACHMENT_DAYS = _int_in("CONDUIT_RETENTION_ATTACHMENT_DAYS",
 CONDUIT_RETENTION_SYNC_LOG_DAYS = _int_in("CONDUIT_RETENTION_SYNC_LOG_DAYS", 30, 1, 3650)
 # Rows changed per purge transaction (each batch commits on its own, so locks stay short).
 CONDUIT_PURGE_BATCH_SIZE = _int_in("CONDUIT_PURGE_BATCH_SIZE", 5000, 10, 50000)
-# Threads (each with its own database connection) that purge one workspace's slices at once.
-CONDUIT_PURGE_WORKERS = _int_in("CONDUIT_PURGE_WORKERS", 1, 1, 16)
 
 # --- Metrics: prometheus-client in multiprocess mode (gunicorn workers + Celery share one dir) ---
 CONDUIT_METRICS_TOKEN = env.str("CONDUIT_METRICS_TOKEN", default="").strip()

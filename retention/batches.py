@@ -6,9 +6,7 @@ Rule: no per-row loops in SQL; at most one batch per statement, each batch its o
 transaction under system scope; locked rows are skipped, not waited on (two runs at once split
 the work, and a redaction is guarded by NOT is_redacted so nothing is done twice); batches walk
 the rows oldest first with a keyset on (time, id), so a batch never rescans what the previous
-one did. Bodies never enter Python: statements return ids, times and sizes only. The messages'
-range can be cut into slices at keys of due rows (message_slices), each walked on its own, so
-several workers (own connections) redact disjoint rows at once.
+one did. Bodies never enter Python: statements return ids, times and sizes only.
 """
 
 from __future__ import annotations
@@ -49,46 +47,20 @@ UPDATE messages SET body_text = NULL, body_html = NULL, raw = NULL, is_redacted 
 WHERE {batch} AND NOT is_redacted
 RETURNING received_at, id"""
 REDACT_BATCH = """
-SELECT id FROM messages WHERE workspace_id = %s AND NOT is_redacted AND received_at < %s{after}{until}
+SELECT id FROM messages WHERE workspace_id = %s AND NOT is_redacted AND received_at < %s{after}
 ORDER BY received_at, id LIMIT %s{lock}"""
-
-# Every `step`-th due key, oldest first, read in the order of the partial index messages_unredacted
-# (no sort, no heap): the ends of slices of about `step` rows each.
-SLICE_ENDS = """
-SELECT received_at, id FROM (
-  SELECT received_at, id, row_number() OVER (ORDER BY received_at, id) AS n
-  FROM messages WHERE workspace_id = %s AND NOT is_redacted AND received_at < %s) AS due
-WHERE n %% %s = 0 AND n < %s ORDER BY n"""
-
-Key = tuple[Any, Any] | None
-Slice = tuple[Key, Key]  # (after, until): keys past `after`, up to and including `until`; None: open
-
-
-def message_slices(workspace_id: int, cutoff: datetime, total: int, parts: int) -> list[Slice]:
-    """Cut the `total` due messages into about `parts` disjoint slices of similar size, oldest
-    first; together they cover every due key (one open slice when parts <= 1)."""
-    if parts <= 1 or total <= 1:
-        return [(None, None)]
-    with system_scope(), connection.cursor() as cur:
-        cur.execute(SLICE_ENDS, [workspace_id, db_time(cutoff), -(-total // parts), total])
-        ends: list[Key] = [(r[0], r[1]) for r in cur.fetchall()]
-    return list(zip([None, *ends], [*ends, None], strict=True))
 
 
 def redact_messages_batch(
-    workspace_id: int, cutoff: datetime, at: datetime, limit: int, after: Key, until: Key = None
-) -> tuple[int, Key]:
-    """Redact up to `limit` messages received before `cutoff`, past the keyset `after` and up
-    to `until` (both optional); returns (count, the last key done)."""
+    workspace_id: int, cutoff: datetime, at: datetime, limit: int, after: tuple[Any, Any] | None
+) -> tuple[int, tuple[Any, Any] | None]:
+    """Redact up to `limit` messages received before `cutoff`, past the keyset `after`;
+    returns (count, the last key done)."""
     where, params = keyset_after("received_at, id", after)
-    upto, bound = ("", []) if until is None else (" AND (received_at, id) <= (%s, %s)", list(until))
-    batch = REDACT_BATCH.format(after=where, until=upto, lock=lock_clause())
+    sql = REDACT_MESSAGES.format(batch=ids_in(REDACT_BATCH.format(after=where, lock=lock_clause())))
     with system_scope(), connection.cursor() as cur:
         no_flush_wait(cur)
-        cur.execute(
-            REDACT_MESSAGES.format(batch=ids_in(batch)),
-            [db_time(at), workspace_id, db_time(cutoff), *params, *bound, limit],
-        )
+        cur.execute(sql, [db_time(at), workspace_id, db_time(cutoff), *params, limit])
         rows = cur.fetchall()
     return len(rows), (max((r[0], r[1]) for r in rows) if rows else None)
 

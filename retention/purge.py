@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
-import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from conduit.audit import record_audit
@@ -30,11 +28,9 @@ from conduit.services import ConduitError
 from conduit.tenancy import system_scope
 from retention.batches import (
     RemovedFile,
-    Slice,
     count_due,
     delete_files,
     delete_sync_logs_batch,
-    message_slices,
     redact_messages_batch,
     remove_attachments_batch,
 )
@@ -43,8 +39,6 @@ from retention.policy import PolicyValues, defaults, values_of
 
 log = logging.getLogger("conduit.retention")
 ACTOR = "system:purge_retention"
-SLICES_PER_WORKER = 8  # more slices than workers, so one that finishes early takes another
-FILE_THREADS, FILE_CHUNK = 4, 250  # with workers: file deletes at once (each mostly waits), per chunk
 
 
 class Progress(Protocol):
@@ -141,175 +135,79 @@ def _short_message(exc: BaseException) -> str:
 
 
 class _Run:
-    """One workspace's purge; each step walks its rows batch by batch. The messages are cut into
-    slices (message_slices) and the slices and the other steps are jobs for `workers` threads,
-    each with its own database connection (one worker: in order, on the caller's connection)."""
+    """One workspace's purge; each step walks its rows batch by batch."""
 
-    def __init__(
-        self, result: PurgeResult, at: datetime, batch_size: int, progress: Progress | None, workers: int
-    ) -> None:
+    def __init__(self, result: PurgeResult, at: datetime, batch_size: int, progress: Progress | None) -> None:
         self.result, self.at, self.batch_size, self.progress = result, at, batch_size, progress
-        self.workers = workers
         self.step = "count"
         self.files_failed = 0
-        self.lock = threading.Lock()  # the result's counters, across workers
-        self.stop = threading.Event()  # set on a failure: every worker stops after its batch
-        self.files: queue.SimpleQueue[list[RemovedFile] | None] | None = None  # with workers
-        self.failures: list[tuple[str, BaseException]] = []  # (step, error), the first one is raised
 
     def count(self) -> dict[str, int]:
         c = self.result.cutoffs
         return count_due(self.result.workspace_id, c.messages, c.attachments, c.sync_logs)
 
-    def steps(self, totals: dict[str, int]) -> None:
-        r = self.result
-        parts = self.workers * SLICES_PER_WORKER if self.workers > 1 else 1
-        parts = min(parts, -(-totals["messages"] // self.batch_size))
+    def _tick(self, kind: str, started: float, done: int, total: int) -> None:
+        """After a batch's transaction: time it (the lock-holding part) and report progress."""
+        self.result.batches += 1
+        self.result.batch_ms.append((kind, (time.perf_counter() - started) * 1000))
+        if self.progress is not None:
+            self.progress(kind, done, max(total, done))
+
+    def messages(self, total: int) -> None:
         self.step = "messages"
-        slices = message_slices(r.workspace_id, r.cutoffs.messages, totals["messages"], parts)
-        jobs = [("messages", functools.partial(self.messages, totals["messages"], s)) for s in slices]
-        others = [
-            ("attachments", functools.partial(self.attachments, totals["attachments"])),
-            ("sync_logs", functools.partial(self.sync_logs, totals["sync_logs"])),
-        ]
-        if len(slices) == 1:  # a batch or less of messages: not worth the threads
-            self.workers = 1
-        # with several workers the short steps go first, so they overlap the message slices
-        # instead of running alone at the end
-        self._jobs(others + jobs if self.workers > 1 else jobs + others)
-
-    def _jobs(self, jobs: Sequence[tuple[str, Callable[[], None]]]) -> None:
-        """Run the jobs in order (one worker) or on worker threads; the first failure stops the
-        rest and is raised, with its step, once every worker has stopped."""
-        if self.workers <= 1:
-            for self.step, job in jobs:
-                job()
-            return
-        pending = list(reversed(jobs))
-
-        def work() -> None:
-            try:
-                while not self.stop.is_set():
-                    with self.lock:
-                        if not pending:
-                            return
-                        step, job = pending.pop()
-                    self._guarded(step, job)
-            finally:
-                connections.close_all()  # this thread's own connection
-
-        # attachment files are deleted on threads of their own: a delete waits on the disk (the
-        # file system's journal, behind the WAL's flushes), not the CPU, and would hold a worker
-        self.files = queue.SimpleQueue()
-        files = [
-            threading.Thread(target=self._delete_queued, name="purge-files") for _ in range(FILE_THREADS)
-        ]
-        threads = [threading.Thread(target=work, name=f"purge-{n}") for n in range(self.workers)]
-        try:
-            for t in [*files, *threads]:
-                t.start()
-            for t in threads:
-                t.join()
-        except BaseException:  # e.g. the soft time limit, raised in this thread: stop, then go
-            self.stop.set()
-            for t in threads:
-                t.join()
-            raise
-        finally:  # the files of every committed removal still go
-            for _ in files:
-                self.files.put(None)
-            for t in files:
-                t.join()
-        if self.failures:
-            self.step, exc = self.failures[0]
-            raise exc
-
-    def _guarded(self, step: str, job: Callable[[], None]) -> None:
-        try:
-            job()
-        except BaseException as exc:  # handed to the caller's thread (_jobs)
-            with self.lock:
-                self.failures.append((step, exc))
-            self.stop.set()
-
-    def _tick(self, kind: str, started: float, counter: str, add: int, total: int) -> None:
-        """After a batch's transaction: count it, time it (the lock-holding part), report progress."""
-        ms = (time.perf_counter() - started) * 1000
-        with self.lock:
-            done = getattr(self.result, counter) + add
-            setattr(self.result, counter, done)
-            self.result.batches += 1
-            self.result.batch_ms.append((kind, ms))
-            if self.progress is not None:
-                self.progress(kind, done, max(total, done))
-
-    def messages(self, total: int, part: Slice) -> None:
-        r, (key, until), done = self.result, part, 0
-        while not self.stop.is_set():
+        r, key = self.result, None
+        while True:
             started = time.perf_counter()
-            count, last = redact_messages_batch(
-                r.workspace_id, r.cutoffs.messages, self.at, self.batch_size, key, until
+            count, key = redact_messages_batch(
+                r.workspace_id, r.cutoffs.messages, self.at, self.batch_size, key
             )
-            if count == 0 and done:  # the empty batch that ends the walk
+            if count == 0 and r.messages_redacted:  # the empty batch that ends the walk
                 return
-            key, done = last or key, done + count
-            self._tick("messages", started, "messages_redacted", count, total)
+            r.messages_redacted += count
+            self._tick("messages", started, r.messages_redacted, total)
             if count == 0:  # (a short batch may only have skipped rows another run holds)
                 return
 
     def attachments(self, total: int) -> None:
-        r, key, done = self.result, None, 0
-        while not self.stop.is_set():
+        self.step = "attachments"
+        r, key = self.result, None
+        while True:
             started = time.perf_counter()
             batch = remove_attachments_batch(
                 r.workspace_id, r.cutoffs.attachments, self.at, self.batch_size, key
             )
-            if batch.seen == 0 and done:  # the empty batch that ends the walk
+            if batch.seen == 0 and r.attachments_removed:  # the empty batch that ends the walk
                 return
-            key, done = batch.last_key, done + len(batch.removed)
-            with self.lock:
-                r.attachment_bytes_freed += sum(f.size for f in batch.removed)
-            self._tick("attachments", started, "attachments_removed", len(batch.removed), total)
+            key = batch.last_key
+            r.attachments_removed += len(batch.removed)
+            r.attachment_bytes_freed += sum(f.size for f in batch.removed)
+            self._tick("attachments", started, r.attachments_removed, total)
             if batch.removed:
                 # the files go only once the rows say so for good (after the batch's commit)
-                transaction.on_commit(functools.partial(self._removed, batch.removed))
+                transaction.on_commit(functools.partial(self._delete, batch.removed))
             if batch.seen == 0:
                 return
-
-    def _removed(self, removed: list[RemovedFile]) -> None:
-        if self.files is None:
-            self._delete(removed)
-            return
-        for start in range(0, len(removed), FILE_CHUNK):  # in chunks, so the threads share a batch
-            self.files.put(removed[start : start + FILE_CHUNK])
-
-    def _delete_queued(self) -> None:
-        try:
-            while (removed := self.files.get() if self.files else None) is not None:
-                self._guarded("attachments", functools.partial(self._delete, removed))
-        finally:
-            connections.close_all()  # a failed delete puts its row back on this thread's connection
 
     def _delete(self, removed: list[RemovedFile]) -> None:
         """Runs after the batch's commit (a commit hook never raises: failures are counted)."""
         started = time.perf_counter()
         missing, failed = delete_files(removed, self.at)
-        with self.lock:
-            self.result.file_delete_ms.append((time.perf_counter() - started) * 1000)
-            self.result.files_missing += missing
-            self.files_failed += len(failed)
-            self.result.attachments_removed -= len(failed)
-            self.result.attachment_bytes_freed -= sum(f.size for f in failed)
+        self.result.file_delete_ms.append((time.perf_counter() - started) * 1000)
+        self.result.files_missing += missing
+        self.files_failed += len(failed)
+        self.result.attachments_removed -= len(failed)
+        self.result.attachment_bytes_freed -= sum(f.size for f in failed)
 
     def sync_logs(self, total: int) -> None:
-        r, key, done = self.result, None, 0
-        while not self.stop.is_set():
+        self.step = "sync_logs"
+        r, key = self.result, None
+        while True:
             started = time.perf_counter()
             count, key = delete_sync_logs_batch(r.workspace_id, r.cutoffs.sync_logs, self.batch_size, key)
-            if count == 0 and done:  # the empty batch that ends the walk
+            if count == 0 and r.sync_logs_deleted:  # the empty batch that ends the walk
                 return
-            done += count
-            self._tick("sync_logs", started, "sync_logs_deleted", count, total)
+            r.sync_logs_deleted += count
+            self._tick("sync_logs", started, r.sync_logs_deleted, total)
             if count == 0:
                 return
 
@@ -374,15 +272,6 @@ def _record_failure(workspace: Workspace, result: PurgeResult, exc: Exception) -
         )
 
 
-def usable_workers(wanted: int) -> int:
-    """Workers need Postgres (SQLite has one writer) and a caller outside a transaction: a worker's
-    own connection would not see the caller's uncommitted rows, and its batches would not wait
-    for the caller's commit."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return 1
-    return max(1, wanted)
-
-
 def purge_workspace(
     workspace: Workspace,
     policy: PolicyValues,
@@ -391,14 +280,12 @@ def purge_workspace(
     dry_run: bool = False,
     progress: Progress | None = None,
     batch_size: int | None = None,
-    workers: int | None = None,
 ) -> PurgeResult:
     """Purge one workspace by `policy` (counts only with dry_run). Never raises for a failure
     of the purge itself: the result says failed, and the failure is audited and logged."""
     at = now()
     result = PurgeResult(workspace.pk, workspace.slug, policy, cutoffs_for(policy, at), dry_run=dry_run)
-    size = batch_size or settings.CONDUIT_PURGE_BATCH_SIZE
-    run = _Run(result, at, size, progress, usable_workers(workers or settings.CONDUIT_PURGE_WORKERS))
+    run = _Run(result, at, batch_size or settings.CONDUIT_PURGE_BATCH_SIZE, progress)
     started = time.perf_counter()
     try:
         totals = run.count()
@@ -407,7 +294,9 @@ def purge_workspace(
             result.attachments_removed, result.attachment_bytes_freed = totals["attachments"], totals["bytes"]
             result.status = "dry_run"
             return result
-        run.steps(totals)
+        run.messages(totals["messages"])
+        run.attachments(totals["attachments"])
+        run.sync_logs(totals["sync_logs"])
         if run.files_failed:  # their rows were put back, and the sync logs still went: re-runnable
             run.step = "attachments"
             raise FileDeleteFailed(f"{run.files_failed} attachment file(s) could not be deleted")
@@ -485,7 +374,6 @@ def purge_retention(
     progress: Progress | None = None,
     announce: Callable[[Workspace, PolicyValues], None] | None = None,
     batch_size: int | None = None,
-    workers: int | None = None,
 ) -> PurgeRun:
     """Purge every workspace with purge on (or the one given), each on its own: a workspace
     that fails is audited and logged, and the others still run."""
@@ -495,13 +383,7 @@ def purge_retention(
             announce(target, policy)
         run.results.append(
             purge_workspace(
-                target,
-                policy,
-                now=now,
-                dry_run=dry_run,
-                progress=progress,
-                batch_size=batch_size,
-                workers=workers,
+                target, policy, now=now, dry_run=dry_run, progress=progress, batch_size=batch_size
             )
         )
     return run
