@@ -33,3 +33,27 @@ def recreate_database(server_url: str, name: str) -> str:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+AREAS = (  # the first match names a frame's area (by its file path)
+    ("psycopg", "psycopg (driver)"),
+    ("django/db/models", "Django ORM (queries, rows)"),
+    ("django/db", "Django db (connections, cursors)"),
+    ("django", "Django (other)"),
+    ("requests", "requests"),
+    ("urllib3", "urllib3"),
+    ("http/client", "http.client"),
+    ("socket", "sockets"),
+    ("json", "json"),
+    ("limits", "rate limiter (limits)"),
+    ("redis", "redis client"),
+    ("prometheus_client", "prometheus_client"),
+    ("logging", "logging"),
+    ("/conduit/", "Conduit: conduit"),
+    ("/integrations/", "Conduit: integrations"),
+    ("/reconcile/", "Conduit: reconcile"),
+)
+
+
+def area_of(path: str) -> str:
+    return next((name for key, name in AREAS if key in path), "other (stdlib, interpreter)")

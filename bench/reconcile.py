@@ -38,7 +38,7 @@ ROOT = BENCH.parent
 # This file shares its name with the reconcile app: the app must win the import.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
-from bench.common import percentile, recreate_database, verdict  # noqa: E402
+from bench.common import area_of, percentile, recreate_database, verdict  # noqa: E402
 
 SELECT_LIMIT = 500
 TARGET_P95_MS = 5.0
@@ -614,27 +614,6 @@ def part_delivery(args: argparse.Namespace) -> bool:
     if profile_to:
         print_profile(profile_to, n)
     return rate_ok and share_429 < TARGET_429 and exact
-
-
-AREAS = (
-    ("/psycopg", "psycopg driver"),
-    ("/django/db/models/", "Django ORM (query building, compiling, instances)"),
-    ("/django/db/", "Django db layer (cursors, transactions)"),
-    ("/requests/", "requests"),
-    ("/urllib3/", "urllib3"),
-    ("/http/client.py", "http.client"),
-    ("/redis/", "redis client"),
-    ("/django/", "Django, other"),
-)
-
-
-def area_of(path: str) -> str:
-    for part, name in AREAS:
-        if part in path:
-            return name
-    if path.startswith(str(ROOT)) and "/.venv/" not in path:
-        return "Conduit's own code"
-    return "interpreter, stdlib and other"
 
 
 def print_profile(directory: str, writes: int) -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import area_of, recreate_database  # noqa: E402
 
 
 @contextmanager
@@ -62,30 +62,6 @@ def old_scopes() -> Iterator[None]:
 @contextmanager
 def new_scopes() -> Iterator[None]:
     yield
-
-
-AREAS = (  # the first match names a frame's area (by its file path)
-    ("psycopg", "psycopg (driver)"),
-    ("django/db/models", "Django ORM (queries, rows)"),
-    ("django/db", "Django db (connections, cursors)"),
-    ("django", "Django (other)"),
-    ("requests", "requests"),
-    ("urllib3", "urllib3"),
-    ("http/client", "http.client"),
-    ("socket", "sockets"),
-    ("json", "json"),
-    ("limits", "rate limiter (limits)"),
-    ("redis", "redis client"),
-    ("prometheus_client", "prometheus_client"),
-    ("logging", "logging"),
-    ("/conduit/", "Conduit: conduit"),
-    ("/integrations/", "Conduit: integrations"),
-    ("/reconcile/", "Conduit: reconcile"),
-)
-
-
-def area_of(path: str) -> str:
-    return next((name for key, name in AREAS if key in path), "other (stdlib, interpreter)")
 
 
 def top_costs(session: Any, delivered: int, limit: int = 15) -> None:

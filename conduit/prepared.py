@@ -87,10 +87,11 @@ class Prepared(Generic[M]):
 
     def _compiled(self, alias: str) -> _Compiled:
         wrapper = connections[alias]
-        cache: dict[int, _Compiled] = wrapper.__dict__.setdefault("conduit_prepared", {})
-        if id(self) not in cache:
-            cache[id(self)] = self._compile(alias)
-        return cache[id(self)]
+        # keyed by the Prepared itself, not its id(): a collected one's id can be reused
+        cache: dict[Prepared[Any], _Compiled] = wrapper.__dict__.setdefault("conduit_prepared", {})
+        if self not in cache:
+            cache[self] = self._compile(alias)
+        return cache[self]
 
     def all(self, **values: Any) -> list[M]:
         if set(values) != set(self.slots):
