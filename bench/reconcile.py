@@ -399,15 +399,15 @@ def deliverer(barrier: Any, out: Any, batch: int, deadline: float, profile_to: s
 
     from django.db import connection
 
-    from reconcile.delivery import deliver_write
+    from reconcile.delivery import deliver_writes
     from reconcile.models import CrmWriteLog
     from reconcile.queue import reconcile_crm_writes
 
     outcomes: Counter[str] = Counter()
     queries = 0
 
-    def dispatch(write_id: int, token: str) -> None:
-        outcomes[deliver_write(write_id, token).code] += 1
+    def dispatch(write_ids: list[int], token: str) -> None:
+        outcomes.update(o.code for o in deliver_writes(write_ids, token).values())
 
     def count(execute: Callable[..., Any], *args: Any) -> Any:
         nonlocal queries
@@ -428,7 +428,7 @@ def deliverer(barrier: Any, out: Any, batch: int, deadline: float, profile_to: s
         profiler.enable()
     with connection.execute_wrapper(count):
         while time.time() < deadline:
-            result = reconcile_crm_writes(limit=batch, dispatch=dispatch)
+            result = reconcile_crm_writes(limit=batch, dispatch_group=dispatch)
             if result.paused or (not result.claimed and not waiting.exists()):
                 break
             if not result.claimed:

@@ -10,8 +10,8 @@ models as the single source of the SQL and skip that cost:
   objects, annotations and field converters (decryption) included.
 - `update_row`: one `UPDATE ... SET ... WHERE` built from the fields' columns and their own
   database preparation (JSON, encryption), for guarded updates of one row.
-- `insert_row`: one `INSERT` of an unsaved instance (no signals, no returned id), for log rows
-  written on every call.
+- `insert_row` / `insert_rows`: one `INSERT` of unsaved instances (no signals, no returned
+  ids), for log rows written on every call.
 
 A slot is found in the compiled parameters by a sample value no real call passes; compiling
 fails loudly if a slot's value does not appear as a parameter (a lookup that transforms it).
@@ -19,7 +19,7 @@ fails loudly if a slot's value does not appear as a parameter (a lookup that tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar
@@ -170,12 +170,22 @@ def update_row(model: type[Model], where: Mapping[str, Any], values: Mapping[str
 def insert_row(instance: Model) -> None:
     """INSERT `instance` as one row, its fields prepared as save() prepares them; the instance
     stays unsaved (its id is not read back) and no model signals are sent."""
-    model = type(instance)
+    insert_rows([instance])
+
+
+def insert_rows(instances: Sequence[Model]) -> None:
+    """`insert_row` for several instances of one model, in one multi-row INSERT."""
+    if not instances:
+        return
+    model = type(instances[0])
+    if any(type(i) is not model for i in instances):
+        raise TypeError("insert_rows takes instances of one model")
     conn = connections[router.db_for_write(model)]
     quote = conn.ops.quote_name
     fields = [f for f in model._meta.concrete_fields if not f.primary_key or f.get_default() is not None]
     columns = ", ".join(quote(str(f.column)) for f in fields)
-    params = [f.get_db_prep_save(f.pre_save(instance, add=True), conn) for f in fields]
-    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+    one = f"({', '.join(['%s'] * len(fields))})"
+    params = [f.get_db_prep_save(f.pre_save(i, add=True), conn) for i in instances for f in fields]
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([one] * len(instances))}"  # noqa: S608
     with conn.cursor() as cur:
         cur.execute(sql, params)

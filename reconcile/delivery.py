@@ -7,18 +7,28 @@ up at the provider by its marker and only sends when it is not there.
 
 Every finishing update is guarded by the lease token, so a worker whose lease was swept
 cannot overwrite the row another worker now holds.
+
+A claimed group (`deliver_writes`, one Celery task) is read in one statement and each write is
+sent as above, its outcome_unknown committed before its send; the group's successes and the sync
+log rows of its calls are stored together in one transaction when the group ends (also when it
+stops early). A worker that dies before that leaves its sent writes outcome_unknown: they are
+looked up by their marker, never sent again.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -30,7 +40,7 @@ from conduit.tenancy import system_scope
 from integrations.connections.pauses import pause_covers
 from integrations.connections.tenant_switch import switched_off
 from integrations.connections.tokens import NotConnected, call_with_token, mark_scope_missing
-from integrations.models import CrmConnection
+from integrations.models import CrmConnection, SyncLog
 from integrations.providers import get_provider
 from integrations.providers.base import Account, Activity
 from integrations.providers.errors import (
@@ -42,6 +52,7 @@ from integrations.providers.errors import (
     TokenExpired,
     Transient,
 )
+from integrations.providers.synclog import held_rows, write_held
 from reconcile import backoff
 from reconcile.curation import is_dry_run
 from reconcile.mapping import cached_with, from_columns, resolve
@@ -72,16 +83,16 @@ class Holds(TypedDict):
     mapping: dict[str, Any] | None  # its cached contact mapping (mapping.cached_with)
 
 
-def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
-    return (
-        CrmWriteLog.objects.select_related("connection", "workspace")
-        .annotate(
-            paused=pause_covers("connection"),
-            switched_off=switched_off("connection"),
-            mapping=cached_with(),
-        )
-        .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
+def _with_holds() -> QuerySet[CrmWriteLog]:
+    return CrmWriteLog.objects.select_related("connection", "workspace").annotate(
+        paused=pause_covers("connection"),
+        switched_off=switched_off("connection"),
+        mapping=cached_with(),
     )
+
+
+def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
+    return _with_holds().filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
 
 
 _LEASED = Prepared(_leased, write_id=int, lease_token=str)
@@ -139,12 +150,16 @@ def _finish(
             event, payload = audit
             record_audit(event, actor=ACTOR, workspace=row.workspace, target=row, payload=payload)
     if not done:
-        log.warning(
-            "write %s: lease lost before its outcome was recorded",
-            row.pk,
-            extra={"category": "reconcile", "error_code": "lease_lost"},
-        )
+        _lease_lost(row.pk)
     return bool(done)
+
+
+def _lease_lost(write_id: int) -> None:
+    log.warning(
+        "write %s: lease lost before its outcome was recorded",
+        write_id,
+        extra={"category": "reconcile", "error_code": "lease_lost"},
+    )
 
 
 def _queued_status(row: CrmWriteLog) -> str:
@@ -190,6 +205,80 @@ def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone
     row = claim(write_id, now=now(), lease_token=lease_token)
     if row is None:
         return Outcome("not_claimed")
+    return _deliver_guarded(row, now)
+
+
+def deliver_writes(
+    write_ids: Sequence[int], lease_token: str, *, now: Clock = timezone.now
+) -> dict[int, Outcome]:
+    """Deliver a group claimed together under `lease_token`: read in one statement, each write
+    sent as deliver_write sends it, the successes and the calls' sync log rows stored in one
+    transaction at the end. Returns each id's outcome (not_claimed: no longer leased)."""
+    with system_scope():
+        rows = list(
+            _with_holds().filter(pk__in=list(write_ids), status=Status.SENDING, lease_token=lease_token)
+        )
+    outcomes = dict.fromkeys(write_ids, Outcome("not_claimed"))
+    done: list[_Success] = []
+    with held_rows() as logs, _holding(done):
+        try:
+            for row in sorted(rows, key=lambda r: r.pk):
+                outcomes[row.pk] = _deliver_guarded(row, now)  # type: ignore[arg-type]
+        finally:
+            _store_group(logs, done)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Success:
+    write_id: int
+    lease_token: str
+    external_id: str
+    at: datetime
+
+
+_held_successes: ContextVar[list[_Success] | None] = ContextVar("conduit_successes_held", default=None)
+
+
+@contextmanager
+def _holding(done: list[_Success]) -> Iterator[None]:
+    token = _held_successes.set(done)
+    try:
+        yield
+    finally:
+        _held_successes.reset(token)
+
+
+# one statement for a group's successes, each guarded by its lease as _finish guards one
+_SUCCEEDED = """
+WITH done (id, lease_token, external_id, at) AS (VALUES {rows})
+UPDATE crm_write_log SET status = %s, external_id = done.external_id, sent_at = done.at,
+  updated_at = done.at, outcome_unknown = false, next_retry_at = NULL, last_error_code = '',
+  last_error_message = '', lease_token = '', lease_expires_at = NULL
+FROM done WHERE crm_write_log.id = done.id AND crm_write_log.status = %s
+  AND crm_write_log.lease_token = done.lease_token
+RETURNING crm_write_log.id"""
+
+
+def _store_group(logs: list[SyncLog], done: list[_Success]) -> None:
+    with system_scope():
+        write_held(logs)
+        if not done:
+            return
+        params: list[Any] = []
+        for item in done:
+            at = connection.ops.adapt_datetimefield_value(item.at)
+            params += [item.write_id, item.lease_token, item.external_id[:100], at]
+        rows = ", ".join(["(%s, %s, %s, %s)"] * len(done))
+        with connection.cursor() as cur:
+            cur.execute(_SUCCEEDED.format(rows=rows), [*params, Status.SUCCEEDED, Status.SENDING])
+            stored = {r[0] for r in cur.fetchall()}
+    for item in done:
+        if item.write_id not in stored:
+            _lease_lost(item.write_id)
+
+
+def _deliver_guarded(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
     try:
         return _deliver(row, now)
     except Exception as exc:  # the delivery boundary: a bug must cost an attempt, not loop forever
@@ -202,7 +291,10 @@ def deliver_write(write_id: int, lease_token: str = "", *, now: Clock = timezone
             error_code="internal_error",
         )
         error = Transient(row.provider, "internal_error", type(exc).__name__)
-        return schedule_retry(row, error, now(), sent=True)  # it may have gone out: look before resending
+        outcome = schedule_retry(row, error, now(), sent=True)  # it may have gone out: look before resending
+        if isinstance(exc, SoftTimeLimitExceeded):
+            raise  # the task's time is up: the rest of its group waits for the lease sweep
+        return outcome
 
 
 def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
@@ -286,17 +378,20 @@ def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
 
 
 def succeed(row: CrmWriteLog, external_id: str, now: datetime, *, recovered: bool = False) -> Outcome:
-    _finish(
-        row,
-        now,
-        status=Status.SUCCEEDED,
-        external_id=external_id[:100],
-        sent_at=now,
-        outcome_unknown=False,
-        next_retry_at=None,
-        last_error_code="",
-        last_error_message="",
-    )
+    if (held := _held_successes.get()) is not None:
+        held.append(_Success(row.pk, row.lease_token, external_id, now))  # stored with the group
+    else:
+        _finish(
+            row,
+            now,
+            status=Status.SUCCEEDED,
+            external_id=external_id[:100],
+            sent_at=now,
+            outcome_unknown=False,
+            next_retry_at=None,
+            last_error_code="",
+            last_error_message="",
+        )
     if recovered:
         log.info(
             "write %s was already at the provider (found by its marker); not sent again",

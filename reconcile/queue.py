@@ -27,11 +27,12 @@ from conduit.tenancy import system_scope
 from integrations.connections.pauses import ActivePauses, active_pauses
 from integrations.connections.tenant_switch import DISABLED_SQL
 from reconcile.delivery import new_lease_token
-from reconcile.dispatch import deliver_crm_write
+from reconcile.dispatch import deliver_crm_writes
 from reconcile.models import CrmWriteLog
 
 log = logging.getLogger("conduit.reconcile")
-Dispatch = Callable[[int, str], Any]
+Dispatch = Callable[[int, str], Any]  # one write (callers that deliver each write themselves)
+GroupDispatch = Callable[[list[int], str], Any]  # a delivery group (by default one Celery task)
 
 DUE_WHERE = f"""
   w.status IN ('failed', 'planned') AND NOT w.permanent_failure AND w.next_retry_at <= %s
@@ -175,8 +176,8 @@ class ReconcileResult:
         return text + (f"; paused: {self.paused}" if self.paused else "")
 
 
-def enqueue_delivery(write_id: int, lease_token: str) -> None:
-    deliver_crm_write.delay(write_id, lease_token)
+def enqueue_group(write_ids: list[int], lease_token: str) -> None:
+    deliver_crm_writes.delay(write_ids, lease_token)
 
 
 def reconcile_crm_writes(
@@ -185,10 +186,12 @@ def reconcile_crm_writes(
     limit: int | None = None,
     dry_run: bool = False,
     now: Callable[[], datetime] = timezone.now,
-    dispatch: Dispatch = enqueue_delivery,
+    dispatch: Dispatch | None = None,
+    dispatch_group: GroupDispatch = enqueue_group,
 ) -> ReconcileResult:
-    """Sweep expired leases, then claim due rows batch by batch (up to `limit`) and dispatch
-    each to delivery. `dry_run` counts what would happen and changes nothing."""
+    """Sweep expired leases, then claim due rows batch by batch (up to `limit`) and hand them
+    to delivery in groups (`dispatch_group`), or one by one to `dispatch` when one is given.
+    `dry_run` counts what would happen and changes nothing."""
     limit = limit or settings.CONDUIT_RECONCILE_LIMIT
     result = ReconcileResult()
     pauses = active_pauses()
@@ -218,7 +221,7 @@ def reconcile_crm_writes(
             break
         result.claimed += len(ids)
         result.batches.append(len(ids))
-        hand_over(ids, token, dispatch)
+        hand_over(ids, token, dispatch, dispatch_group)
     log.info("reconcile: %s", result.line(), extra={"category": "reconcile"})
     return result
 
@@ -231,13 +234,24 @@ UPDATE crm_write_log SET lease_token = '', lease_expires_at = NULL, updated_at =
 WHERE status = 'sending' AND lease_token = %s AND id IN ({ids})"""
 
 
-def hand_over(ids: list[int], token: str, dispatch: Dispatch) -> None:
-    """Dispatch each claimed id; when the broker refuses one, release it and the rest, then raise."""
-    for n, write_id in enumerate(ids):
+def hand_over(
+    ids: list[int],
+    token: str,
+    dispatch: Dispatch | None = None,
+    dispatch_group: GroupDispatch = enqueue_group,
+) -> None:
+    """Hand the claimed ids over in groups of CONDUIT_DELIVERY_GROUP_SIZE (or one by one to
+    `dispatch`); when the broker refuses one, release it and the rest, then raise."""
+    size = 1 if dispatch is not None else settings.CONDUIT_DELIVERY_GROUP_SIZE
+    for start in range(0, len(ids), size):
+        group = ids[start : start + size]
         try:
-            dispatch(write_id, token)
+            if dispatch is not None:
+                dispatch(group[0], token)
+            else:
+                dispatch_group(group, token)
         except Exception:
-            release_claims(ids[n:], token, now=timezone.now())
+            release_claims(ids[start:], token, now=timezone.now())
             raise
 
 
@@ -251,7 +265,8 @@ def dispatch_due_now(
     connection_ids: Iterable[int],
     *,
     now: Callable[[], datetime] = timezone.now,
-    dispatch: Dispatch = enqueue_delivery,
+    dispatch: Dispatch | None = None,
+    dispatch_group: GroupDispatch = enqueue_group,
 ) -> int:
     """Claim these connections' due writes at once, through the reconcile run's own claim (a
     write is leased to one sender, whoever claims first), and dispatch them. At most one batch:
@@ -263,7 +278,7 @@ def dispatch_due_now(
     token, claimed = claim_due(
         settings.CONDUIT_RECONCILE_BATCH_SIZE, pauses=pauses, connection_ids=ids, now=now()
     )
-    hand_over(claimed, token, dispatch)
+    hand_over(claimed, token, dispatch, dispatch_group)
     if claimed:
         log.info(
             "dispatched %d write(s) of connection(s) %s at once",

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from reconcile import dispatch, queue
 
-DELIVERY_TASKS = (dispatch.deliver_crm_write, dispatch.resolve_dry_run_targets)
+DELIVERY_TASKS = (dispatch.deliver_crm_writes, dispatch.deliver_crm_write, dispatch.resolve_dry_run_targets)
 
 
 @shared_task(name="reconcile.reconcile_crm_writes", acks_late=True)

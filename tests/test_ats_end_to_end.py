@@ -77,7 +77,9 @@ def everything_recorded() -> str:
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(dispatch.deliver_crm_write, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(
+        dispatch.deliver_crm_writes, "delay", lambda ids, token: sent.extend((i, token) for i in ids)
+    )
     return sent
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from reconcile.curation import plan_messages
-from reconcile.delivery import deliver_write
-from reconcile.dispatch import deliver_crm_write
+from reconcile.delivery import deliver_write, deliver_writes
+from reconcile.dispatch import deliver_crm_writes
 from reconcile.models import CrmWriteLog
 from reconcile.queue import reconcile_crm_writes
 from tests.conftest import Tenant, shot, sign_in
@@ -89,7 +89,9 @@ def test_dry_run_previews_go_live_delivery_failure_and_back_to_dry_run(
 
     # 2. go live sending the planned writes: they are dispatched at once (a worker at hand here
     # delivers in this process), not at the next ten-minute reconcile run
-    monkeypatch.setattr(deliver_crm_write, "delay", lambda write_id, token: deliver_write(write_id, token))
+    monkeypatch.setattr(
+        deliver_crm_writes, "delay", lambda write_ids, token: deliver_writes(write_ids, token)
+    )
     card.get_by_role("radio", name="Also send the 2 planned write(s)").check()
     page.once("dialog", lambda dialog: dialog.accept())
     with page.expect_navigation():

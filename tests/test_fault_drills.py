@@ -181,9 +181,9 @@ def test_redis_restarted_while_writes_are_in_flight_delivers_each_write_once(
     broker = Celery(broker=private_redis.url, set_as_current=False)  # never the tests' app
     try:
         assert healthz(web_port, until=200) == 200
-        result = reconcile_crm_writes(
-            dispatch=lambda write_id, token: broker.send_task(
-                "reconcile.deliver_crm_write", args=(write_id, token)
+        result = reconcile_crm_writes(  # the groups reconcile hands over, one task each
+            dispatch_group=lambda ids, token: broker.send_task(
+                "reconcile.deliver_crm_writes", args=(ids, token)
             ),
             limit=WRITES,
         )

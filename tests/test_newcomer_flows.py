@@ -61,9 +61,12 @@ def planned_in_dry_run(tenant: Tenant, n: int) -> CrmConnection:
 
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    """What was handed to the broker: (write id, lease token) per reconcile.deliver_crm_write."""
+    """What was handed to the broker: (write id, lease token) per write of each
+    reconcile.deliver_crm_writes group."""
     sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(dispatch.deliver_crm_write, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(
+        dispatch.deliver_crm_writes, "delay", lambda ids, token: sent.extend((i, token) for i in ids)
+    )
     return sent
 
 
@@ -166,7 +169,7 @@ def test_a_broker_failure_releases_the_claims_and_leaves_them_to_the_run(
     def broker_down(*args: Any) -> None:
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(dispatch.deliver_crm_write, "delay", broker_down)
+    monkeypatch.setattr(dispatch.deliver_crm_writes, "delay", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         dispatch_after_commit([conn.pk])  # raises nothing: the change has committed
     rows = writes()

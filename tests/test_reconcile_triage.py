@@ -189,7 +189,9 @@ def test_reconcile_command_hands_claims_to_celery(
 ) -> None:
     planned(alice, crm_env)
     sent: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(dispatch.deliver_crm_write, "delay", lambda *a: sent.append(a))
+    monkeypatch.setattr(
+        dispatch.deliver_crm_writes, "delay", lambda ids, token: sent.extend((i, token) for i in ids)
+    )
     call_command("reconcile_crm_writes", stdout=StringIO())
     [(write_id, token)] = sent
     assert deliver_write(write_id, token).code == "succeeded"

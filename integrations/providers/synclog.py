@@ -2,20 +2,24 @@
 
 A log row must never break or roll back the call it describes: it is written in its own
 savepoint under the scope of its workspace, and a database error is logged and swallowed.
+Inside `held_rows()` (a delivery group) the rows wait in memory and `write_held` stores them all
+in one statement when the group finishes, under the same rule.
 The log line carries the answer's rate-limit headers (ratelimit_headers.py) for runbook 14.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, transaction
 
 from conduit.context import current_workspace_id
-from conduit.prepared import insert_row
+from conduit.prepared import insert_row, insert_rows
 from conduit.secrets_scan import redact_text
 from conduit.tenancy import system_scope, workspace_scope
 from integrations.models import SyncLog
@@ -23,6 +27,7 @@ from integrations.providers.ratelimit_headers import as_text
 
 log = logging.getLogger("conduit.integrations")
 SUMMARY_MAX = 300
+_held: ContextVar[list[SyncLog] | None] = ContextVar("conduit_sync_logs_held", default=None)
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,47 @@ def record_sync(
         duration_ms=duration_ms,
         summary=clean_summary(summary),
     )
+    if (held := _held.get()) is not None:
+        held.append(row)
+        return
     try:
         with _scope_for(context.workspace_id):
             insert_row(row)  # a row per provider call: no signals, no id read back
     except DatabaseError as exc:
-        log.warning(
-            "sync log not written: %s",
-            type(exc).__name__,
-            extra={"category": "sync_log", "error_code": "sync_log_write_failed"},
-        )
+        _not_written(exc, 1)
+
+
+def _not_written(exc: DatabaseError, count: int) -> None:
+    log.warning(
+        "%d sync log(s) not written: %s",
+        count,
+        type(exc).__name__,
+        extra={"category": "sync_log", "error_code": "sync_log_write_failed"},
+    )
+
+
+@contextmanager
+def held_rows() -> Iterator[list[SyncLog]]:
+    """Hold the rows of the calls made inside (in this thread or task) instead of writing each
+    at once; the caller writes them with `write_held`, also when the block raises."""
+    rows: list[SyncLog] = []
+    token = _held.set(rows)
+    try:
+        yield rows
+    finally:
+        _held.reset(token)
+
+
+def write_held(rows: list[SyncLog]) -> None:
+    """Store held rows in one INSERT (several workspaces' rows: system scope, as the delivery
+    that made the calls); never raises for a database error, like record_sync."""
+    if not rows:
+        return
+    try:
+        with system_scope():
+            insert_rows(rows)
+    except DatabaseError as exc:
+        _not_written(exc, len(rows))
 
 
 def log_call(

@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
-from reconcile.delivery import deliver_write
-from reconcile.queue import enqueue_delivery, reconcile_crm_writes
+from reconcile.delivery import deliver_writes
+from reconcile.queue import enqueue_group, reconcile_crm_writes
 
 
 class Command(BaseCommand):
@@ -35,15 +35,15 @@ class Command(BaseCommand):
             workspace_id = workspace.pk
         outcomes: dict[str, int] = {}
 
-        def inline(write_id: int, token: str) -> None:
-            code = deliver_write(write_id, token).code
-            outcomes[code] = outcomes.get(code, 0) + 1
+        def inline(write_ids: list[int], token: str) -> None:
+            for outcome in deliver_writes(write_ids, token).values():
+                outcomes[outcome.code] = outcomes.get(outcome.code, 0) + 1
 
         result = reconcile_crm_writes(
             workspace_id=workspace_id,
             limit=options["limit"],
             dry_run=options["dry_run"],
-            dispatch=inline if options["inline"] else enqueue_delivery,
+            dispatch_group=inline if options["inline"] else enqueue_group,
         )
         prefix = "dry run: would claim; " if options["dry_run"] else ""
         self.stdout.write(prefix + result.line())
