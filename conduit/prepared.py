@@ -15,6 +15,8 @@ models as the single source of the SQL and skip that cost:
 
 A slot is found in the compiled parameters by a sample value no real call passes; compiling
 fails loudly if a slot's value does not appear as a parameter (a lookup that transforms it).
+A list of ids goes in one str slot as JSON through the `in_json` lookup (`pk__in_json`), which
+any integer field has once this module is imported: `IN (...)` would need a parameter per id.
 """
 
 from __future__ import annotations
@@ -25,12 +27,34 @@ from functools import cache
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, router
-from django.db.models import Field, Model, QuerySet
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, IntegerField, Lookup, Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
 _SAMPLE_BASE = -(2**50)
+
+
+@IntegerField.register_lookup
+class InJson(Lookup):
+    """`field__in_json='[3, 5]'`: the field is one of the numbers of a JSON array given as one
+    parameter (so a Prepared str slot can carry a whole list of ids)."""
+
+    lookup_name = "in_json"
+    prepare_rhs = False
+
+    def get_db_prep_lookup(self, value: Any, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+        return "%s", (value,)
+
+    def as_sql(self, compiler: Any, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        if connection.vendor == "postgresql":  # one array, probed through the column's index
+            sql = f"{lhs} = ANY(ARRAY(SELECT jsonb_array_elements_text({rhs}::jsonb)::bigint))"
+        else:
+            sql = f"{lhs} IN (SELECT value FROM json_each({rhs}))"  # noqa: S608 - column and placeholder only
+        return sql, (*lhs_params, *rhs_params)
 
 
 def _sample(kind: type, index: int) -> Any:

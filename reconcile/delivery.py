@@ -17,6 +17,7 @@ looked up by their marker, never sent again.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -95,7 +96,12 @@ def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
     return _with_holds().filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
 
 
+def _leased_group(write_ids: str, lease_token: str) -> QuerySet[CrmWriteLog]:
+    return _with_holds().filter(pk__in_json=write_ids, status=Status.SENDING, lease_token=lease_token)
+
+
 _LEASED = Prepared(_leased, write_id=int, lease_token=str)
+_LEASED_GROUP = Prepared(_leased_group, write_ids=str, lease_token=str)  # write_ids: a JSON list
 
 
 def _fetch(write_id: int, lease_token: str) -> WithAnnotations[CrmWriteLog, Holds] | None:
@@ -215,9 +221,7 @@ def deliver_writes(
     sent as deliver_write sends it, the successes and the calls' sync log rows stored in one
     transaction at the end. Returns each id's outcome (not_claimed: no longer leased)."""
     with system_scope():
-        rows = list(
-            _with_holds().filter(pk__in=list(write_ids), status=Status.SENDING, lease_token=lease_token)
-        )
+        rows = _LEASED_GROUP.all(write_ids=json.dumps([int(i) for i in write_ids]), lease_token=lease_token)
     outcomes = dict.fromkeys(write_ids, Outcome("not_claimed"))
     done: list[_Success] = []
     with held_rows() as logs, _holding(done):

@@ -164,3 +164,19 @@ def test_sample_values_are_unlike_real_ones() -> None:
     prepared = Prepared(lambda a, b: DealMapping.objects.none(), a=int, b=str)
     assert prepared.samples["a"] < -(2**49)
     assert "\u2063" in prepared.samples["b"]
+
+
+def _by_ids(ids: str) -> QuerySet[CrmConnection]:
+    return CrmConnection.objects.filter(pk__in_json=ids).order_by("pk")
+
+
+BY_IDS = Prepared(_by_ids, ids=str)
+
+
+def test_a_json_list_of_ids_is_one_slot(alice: Tenant, bob: Tenant) -> None:
+    first, second = connect_crm(alice, "hubspot"), connect_crm(bob, "salesforce")
+    connect_crm(alice, "zoho")
+    with system_scope():
+        assert [c.pk for c in BY_IDS.all(ids=f"[{second.pk}, {first.pk}, 0]")] == [first.pk, second.pk]
+        assert BY_IDS.all(ids="[]") == []
+        assert list(_by_ids(f"[{second.pk}]")) == [second]  # the lookup works in any queryset
