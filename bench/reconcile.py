@@ -7,8 +7,9 @@
 2. claimers: --claim-rows due rows; --claimers processes call claim_due(500) until they get nothing.
    Target: every due row claimed exactly once.
 3. delivery: --writes notes to an in-process HubSpot sandbox, --workers processes looping
-   reconcile_crm_writes(dispatch=deliver_write). Targets: >= 90% of the limit (measured after the
-   first 10 s window, whose burst the moving window allows), < 1% 429s, 0 duplicates. Prints CPU
+   reconcile_crm_writes handing groups of CONDUIT_DELIVERY_GROUP_SIZE to deliver_writes (as the
+   Celery task does). Targets: >= 90% of the limit (measured after the first 10 s window, whose
+   burst the moving window allows), < 1% 429s, 0 duplicates. Prints CPU
    and SQL statements per delivered write; --profile adds where the workers' CPU goes. Set
    REDIS_URL, production's limiter store: without it the file store's JSON read and write per
    call adds several ms of CPU to every write.
@@ -540,7 +541,8 @@ def part_delivery(args: argparse.Namespace) -> bool:
         print(
             f"\n== 3. live delivery: {args.writes} notes to the HubSpot sandbox ({sandbox.base_url}, in this "
             f"process), {args.workers} worker processes looping reconcile_crm_writes(limit="
-            f"{args.delivery_batch}, dispatch=deliver_write)"
+            f"{args.delivery_batch}) handing groups of {settings.CONDUIT_DELIVERY_GROUP_SIZE} "
+            "to deliver_writes"
         )
         print(
             f"limit: {limit} requests / 10 s (sandbox ten_second_limit = HUBSPOT_TEN_SECOND_LIMIT"
