@@ -16,14 +16,17 @@ from conduit.logging import log_failure
 from conduit.models import Workspace
 from conduit.tenancy import system_scope
 from reconcile.curation import PlanResult, plan_messages
-from reconcile.dispatch import deliver_crm_write, resolve_dry_run_targets
+from reconcile.dispatch import resolve_dry_run_targets
+from reconcile.queue import dispatch_writes_now
 
 log = logging.getLogger("conduit.reconcile")
 
 
 def dispatch_planned(result: PlanResult) -> None:
-    for write_id in result.planned_ids:
-        deliver_crm_write.delay(write_id)
+    """Live writes are claimed at once and handed over in groups (queue.dispatch_writes_now);
+    dry-run ones get their contacts looked up."""
+    if result.planned_ids:
+        dispatch_writes_now(result.planned_ids)
     if result.dry_run_ids:
         resolve_dry_run_targets.delay(result.dry_run_ids)
 

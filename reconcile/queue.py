@@ -44,9 +44,14 @@ def _skip_locked() -> str:
 
 
 def due_filter(
-    pauses: ActivePauses, workspace_id: int | None, now: datetime, connection_ids: Sequence[int] = ()
+    pauses: ActivePauses,
+    workspace_id: int | None,
+    now: datetime,
+    connection_ids: Sequence[int] = (),
+    write_ids: Sequence[int] = (),
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of due rows, minus every paused scope (only these connections' when given)."""
+    """The WHERE clause of due rows, minus every paused scope (only these connections' or these
+    writes when given)."""
     sql: str = DUE_WHERE
     params: list[Any] = [now]
     exclusions: list[tuple[str, list[Any]]] = [
@@ -64,6 +69,9 @@ def due_filter(
     if connection_ids:
         sql += f" AND w.connection_id IN ({', '.join(['%s'] * len(connection_ids))})"
         params += list(connection_ids)
+    if write_ids:
+        sql += f" AND w.id IN ({', '.join(['%s'] * len(write_ids))})"
+        params += list(write_ids)
     return sql, params
 
 
@@ -73,11 +81,12 @@ def claim_due(
     pauses: ActivePauses,
     workspace_id: int | None = None,
     connection_ids: Sequence[int] = (),
+    write_ids: Sequence[int] = (),
     now: datetime,
 ) -> tuple[str, list[int]]:
     """Lease up to `limit` due rows in one statement; returns (lease token, ids)."""
     token = new_lease_token()
-    where, params = due_filter(pauses, workspace_id, now, connection_ids)
+    where, params = due_filter(pauses, workspace_id, now, connection_ids, write_ids)
     lease_until = now + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
     sql = f"""
 UPDATE crm_write_log SET status = 'sending', lease_token = %s, lease_expires_at = %s, updated_at = %s
@@ -287,6 +296,27 @@ def dispatch_due_now(
             extra={"category": "reconcile"},
         )
     return len(claimed)
+
+
+def dispatch_writes_now(
+    write_ids: Sequence[int],
+    *,
+    now: Callable[[], datetime] = timezone.now,
+    dispatch_group: GroupDispatch = enqueue_group,
+) -> int:
+    """Claim these writes (newly planned ones) at once through the reconcile run's own claim, those
+    still due and not held back (pauses, the connection's state: those wait for the run), and
+    hand them over in groups. Returns how many were claimed."""
+    pauses = active_pauses()
+    if pauses.everything is not None or settings.CONDUIT_FORCE_DRY_RUN:
+        return 0
+    ids, claimed, size = sorted(set(write_ids)), 0, settings.CONDUIT_RECONCILE_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        token, got = claim_due(len(chunk), pauses=pauses, write_ids=chunk, now=now())
+        hand_over(got, token, None, dispatch_group)
+        claimed += len(got)
+    return claimed
 
 
 def _dispatch_quietly(connection_ids: list[int]) -> None:

@@ -23,16 +23,18 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from conduit.tenancy import system_scope
-from integrations.models import CrmConnection, SyncLog
+from integrations.connections.pauses import do_pause_sync, target_for
+from integrations.models import CrmConnection, SyncLog, SyncPause
 from integrations.providers import hubspot as hubspot_module
 from integrations.providers import synclog
 from reconcile import delivery, dispatch
 from reconcile.delivery import Outcome, deliver_writes
 from reconcile.mapping import resolve
 from reconcile.models import CrmWriteLog
-from reconcile.queue import reconcile_crm_writes
+from reconcile.planning import plan_and_dispatch
+from reconcile.queue import dispatch_writes_now, reconcile_crm_writes
 from tests.conftest import Tenant
-from tests.reconcile_helpers import CUSTOMER, connect_crm, created_records, writes
+from tests.reconcile_helpers import CUSTOMER, connect_crm, created_records, store_message, writes
 from tests.test_write_statements import listing, plan_to_customer, recorded
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,6 +191,35 @@ def test_reconcile_hands_claims_over_in_groups_and_releases_what_the_broker_refu
     assert len(first) == 2
     by_status = Counter((r.pk in first, r.status, bool(r.lease_token)) for r in writes())
     assert by_status == {(True, Status.SENDING, True): 2, (False, Status.PLANNED, False): 3}
+
+
+def test_newly_planned_live_writes_are_claimed_at_once_and_handed_over_in_groups(
+    hubspot: CrmConnection, alice: Tenant, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.CONDUIT_DELIVERY_GROUP_SIZE = 2
+    sent: list[tuple[list[int], str]] = []
+    monkeypatch.setattr(dispatch.deliver_crm_writes, "delay", lambda ids, token: sent.append((ids, token)))
+    messages = [store_message(alice.workspace, f"new-{n}@x", subject=f"New {n}").pk for n in range(3)]
+    plan_and_dispatch(alice.workspace.pk, messages)
+    rows = writes()
+    assert [ids for ids, _ in sent] == [[r.pk for r in rows[:2]], [rows[2].pk]]
+    assert {(r.status, r.lease_token) for r in rows} == {(Status.SENDING, sent[0][1])}
+    assert Counter(o.code for o in deliver_writes(*sent[0]).values()) == {"succeeded": 2}
+
+
+def test_newly_planned_writes_held_back_wait_for_the_reconcile_run(
+    hubspot: CrmConnection, alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(dispatch.deliver_crm_writes, "delay", lambda *args: sent.append(args))
+    do_pause_sync(target_for(connection=hubspot), reason="incident", actor="ops")
+    plan_and_dispatch(alice.workspace.pk, [store_message(alice.workspace, "held@x").pk])
+    with system_scope():
+        SyncPause.objects.all().delete()
+    do_pause_sync(target_for(everything=True), reason="freeze", actor="ops")
+    plan_and_dispatch(alice.workspace.pk, [store_message(alice.workspace, "frozen@x").pk])
+    assert sent == [] and {(r.status, r.lease_token) for r in writes()} == {(Status.PLANNED, "")}
+    assert dispatch_writes_now([]) == 0
 
 
 def test_the_group_task_requeues_short_waits_and_counts_outcomes(monkeypatch: pytest.MonkeyPatch) -> None:
