@@ -22,7 +22,7 @@ from django.utils import timezone
 from conduit.models import AuditEvent, Message
 from conduit.tenancy import system_scope
 from reconcile.curation import plan_messages
-from reconcile.delivery import deliver_write
+from reconcile.delivery import deliver_write, deliver_writes
 from reconcile.models import CrmWriteLog, DealMapping
 from reconcile.queue import reconcile_crm_writes
 from tests.conftest import Tenant
@@ -75,8 +75,9 @@ def test_two_reconcile_runs_at_once_claim_each_of_10000_rows_once(crm_env: Any, 
     assert deliver_write(write_id, "").code == "not_claimed"
 
 
+@pytest.mark.parametrize("groups", [False, True], ids=["one-by-one", "in-groups"])
 def test_two_reconcile_runs_at_once_deliver_each_write_once_to_the_sandbox(
-    crm_env: Any, alice: Tenant
+    crm_env: Any, alice: Tenant, groups: bool
 ) -> None:
     conn = connect_crm(alice, "hubspot")
     ids = seed_due_rows(alice, conn, 60)
@@ -96,10 +97,18 @@ def test_two_reconcile_runs_at_once_deliver_each_write_once_to_the_sandbox(
 
     def run() -> None:
         try:
-            reconcile_crm_writes(
-                dispatch=lambda write_id, token: outcomes.update([deliver_write(write_id, token).code]),
-                limit=200,
-            )
+            if groups:  # as the Celery tasks get them
+                reconcile_crm_writes(
+                    dispatch_group=lambda ids, token: outcomes.update(
+                        o.code for o in deliver_writes(ids, token).values()
+                    ),
+                    limit=200,
+                )
+            else:
+                reconcile_crm_writes(
+                    dispatch=lambda write_id, token: outcomes.update([deliver_write(write_id, token).code]),
+                    limit=200,
+                )
         finally:
             connections.close_all()
 
@@ -121,7 +130,7 @@ CHILD = """
 import os, sys
 import django
 django.setup()
-from reconcile.delivery import deliver_write
+from reconcile.delivery import deliver_write, deliver_writes
 print(deliver_write(int(sys.argv[1])).code, flush=True)
 """
 
