@@ -5,7 +5,9 @@ bench/reconcile.py shares its name with the reconcile app)."""
 
 from __future__ import annotations
 
+import os
 import statistics
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -57,3 +59,14 @@ AREAS = (  # the first match names a frame's area (by its file path)
 
 def area_of(path: str) -> str:
     return next((name for key, name in AREAS if key in path), "other (stdlib, interpreter)")
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds of a local process (a Postgres backend), None when it is not visible here."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

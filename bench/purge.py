@@ -31,7 +31,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent)]
 
-from bench.common import percentile, recreate_database, verdict  # noqa: E402
+from bench.common import percentile, process_cpu, recreate_database, verdict  # noqa: E402
 
 TARGET_BATCH_MS = 1000.0
 TARGET_RATE = 50_000.0
@@ -355,7 +355,49 @@ def report_batches(label: str, durations: list[float]) -> float:
     return max(durations)
 
 
-def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) -> bool:
+FLOOR_REDACT = """
+UPDATE bench_floor SET body_text = NULL, body_html = NULL, raw = NULL, is_redacted = true, redacted_at = now()
+WHERE id = ANY(%s) AND NOT is_redacted"""
+
+
+def floor_part(db_url: str, rows: int, batch: int) -> float:
+    """What Postgres alone does for these rows: a copy of the `rows` oldest due messages (same
+    columns, indexes and TOAST) redacted by plain UPDATEs of id arrays known in advance, one
+    transaction per batch, with no selection, no row locks and nothing else running. Returns the
+    rows/s, the purge's ceiling on one connection."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_floor")
+        conn.execute("CREATE TABLE bench_floor (LIKE messages INCLUDING ALL)")
+        conn.execute(
+            "INSERT INTO bench_floor SELECT * FROM messages WHERE NOT is_redacted "
+            "ORDER BY received_at, id LIMIT %s",
+            [rows],
+        )
+        conn.execute("VACUUM ANALYZE bench_floor")
+        conn.execute("CHECKPOINT")
+        ids = [r[0] for r in conn.execute("SELECT id FROM bench_floor ORDER BY received_at, id")]
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        wal_before, cpu_before, started = server_counters()[0], process_cpu(backend), time.perf_counter()
+        for start in range(0, len(ids), batch):
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit TO OFF")
+                conn.execute(FLOOR_REDACT, [ids[start : start + batch]])
+        elapsed = time.perf_counter() - started
+        cpu_after, wal_after = process_cpu(backend), server_counters()[0]
+        conn.execute("DROP TABLE bench_floor")
+        conn.execute("CHECKPOINT")  # the purge starts as the floor did, right after a checkpoint
+    n = max(len(ids), 1)
+    cpu = "n/a" if cpu_before is None or cpu_after is None else f"{1e6 * (cpu_after - cpu_before) / n:.1f} us"
+    rate = len(ids) / elapsed if elapsed else 0.0
+    print(
+        f"\n== floor: {len(ids):,} due messages copied to a scratch table and redacted by plain UPDATEs "
+        f"of known ids, {batch} per transaction, nothing else running: {rate:,.0f} rows/s; "
+        f"per row: backend CPU {cpu}, WAL {(wal_after - wal_before) / n:,.0f} bytes"
+    )
+    return rate
+
+
+def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any, floor: float = 0.0) -> bool:
     from conduit.models import Attachment, Message
     from conduit.tenancy import system_scope
     from retention.purge import purge_retention
@@ -428,6 +470,7 @@ def purge_part(args: argparse.Namespace, workspace: Any, db_url: str, now: Any) 
     print(
         f"  redaction alone: {rate:,.0f} messages/s over the message batches, {overall:,.0f} messages/s "
         "over the whole run"
+        + (f"; the message batches ran at {rate / floor:.0%} of the floor measured above" if floor else "")
     )
 
     lat = ingest.latencies[baseline:during] or ingest.latencies
@@ -511,6 +554,12 @@ def main() -> int:
         choices=["pglz", "lz4", "zstd"],
         help="SET wal_compression for the purge's session (needs superuser; a deployment setting)",
     )
+    parser.add_argument(
+        "--floor-rows",
+        type=int,
+        default=100_000,
+        help="first measure plain UPDATEs of this many copied due messages (0: skip)",
+    )
     parser.add_argument("--db-name", default="conduit_bench_purge")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -547,7 +596,8 @@ def main() -> int:
         now = timezone.now()
         workspace = seed(args, now)
         explain_batch(workspace.pk, now, args.batch_size, args.messages // 2)
-        met = purge_part(args, workspace, db_url, now)
+        floor = floor_part(db_url, args.floor_rows, args.batch_size) if args.floor_rows else 0.0
+        met = purge_part(args, workspace, db_url, now, floor)
     print(f"\noverall: {verdict(met)} (one run on this machine; DEBUG={os.environ['DEBUG']})")
     return 1 if args.strict and not met else 0
 

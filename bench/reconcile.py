@@ -39,7 +39,7 @@ ROOT = BENCH.parent
 # This file shares its name with the reconcile app: the app must win the import.
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
-from bench.common import area_of, percentile, recreate_database, verdict  # noqa: E402
+from bench.common import area_of, percentile, process_cpu, recreate_database, verdict  # noqa: E402
 
 SELECT_LIMIT = 500
 TARGET_P95_MS = 5.0
@@ -380,17 +380,6 @@ def part_claimers(args: argparse.Namespace) -> bool:
         f"{len(set(every) - due_ids)}  (target: every due row exactly once) {verdict(exact)}"
     )
     return exact
-
-
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds of a local process (a Postgres backend), None when it is not visible here."""
-    try:
-        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
-            return None
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def deliverer(barrier: Any, out: Any, batch: int, deadline: float, profile_to: str = "") -> None:
