@@ -4,10 +4,12 @@ the sandbox), stored messages, and reading what the sandbox CRMs hold."""
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime
 from typing import Any
 
 import requests
+from django.conf import settings
 from django.utils import timezone
 
 from conduit.models import Message, Workspace
@@ -123,3 +125,17 @@ def seed_writes(
             batch_size=2000,
         )
     return [r.pk for r in rows]
+
+
+def worker_child_env(crm_env: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process that delivers as a worker would, against this test's
+    database and HubSpot sandbox (a drill SIGKILLs it mid-send: a long read timeout)."""
+    db = settings.DATABASES["default"]
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "HUBSPOT_API_BASE_URL": crm_env["hubspot"],
+        "CONDUIT_VAR_DIR": str(settings.VAR_DIR),
+        "DJANGO_SETTINGS_MODULE": "conduit.settings",
+        "CONDUIT_PROVIDER_READ_TIMEOUT": "120",
+    }

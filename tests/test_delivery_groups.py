@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -34,7 +33,14 @@ from reconcile.models import CrmWriteLog
 from reconcile.planning import plan_and_dispatch
 from reconcile.queue import dispatch_writes_now, reconcile_crm_writes
 from tests.conftest import Tenant
-from tests.reconcile_helpers import CUSTOMER, connect_crm, created_records, store_message, writes
+from tests.reconcile_helpers import (
+    CUSTOMER,
+    connect_crm,
+    created_records,
+    store_message,
+    worker_child_env,
+    writes,
+)
 from tests.test_write_statements import listing, plan_to_customer, recorded
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -288,15 +294,7 @@ def test_a_worker_killed_mid_group_leaves_exactly_one_record_per_write(
 ) -> None:
     plan_to_customer(alice, 5)
     ids, token = claimed()
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "HUBSPOT_API_BASE_URL": crm_env["hubspot"],
-        "CONDUIT_VAR_DIR": str(settings.VAR_DIR),
-        "DJANGO_SETTINGS_MODULE": "conduit.settings",
-        "CONDUIT_PROVIDER_READ_TIMEOUT": "120",
-    }
+    env = worker_child_env(crm_env)
     args = [sys.executable, "-c", CHILD, json.dumps(ids), token, crm_env["hubspot"]]
     child = subprocess.Popen(args, cwd=ROOT, env=env)
     try:

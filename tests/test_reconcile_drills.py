@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
@@ -32,6 +31,7 @@ from tests.reconcile_helpers import (
     sandbox_fault,
     seed_writes,
     store_message,
+    worker_child_env,
     writes,
 )
 
@@ -143,15 +143,7 @@ def test_a_worker_killed_mid_delivery_leaves_exactly_one_record(crm_env: Any, al
     sandbox_fault(
         crm_env["hubspot"], kind="commit_then_hang", count=1, hang_seconds=60, path_contains="/objects/notes"
     )
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "HUBSPOT_API_BASE_URL": crm_env["hubspot"],
-        "CONDUIT_VAR_DIR": str(settings.VAR_DIR),
-        "DJANGO_SETTINGS_MODULE": "conduit.settings",
-        "CONDUIT_PROVIDER_READ_TIMEOUT": "120",
-    }
+    env = worker_child_env(crm_env)
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(row.pk)], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 30
