@@ -84,7 +84,7 @@ def claim_due(
     write_ids: Sequence[int] = (),
     now: datetime,
 ) -> tuple[str, list[int]]:
-    """Lease up to `limit` due rows in one statement; returns (lease token, ids)."""
+    """Lease up to `limit` due rows in one statement; returns (lease token, ids by connection)."""
     token = new_lease_token()
     where, params = due_filter(pauses, workspace_id, now, connection_ids, write_ids)
     lease_until = now + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
@@ -94,10 +94,12 @@ WHERE id IN (
   SELECT w.id FROM crm_write_log w JOIN crm_connections c ON c.id = w.connection_id
   WHERE {where}
   ORDER BY w.next_retry_at LIMIT %s{_skip_locked()})
-RETURNING id"""  # noqa: S608 - only placeholders and fixed column names are interpolated
+RETURNING connection_id, id"""  # noqa: S608 - only placeholders and fixed column names are interpolated
     with system_scope(), connection.cursor() as cur:
         cur.execute(sql, [token, lease_until, now, *params, limit])
-        ids = sorted(r[0] for r in cur.fetchall())
+        # by connection, so a delivery group (hand_over) holds one connection's writes, or two:
+        # a slow CRM then holds back its own writes, not another's
+        ids = [write_id for _conn, write_id in sorted(cur.fetchall())]
     return token, ids
 
 

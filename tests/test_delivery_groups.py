@@ -27,6 +27,7 @@ from integrations.models import CrmConnection, SyncLog, SyncPause
 from integrations.providers import hubspot as hubspot_module
 from integrations.providers import synclog
 from reconcile import delivery, dispatch
+from reconcile.curation import plan_messages
 from reconcile.delivery import Outcome, deliver_writes
 from reconcile.mapping import resolve
 from reconcile.models import CrmWriteLog
@@ -197,6 +198,21 @@ def test_reconcile_hands_claims_over_in_groups_and_releases_what_the_broker_refu
     assert len(first) == 2
     by_status = Counter((r.pk in first, r.status, bool(r.lease_token)) for r in writes())
     assert by_status == {(True, Status.SENDING, True): 2, (False, Status.PLANNED, False): 3}
+
+
+def test_a_group_holds_one_connections_writes_where_it_can(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant, settings: Any
+) -> None:
+    settings.CONDUIT_DELIVERY_GROUP_SIZE = 2
+    salesforce = connect_crm(alice, "salesforce")
+    messages = [store_message(alice.workspace, f"two-{n}@x", subject=f"Two {n}").pk for n in range(2)]
+    assert plan_messages(alice.workspace, messages).planned == 4
+    rows = writes()  # planned message by message: the two connections' writes alternate by id
+    assert [r.connection_id for r in rows] != sorted(r.connection_id for r in rows)
+    groups: list[list[int]] = []
+    reconcile_crm_writes(dispatch_group=lambda ids, token: groups.append(ids))
+    by_id = {r.pk: r.connection_id for r in rows}
+    assert sorted({by_id[i] for i in group} for group in groups) == [{hubspot.pk}, {salesforce.pk}]
 
 
 def test_newly_planned_live_writes_are_claimed_at_once_and_handed_over_in_groups(
