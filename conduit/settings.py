@@ -450,7 +450,7 @@ CONDUIT_WRITE_RECHECK_DELAY_SECONDS = _int_in("CONDUIT_WRITE_RECHECK_DELAY_SECON
 CONDUIT_RECONCILE_BATCH_SIZE = _int_in("CONDUIT_RECONCILE_BATCH_SIZE", 500, 1, 10000)
 CONDUIT_RECONCILE_LIMIT = _int_in("CONDUIT_RECONCILE_LIMIT", 5000, 1, 1_000_000)
 # Claimed writes per delivery task: read in one statement, their successes and sync logs stored
-# in one transaction. Smaller spreads a batch over more workers; larger costs less per write.
+# when the task ends. Smaller spreads a batch over more workers; larger costs less per write.
 CONDUIT_DELIVERY_GROUP_SIZE = _int_in("CONDUIT_DELIVERY_GROUP_SIZE", 25, 1, 500)
 # A short Retry-After is re-enqueued with a countdown; anything longer waits for reconcile
 # (a countdown must stay far below the broker's visibility timeout).

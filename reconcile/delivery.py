@@ -9,10 +9,11 @@ Every finishing update is guarded by the lease token, so a worker whose lease wa
 cannot overwrite the row another worker now holds.
 
 A claimed group (`deliver_writes`, one Celery task) is read in one statement and each write is
-sent as above, its outcome_unknown committed before its send; the group's successes and the sync
-log rows of its calls are stored together in one transaction when the group ends (also when it
-stops early). A worker that dies before that leaves its sent writes outcome_unknown: they are
-looked up by their marker, never sent again.
+sent as above: just before its send it is read again (a pause, the switch or an expired lease
+set since stops it) and its outcome_unknown committed, extending its lease. The group's successes
+(one statement) and the sync log rows of its calls (one INSERT) are stored when the group ends,
+also when it stops early. A worker that dies before that leaves its sent writes outcome_unknown:
+once their leases expire they are looked up by their marker, never sent again.
 """
 
 from __future__ import annotations
@@ -138,14 +139,11 @@ def _finish(
     row: CrmWriteLog,
     now: datetime,
     audit: tuple[str, dict[str, Any]] | None = None,
-    *,
-    keep_lease: bool = False,
     **fields: Any,
 ) -> bool:
-    """Apply the outcome (or, with keep_lease, a step) if this worker still holds the lease;
-    audit in the same transaction."""
-    if not keep_lease:
-        fields.update(lease_token="", lease_expires_at=None)
+    """Apply the outcome and end the lease, if this worker still holds it; audit in the same
+    transaction."""
+    fields.update(lease_token="", lease_expires_at=None)
     with system_scope():
         done = update_row(
             CrmWriteLog,
@@ -227,7 +225,7 @@ def deliver_writes(
     with held_rows() as logs, _holding(done):
         try:
             for row in sorted(rows, key=lambda r: r.pk):
-                outcomes[row.pk] = _deliver_guarded(row, now)  # type: ignore[arg-type]
+                outcomes[row.pk] = _deliver_guarded(row, now, recheck=True)  # type: ignore[arg-type]
         finally:
             _store_group(logs, done)
     return outcomes
@@ -265,10 +263,18 @@ RETURNING crm_write_log.id"""
 
 
 def _store_group(logs: list[SyncLog], done: list[_Success]) -> None:
-    with system_scope():
+    """The successes in one statement, then the sync logs in their own transaction (a log row
+    that fails, its connection deleted meanwhile say, never holds back the outcomes)."""
+    try:
+        _store_successes(done)
+    finally:
         write_held(logs)
-        if not done:
-            return
+
+
+def _store_successes(done: list[_Success]) -> None:
+    if not done:
+        return
+    with system_scope():
         params: list[Any] = []
         for item in done:
             at = connection.ops.adapt_datetimefield_value(item.at)
@@ -282,9 +288,11 @@ def _store_group(logs: list[SyncLog], done: list[_Success]) -> None:
             _lease_lost(item.write_id)
 
 
-def _deliver_guarded(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
+def _deliver_guarded(
+    row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: bool = False
+) -> Outcome:
     try:
-        return _deliver(row, now)
+        return _deliver(row, now, recheck=recheck)
     except Exception as exc:  # the delivery boundary: a bug must cost an attempt, not loop forever
         log_failure(
             log,
@@ -301,7 +309,14 @@ def _deliver_guarded(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Ou
         return outcome
 
 
-def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
+def _held_back(row: WithAnnotations[CrmWriteLog, Holds]) -> bool:
+    conn = row.connection
+    return is_dry_run(conn) or conn.status != CrmConnection.Status.CONNECTED or row.paused or row.switched_off
+
+
+def _hold(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome | None:
+    """What holds the write back (dry run, a connection not usable, a pause, the tenant switch),
+    recorded; None when nothing does."""
     conn = row.connection
     if is_dry_run(conn):
         _finish(row, now(), status=Status.DRY_RUN, next_retry_at=None)
@@ -312,6 +327,42 @@ def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
         return release(row, now(), "paused")
     if row.switched_off:
         return release(row, now(), "integration_disabled")
+    return None
+
+
+def _mark_sending(
+    row: WithAnnotations[CrmWriteLog, Holds], at: datetime, payload: dict[str, Any], *, recheck: bool
+) -> tuple[bool, WithAnnotations[CrmWriteLog, Holds] | None]:
+    """Commit outcome_unknown (and the payload) just before the send, if this worker still holds
+    the lease, and extend the lease from now. With `recheck` (a row read with its group, maybe
+    seconds ago) the row is read again in the same transaction: an expired lease is not used, and
+    a hold set since (a pause, the switch, dry run, a connection gone) stops the send. Returns
+    (marked, the fresh row when a hold now applies)."""
+    with system_scope():
+        if recheck:
+            fresh = _fetch(row.pk, row.lease_token)
+            if fresh is None or fresh.lease_expires_at is None or fresh.lease_expires_at <= at:
+                return False, None
+            if _held_back(fresh):
+                return False, fresh
+        lease_until = at + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
+        done = update_row(
+            CrmWriteLog,
+            where={"pk": row.pk, "status": Status.SENDING, "lease_token": row.lease_token},
+            values={
+                "updated_at": at,
+                "payload": payload,
+                "outcome_unknown": True,
+                "lease_expires_at": lease_until,
+            },
+        )
+    return bool(done), None
+
+
+def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: bool = False) -> Outcome:
+    conn = row.connection
+    if (held := _hold(row, now)) is not None:
+        return held
     sent = False
     try:
         mapping = resolve(conn, row.target, now=now(), known=from_columns(conn, row.target, row.mapping))
@@ -334,7 +385,11 @@ def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
             if found:
                 return succeed(row, found, now(), recovered=True)
         payload = {**row.payload, "contact_id": mapping.contact_id, "deal_id": mapping.deal_id}
-        if not _finish(row, now(), keep_lease=True, payload=payload, outcome_unknown=True):
+        marked, fresh = _mark_sending(row, now(), payload, recheck=recheck)
+        if fresh is not None:
+            return _hold(fresh, now) or Outcome("held_back")
+        if not marked:
+            _lease_lost(row.pk)
             return Outcome("lease_lost")
         sent = True
 

@@ -29,7 +29,10 @@ def deliver_crm_write(write_id: int, lease_token: str = "") -> str:
     return outcome.code
 
 
-@shared_task(name="reconcile.deliver_crm_writes", acks_late=True)
+# Not requeued when its worker is lost (CELERY_TASK_REJECT_ON_WORKER_LOST holds for the others):
+# the group's sent writes are outcome_unknown for their marker lookup, which must wait until the
+# CRM's search sees them; their leases expire and the reconcile sweep brings them back then.
+@shared_task(name="reconcile.deliver_crm_writes", acks_late=True, reject_on_worker_lost=False)
 def deliver_crm_writes(write_ids: list[int], lease_token: str) -> dict[str, int]:
     """A group claimed together (reconcile's hand_over); returns how many had each outcome."""
     outcomes = delivery.deliver_writes(write_ids, lease_token)

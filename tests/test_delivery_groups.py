@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -82,15 +83,17 @@ def test_a_group_is_read_once_and_stored_once(hubspot: CrmConnection, crm_env: A
     assert {(r.status, r.outcome_unknown, r.lease_token) for r in rows} == {(Status.SUCCEEDED, False, "")}
     assert all(r.external_id and r.sent_at for r in rows)
     assert len(created_records("hubspot", crm_env["hubspot"])) == 10
-    # one read, one outcome_unknown update before each send, the sync logs in one INSERT and the
-    # successes in one UPDATE at the end
-    reads = [s for s in statements if s.startswith("SELECT") and '"crm_write_log"' in s]
+    # one read of the group; before each send, the row read again (holds, lease) and
+    # outcome_unknown committed in one transaction; the successes in one UPDATE, then the sync
+    # logs in one INSERT at the end
+    reads = [n for n, s in enumerate(statements) if s.startswith("SELECT") and '"crm_write_log"' in s]
     marks = [n for n, s in enumerate(statements) if s.startswith("UPDATE") and '"outcome_unknown" = ' in s]
     logs = [n for n, s in enumerate(statements) if s.startswith('INSERT INTO "crm_sync_logs"')]
     stored = [n for n, s in enumerate(statements) if s.startswith("WITH done")]
-    assert len(reads) == 1 and len(marks) == 10 and len(logs) == 1 and len(stored) == 1, listing(statements)
-    assert max(marks) < logs[0] < stored[0], listing(statements)
-    assert len(statements) <= 3 * 10, listing(statements)
+    assert "jsonb_array_elements_text" in statements[reads[0]] and len(reads) == 11, listing(statements)
+    assert [n + 1 for n in reads[1:]] == marks, listing(statements)  # each re-read just before its mark
+    assert len(logs) == 1 and len(stored) == 1 and max(marks) < stored[0] < logs[0], listing(statements)
+    assert len(statements) <= 4 * 10, listing(statements)
     assert len(sync_logs()) == 10 and {log.status for log in sync_logs()} == {SyncLog.Status.SUCCESS}
 
 
@@ -157,6 +160,60 @@ def test_a_success_whose_lease_was_lost_is_not_stored(
     assert [line["message"] for line in lost] == [
         f"write {ids[0]}: lease lost before its outcome was recorded"
     ]
+
+
+def test_a_pause_set_while_a_group_runs_holds_its_writes_not_yet_sent(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_to_customer(alice, 3)
+    ids, token = claimed()
+    real_succeed = delivery.succeed
+
+    def succeed(row: CrmWriteLog, *args: Any, **kw: Any) -> Outcome:
+        outcome = real_succeed(row, *args, **kw)
+        if row.pk == ids[0]:  # an operator pauses the connection after the first send
+            do_pause_sync(target_for(connection=hubspot), reason="wrong portal", actor="ops")
+        return outcome
+
+    monkeypatch.setattr(delivery, "succeed", succeed)
+    outcomes = deliver_writes(ids, token)
+    assert [outcomes[i].code for i in ids] == ["succeeded", "paused", "paused"]
+    assert [(r.status, r.lease_token) for r in writes()] == [(Status.SUCCEEDED, "")] + [
+        (Status.PLANNED, "")
+    ] * 2
+    assert len(created_records("hubspot", crm_env["hubspot"])) == 1
+
+
+def test_a_group_never_sends_on_an_expired_lease_and_each_send_extends_its_own(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan_to_customer(alice, 2)
+    ids, token = claimed()
+    real_write = hubspot_module.HubSpotProvider.write
+    leases: list[Any] = []
+
+    def write(self: Any, *args: Any) -> str:
+        with system_scope():
+            leases.append(CrmWriteLog.objects.get(pk=ids[0]).lease_expires_at)
+            # the second write's lease runs out while the first is sent (not swept yet)
+            CrmWriteLog.objects.filter(pk=ids[1]).update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+        return real_write(self, *args)
+
+    monkeypatch.setattr(hubspot_module.HubSpotProvider, "write", write)
+    started = timezone.now()
+    outcomes = deliver_writes(ids, token)
+    assert [outcomes[i].code for i in ids] == ["succeeded", "lease_lost"]
+    lease = timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
+    assert leases and leases[0] >= started + lease  # extended at its outcome_unknown commit
+    assert len(created_records("hubspot", crm_env["hubspot"])) == 1
+
+
+def test_a_lost_worker_does_not_requeue_its_group_at_once() -> None:
+    # its sent writes are looked up only after their leases expire, when the CRM's search sees them
+    assert dispatch.deliver_crm_writes.reject_on_worker_lost is False
+    assert dispatch.deliver_crm_writes.acks_late is True
 
 
 def test_one_failing_write_does_not_hold_back_the_group(
@@ -274,12 +331,19 @@ def test_held_sync_logs_wait_for_write_held_and_a_failed_insert_is_logged(
         raise DatabaseError("connection lost")
 
     monkeypatch.setattr(synclog, "insert_rows", broken)
+    monkeypatch.setattr(synclog, "insert_row", broken)
     synclog.write_held(rows)  # never raises
-    assert any(line["message"] == "2 sync log(s) not written: DatabaseError" for line in capture_json_logs())
+    failed = [
+        line["message"] for line in capture_json_logs() if line.get("error_code") == "sync_log_write_failed"
+    ]
+    assert failed == ["1 sync log(s) not written: DatabaseError"] * 2
     monkeypatch.undo()
+    rows[0].connection_id = 999_999  # a connection deleted meanwhile: only its own row is lost
     synclog.write_held(rows)
     with system_scope():
-        assert SyncLog.objects.filter(workspace=alice.workspace).count() == 2
+        assert list(SyncLog.objects.filter(workspace=alice.workspace).values_list("summary", flat=True)) == [
+            "two"
+        ]
 
 
 CHILD = """

@@ -112,14 +112,22 @@ def held_rows() -> Iterator[list[SyncLog]]:
 
 def write_held(rows: list[SyncLog]) -> None:
     """Store held rows in one INSERT (several workspaces' rows: system scope, as the delivery
-    that made the calls); never raises for a database error, like record_sync."""
+    that made the calls; row by row when that fails); never raises for a database error, like
+    record_sync."""
     if not rows:
         return
     try:
         with system_scope():
             insert_rows(rows)
-    except DatabaseError as exc:
-        _not_written(exc, len(rows))
+        return
+    except DatabaseError:
+        pass  # one bad row (its connection deleted meanwhile, say) must not cost the others
+    for row in rows:
+        try:
+            with system_scope():
+                insert_row(row)
+        except DatabaseError as exc:
+            _not_written(exc, 1)
 
 
 def log_call(
