@@ -102,6 +102,19 @@ def _leased_group(write_ids: str, lease_token: str) -> QuerySet[CrmWriteLog]:
 
 
 _LEASED = Prepared(_leased, write_id=int, lease_token=str)
+
+
+def _lease_and_holds(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
+    """Only what the check before a group's send needs: the lease and what holds the write back."""
+    return (
+        CrmWriteLog.objects.select_related("connection")
+        .only("lease_expires_at", "connection__status", "connection__dry_run", "connection__crm")
+        .annotate(paused=pause_covers("connection"), switched_off=switched_off("connection"))
+        .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
+    )
+
+
+_LEASE_AND_HOLDS = Prepared(_lease_and_holds, write_id=int, lease_token=str)
 _LEASED_GROUP = Prepared(_leased_group, write_ids=str, lease_token=str)  # write_ids: a JSON list
 
 
@@ -334,17 +347,16 @@ def _mark_sending(
     row: WithAnnotations[CrmWriteLog, Holds], at: datetime, payload: dict[str, Any], *, recheck: bool
 ) -> tuple[bool, WithAnnotations[CrmWriteLog, Holds] | None]:
     """Commit outcome_unknown (and the payload) just before the send, if this worker still holds
-    the lease, and extend the lease from now. With `recheck` (a row read with its group, maybe
-    seconds ago) the row is read again in the same transaction: an expired lease is not used, and
-    a hold set since (a pause, the switch, dry run, a connection gone) stops the send. Returns
-    (marked, the fresh row when a hold now applies)."""
+    the lease and it has not expired, and extend the lease from now. With `recheck` (a row read
+    with its group, maybe seconds ago) the row is read again in the same transaction, so a hold
+    set since (a pause, the switch, dry run, a connection gone) stops the send. Returns (marked,
+    the fresh row when a hold now applies)."""
     with system_scope():
-        if recheck:
-            fresh = _fetch(row.pk, row.lease_token)
-            if fresh is None or fresh.lease_expires_at is None or fresh.lease_expires_at <= at:
-                return False, None
-            if _held_back(fresh):
-                return False, fresh
+        current = _LEASE_AND_HOLDS.first(write_id=row.pk, lease_token=row.lease_token) if recheck else row
+        if current is None or (current.lease_expires_at is not None and current.lease_expires_at <= at):
+            return False, None  # swept or about to be: another worker may hold it now
+        if recheck and _held_back(current):  # type: ignore[arg-type]
+            return False, _fetch(row.pk, row.lease_token)  # the whole row, to record the hold
         lease_until = at + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
         done = update_row(
             CrmWriteLog,

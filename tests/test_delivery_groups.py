@@ -210,6 +210,19 @@ def test_a_group_never_sends_on_an_expired_lease_and_each_send_extends_its_own(
     assert len(created_records("hubspot", crm_env["hubspot"])) == 1
 
 
+def test_a_single_delivery_never_sends_on_an_expired_lease(
+    hubspot: CrmConnection, crm_env: Any, alice: Tenant
+) -> None:
+    plan_to_customer(alice, 1)
+    [write_id], token = claimed()
+    with system_scope():  # the lease ran out while the task waited in the broker; not swept yet
+        CrmWriteLog.objects.filter(pk=write_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert delivery.deliver_write(write_id, token).code == "lease_lost"
+    assert created_records("hubspot", crm_env["hubspot"]) == []
+    [row] = writes()
+    assert row.status == Status.SENDING and not row.outcome_unknown  # the sweep brings it back
+
+
 def test_a_lost_worker_does_not_requeue_its_group_at_once() -> None:
     # its sent writes are looked up only after their leases expire, when the CRM's search sees them
     assert dispatch.deliver_crm_writes.reject_on_worker_lost is False
