@@ -117,15 +117,25 @@ class Prepared(Generic[M]):
             cache[self] = self._compile(alias)
         return cache[self]
 
-    def all(self, **values: Any) -> list[M]:
+    def statement(self, **values: Any) -> tuple[str, list[Any]]:
+        """The compiled SQL and its parameters with these values, to embed as a subquery (a
+        queryset of `.only("id")` selects one column)."""
+        sql, params, _alias, _compiled = self._bound(values)
+        return sql, params
+
+    def _bound(self, values: dict[str, Any]) -> tuple[str, list[Any], str, _Compiled]:
         if set(values) != set(self.slots):
             raise TypeError(f"expected values for {sorted(self.slots)}, got {sorted(values)}")
         alias = router.db_for_read(self._model())
         compiled = self._compiled(alias)
         slots_and_constants = zip(compiled.slot_at, compiled.params, strict=True)
         params = [values[slot] if slot else const for slot, const in slots_and_constants]
+        return compiled.sql, params, alias, compiled
+
+    def all(self, **values: Any) -> list[M]:
+        sql, params, alias, compiled = self._bound(values)
         with connections[alias].cursor() as cur:
-            cur.execute(compiled.sql, params)
+            cur.execute(sql, params)
             rows = cur.fetchall()
         return self._instances(compiled, alias, rows)
 
@@ -173,10 +183,18 @@ def _update_sql(
     return f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {conditions}", values, where  # noqa: S608
 
 
-def update_row(model: type[Model], where: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+def update_row(
+    model: type[Model],
+    where: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    pk_in: tuple[str, list[Any]] | None = None,
+) -> int:
     """UPDATE `model`'s table SET `values` WHERE every `where` field equals its value (no NULLs
-    there); returns the number of rows changed. Values go through each field's own database
-    preparation, as the ORM's update does; the statement's text is built once per shape."""
+    there) and, with `pk_in` (a one-column subquery and its parameters, e.g. a Prepared
+    statement), the primary key is among its rows; returns the number of rows changed. Values go
+    through each field's own database preparation, as the ORM's update does; the statement's text
+    is built once per shape."""
     if not where or not values:
         raise ValueError("update_row needs at least one condition and one value")
     if nulls := [name for name, value in where.items() if value is None]:
@@ -186,6 +204,10 @@ def update_row(model: type[Model], where: Mapping[str, Any], values: Mapping[str
     sql, value_fields, where_fields = _update_sql(alias, model, tuple(values), tuple(where))
     params = [f.get_db_prep_save(v, conn) for f, v in zip(value_fields, values.values(), strict=True)]
     params += [f.get_db_prep_value(v, conn) for f, v in zip(where_fields, where.values(), strict=True)]
+    if pk_in is not None:
+        subquery, sub_params = pk_in
+        sql += f" AND {conn.ops.quote_name(str(model._meta.pk.column))} IN ({subquery})"
+        params += sub_params
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.rowcount

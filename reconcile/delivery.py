@@ -32,6 +32,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from conduit.audit import record_audit
@@ -104,17 +105,23 @@ def _leased_group(write_ids: str, lease_token: str) -> QuerySet[CrmWriteLog]:
 _LEASED = Prepared(_leased, write_id=int, lease_token=str)
 
 
-def _lease_and_holds(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
-    """Only what the check before a group's send needs: the lease and what holds the write back."""
+def _sendable(write_id: int) -> QuerySet[CrmWriteLog]:
+    """The write, if nothing holds it back now and its lease has not expired (database time)."""
     return (
-        CrmWriteLog.objects.select_related("connection")
-        .only("lease_expires_at", "connection__status", "connection__dry_run", "connection__crm")
-        .annotate(paused=pause_covers("connection"), switched_off=switched_off("connection"))
-        .filter(pk=write_id, status=Status.SENDING, lease_token=lease_token)
+        CrmWriteLog.objects.alias(paused=pause_covers("connection"), switched_off=switched_off("connection"))
+        .filter(
+            pk=write_id,
+            connection__status=CrmConnection.Status.CONNECTED,
+            connection__dry_run=False,
+            paused=False,
+            switched_off=False,
+        )
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__gt=Now()))
+        .only("id")
     )
 
 
-_LEASE_AND_HOLDS = Prepared(_lease_and_holds, write_id=int, lease_token=str)
+_SENDABLE = Prepared(_sendable, write_id=int)
 _LEASED_GROUP = Prepared(_leased_group, write_ids=str, lease_token=str)  # write_ids: a JSON list
 
 
@@ -348,16 +355,15 @@ def _mark_sending(
 ) -> tuple[bool, WithAnnotations[CrmWriteLog, Holds] | None]:
     """Commit outcome_unknown (and the payload) just before the send, if this worker still holds
     the lease and it has not expired, and extend the lease from now. With `recheck` (a row read
-    with its group, maybe seconds ago) the row is read again in the same transaction, so a hold
-    set since (a pause, the switch, dry run, a connection gone) stops the send. Returns (marked,
-    the fresh row when a hold now applies)."""
+    with its group, maybe seconds ago) the update's own condition checks the holds and the lease
+    as they are now (`_SENDABLE`), so a hold set since (a pause, the switch, dry run, a
+    connection gone) stops the send; only when it changes nothing is the row read again, to tell
+    a hold from a lost lease. Returns (marked, the fresh row when a hold now applies)."""
+    if not recheck and row.lease_expires_at is not None and row.lease_expires_at <= at:
+        return False, None  # swept or about to be: another worker may hold it now
+    if recheck and settings.CONDUIT_FORCE_DRY_RUN:
+        return False, row
     with system_scope():
-        current = _LEASE_AND_HOLDS.first(write_id=row.pk, lease_token=row.lease_token) if recheck else row
-        if current is None or (current.lease_expires_at is not None and current.lease_expires_at <= at):
-            return False, None  # swept or about to be: another worker may hold it now
-        if recheck and _held_back(current):  # type: ignore[arg-type]
-            return False, _fetch(row.pk, row.lease_token)  # the whole row, to record the hold
-        lease_until = at + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS)
         done = update_row(
             CrmWriteLog,
             where={"pk": row.pk, "status": Status.SENDING, "lease_token": row.lease_token},
@@ -365,10 +371,16 @@ def _mark_sending(
                 "updated_at": at,
                 "payload": payload,
                 "outcome_unknown": True,
-                "lease_expires_at": lease_until,
+                "lease_expires_at": at + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS),
             },
+            pk_in=_SENDABLE.statement(write_id=row.pk) if recheck else None,  # holds and lease, now
         )
-    return bool(done), None
+        if done or not recheck:
+            return bool(done), None
+        fresh = _fetch(row.pk, row.lease_token)  # held back, or no longer ours: which?
+    if fresh is None or (fresh.lease_expires_at is not None and fresh.lease_expires_at <= at):
+        return False, None
+    return False, fresh if _held_back(fresh) else None
 
 
 def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: bool = False) -> Outcome:
