@@ -180,3 +180,22 @@ def test_a_json_list_of_ids_is_one_slot(alice: Tenant, bob: Tenant) -> None:
         assert [c.pk for c in BY_IDS.all(ids=f"[{second.pk}, {first.pk}, 0]")] == [first.pk, second.pk]
         assert BY_IDS.all(ids="[]") == []
         assert list(_by_ids(f"[{second.pk}]")) == [second]  # the lookup works in any queryset
+
+
+def _connected_of(workspace_id: int) -> QuerySet[CrmConnection]:
+    return CrmConnection.objects.filter(workspace_id=workspace_id, status="connected").only("id")
+
+
+CONNECTED_OF = Prepared(_connected_of, workspace_id=int)
+
+
+def test_update_row_can_require_the_row_in_a_prepared_subquery(alice: Tenant, bob: Tenant) -> None:
+    mine, theirs = connect_crm(alice, "hubspot"), connect_crm(bob, "hubspot")
+    with system_scope():
+        sql, params = CONNECTED_OF.statement(workspace_id=alice.workspace.pk)
+        assert params.count(alice.workspace.pk) == 1 and sql.startswith("SELECT")
+        for conn in (mine, theirs):  # only alice's connection is in the subquery
+            update_row(CrmConnection, where={"pk": conn.pk}, values={"last_error": "x"}, pk_in=(sql, params))
+        assert {c.pk: c.last_error for c in CrmConnection.objects.all()} == {mine.pk: "x", theirs.pk: ""}
+        with pytest.raises(TypeError):
+            CONNECTED_OF.statement()
