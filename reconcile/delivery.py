@@ -9,8 +9,9 @@ Every finishing update is guarded by the lease token, so a worker whose lease wa
 cannot overwrite the row another worker now holds.
 
 A claimed group (`deliver_writes`, one Celery task) is read in one statement and each write is
-sent as above: just before its send it is read again (a pause, the switch or an expired lease
-set since stops it) and its outcome_unknown committed, extending its lease. The group's successes
+sent as above: its outcome_unknown commit just before its send holds only if nothing holds the
+write back and its lease is live at that moment (a pause, the switch or an expired lease set
+since stops it), and it extends the lease. The group's successes
 (one statement) and the sync log rows of its calls (one INSERT) are stored when the group ends,
 also when it stops early. A worker that dies before that leaves its sent writes outcome_unknown:
 once their leases expire they are looked up by their marker, never sent again.
