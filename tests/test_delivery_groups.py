@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,19 @@ def claimed(limit: int = 100) -> tuple[list[int], str]:
     tokens = {token for _, token in groups}
     assert len(tokens) <= 1
     return ids, tokens.pop() if tokens else ""
+
+
+def after_success(monkeypatch: pytest.MonkeyPatch, write_id: int, then: Callable[[], Any]) -> None:
+    """Run `then` right after delivery counts `write_id` a success (while its group goes on)."""
+    real_succeed = delivery.succeed
+
+    def succeed(row: CrmWriteLog, *args: Any, **kw: Any) -> Outcome:
+        outcome = real_succeed(row, *args, **kw)
+        if row.pk == write_id:
+            then()
+        return outcome
+
+    monkeypatch.setattr(delivery, "succeed", succeed)
 
 
 def sync_logs() -> list[SyncLog]:
@@ -142,16 +156,12 @@ def test_a_success_whose_lease_was_lost_is_not_stored(
 ) -> None:
     plan_to_customer(alice, 2)
     ids, token = claimed()
-    real_succeed = delivery.succeed
 
-    def succeed(row: CrmWriteLog, *args: Any, **kw: Any) -> Outcome:
-        outcome = real_succeed(row, *args, **kw)
-        if row.pk == ids[0]:  # swept and taken by another worker before the group is stored
-            with system_scope():
-                CrmWriteLog.objects.filter(pk=row.pk).update(lease_token="another-worker")
-        return outcome
+    def taken() -> None:  # swept and taken by another worker before the group is stored
+        with system_scope():
+            CrmWriteLog.objects.filter(pk=ids[0]).update(lease_token="another-worker")
 
-    monkeypatch.setattr(delivery, "succeed", succeed)
+    after_success(monkeypatch, ids[0], taken)
     deliver_writes(ids, token)
     first, second = writes()
     assert (first.status, first.lease_token, first.external_id) == (Status.SENDING, "another-worker", "")
@@ -167,15 +177,12 @@ def test_a_pause_set_while_a_group_runs_holds_its_writes_not_yet_sent(
 ) -> None:
     plan_to_customer(alice, 3)
     ids, token = claimed()
-    real_succeed = delivery.succeed
-
-    def succeed(row: CrmWriteLog, *args: Any, **kw: Any) -> Outcome:
-        outcome = real_succeed(row, *args, **kw)
-        if row.pk == ids[0]:  # an operator pauses the connection after the first send
-            do_pause_sync(target_for(connection=hubspot), reason="wrong portal", actor="ops")
-        return outcome
-
-    monkeypatch.setattr(delivery, "succeed", succeed)
+    # an operator pauses the connection after the first send
+    after_success(
+        monkeypatch,
+        ids[0],
+        lambda: do_pause_sync(target_for(connection=hubspot), reason="wrong portal", actor="ops"),
+    )
     outcomes = deliver_writes(ids, token)
     assert [outcomes[i].code for i in ids] == ["succeeded", "paused", "paused"]
     assert [(r.status, r.lease_token) for r in writes()] == [(Status.SUCCEEDED, "")] + [
