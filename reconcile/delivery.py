@@ -100,7 +100,11 @@ def _leased(write_id: int, lease_token: str) -> QuerySet[CrmWriteLog]:
 
 
 def _leased_group(write_ids: str, lease_token: str) -> QuerySet[CrmWriteLog]:
-    return _with_holds().filter(pk__in_json=write_ids, status=Status.SENDING, lease_token=lease_token)
+    return (
+        _with_holds()
+        .filter(pk__in_json=write_ids, status=Status.SENDING, lease_token=lease_token)
+        .order_by("connection_id", "pk")  # the claim's order
+    )
 
 
 _LEASED = Prepared(_leased, write_id=int, lease_token=str)
@@ -237,16 +241,16 @@ def deliver_writes(
     write_ids: Sequence[int], lease_token: str, *, now: Clock = timezone.now
 ) -> dict[int, Outcome]:
     """Deliver a group claimed together under `lease_token`: read in one statement, each write
-    sent as deliver_write sends it, the successes and the calls' sync log rows stored in one
-    transaction at the end. Returns each id's outcome (not_claimed: no longer leased)."""
+    sent as deliver_write sends it, the successes and the calls' sync log rows stored when the
+    group ends. Returns each id's outcome (not_claimed: no longer leased)."""
     with system_scope():
         rows = _LEASED_GROUP.all(write_ids=json.dumps([int(i) for i in write_ids]), lease_token=lease_token)
     outcomes = dict.fromkeys(write_ids, Outcome("not_claimed"))
     done: list[_Success] = []
     with held_rows() as logs, _holding(done):
         try:
-            for row in sorted(rows, key=lambda r: r.pk):
-                outcomes[row.pk] = _deliver_guarded(row, now, recheck=True)  # type: ignore[arg-type]
+            for row in rows:
+                outcomes[row.pk] = _deliver_guarded(row, now)  # type: ignore[arg-type]
         finally:
             _store_group(logs, done)
     return outcomes
@@ -309,11 +313,9 @@ def _store_successes(done: list[_Success]) -> None:
             _lease_lost(item.write_id)
 
 
-def _deliver_guarded(
-    row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: bool = False
-) -> Outcome:
+def _deliver_guarded(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
     try:
-        return _deliver(row, now, recheck=recheck)
+        return _deliver(row, now)
     except Exception as exc:  # the delivery boundary: a bug must cost an attempt, not loop forever
         log_failure(
             log,
@@ -328,11 +330,6 @@ def _deliver_guarded(
         if isinstance(exc, SoftTimeLimitExceeded):
             raise  # the task's time is up: the rest of its group waits for the lease sweep
         return outcome
-
-
-def _held_back(row: WithAnnotations[CrmWriteLog, Holds]) -> bool:
-    conn = row.connection
-    return is_dry_run(conn) or conn.status != CrmConnection.Status.CONNECTED or row.paused or row.switched_off
 
 
 def _hold(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome | None:
@@ -352,20 +349,15 @@ def _hold(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome | Non
 
 
 def _mark_sending(
-    row: WithAnnotations[CrmWriteLog, Holds], at: datetime, payload: dict[str, Any], *, recheck: bool
-) -> tuple[bool, WithAnnotations[CrmWriteLog, Holds] | None]:
-    """Commit outcome_unknown (and the payload) just before the send, if this worker still holds
-    the lease and it has not expired, and extend the lease from now. With `recheck` (a row read
-    with its group, maybe seconds ago) the update's own condition checks the holds and the lease
-    as they are now (`_SENDABLE`), so a hold set since (a pause, the switch, dry run, a
-    connection gone) stops the send; only when it changes nothing is the row read again, to tell
-    a hold from a lost lease. Returns (marked, the fresh row when a hold now applies)."""
-    if not recheck and row.lease_expires_at is not None and row.lease_expires_at <= at:
-        return False, None  # swept or about to be: another worker may hold it now
-    if recheck and settings.CONDUIT_FORCE_DRY_RUN:
-        return False, row
+    row: WithAnnotations[CrmWriteLog, Holds], at: datetime, payload: dict[str, Any]
+) -> Outcome | None:
+    """Commit outcome_unknown (and the payload) just before the send and extend the lease from
+    now, only if this worker still holds the lease, it has not expired and nothing holds the
+    write back at this moment (`_SENDABLE`: a row read with its group may be seconds old, and a
+    pause, the switch, dry run or a connection gone since must stop the send). None when marked;
+    otherwise the hold, recorded, or lease_lost."""
     with system_scope():
-        done = update_row(
+        marked = update_row(
             CrmWriteLog,
             where={"pk": row.pk, "status": Status.SENDING, "lease_token": row.lease_token},
             values={
@@ -374,17 +366,20 @@ def _mark_sending(
                 "outcome_unknown": True,
                 "lease_expires_at": at + timedelta(seconds=settings.CONDUIT_WRITE_LEASE_SECONDS),
             },
-            pk_in=_SENDABLE.statement(write_id=row.pk) if recheck else None,  # holds and lease, now
+            pk_in=_SENDABLE.statement(write_id=row.pk),
         )
-        if done or not recheck:
-            return bool(done), None
-        fresh = _fetch(row.pk, row.lease_token)  # held back, or no longer ours: which?
-    if fresh is None or (fresh.lease_expires_at is not None and fresh.lease_expires_at <= at):
-        return False, None
-    return False, fresh if _held_back(fresh) else None
+        fresh = None if marked else _fetch(row.pk, row.lease_token)  # held back, or not ours?
+    if marked:
+        return None
+    live = fresh is not None and (fresh.lease_expires_at is None or fresh.lease_expires_at > at)
+    held = _hold(fresh, lambda: at) if live and fresh is not None else None
+    if held is not None:
+        return held
+    _lease_lost(row.pk)  # swept or about to be: another worker may hold it now
+    return Outcome("lease_lost")
 
 
-def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: bool = False) -> Outcome:
+def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock) -> Outcome:
     conn = row.connection
     if (held := _hold(row, now)) is not None:
         return held
@@ -410,12 +405,8 @@ def _deliver(row: WithAnnotations[CrmWriteLog, Holds], now: Clock, *, recheck: b
             if found:
                 return succeed(row, found, now(), recovered=True)
         payload = {**row.payload, "contact_id": mapping.contact_id, "deal_id": mapping.deal_id}
-        marked, fresh = _mark_sending(row, now(), payload, recheck=recheck)
-        if fresh is not None:
-            return _hold(fresh, now) or Outcome("held_back")
-        if not marked:
-            _lease_lost(row.pk)
-            return Outcome("lease_lost")
+        if (refused := _mark_sending(row, now(), payload)) is not None:
+            return refused
         sent = True
 
         def send(account: Account) -> str:

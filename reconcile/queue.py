@@ -272,6 +272,15 @@ def release_claims(ids: list[int], token: str, *, now: datetime) -> int:
         return cur.rowcount
 
 
+def _pauses_if_sending() -> ActivePauses | None:
+    """The pauses in force, or None when nothing may be sent at all (a global pause,
+    CONDUIT_FORCE_DRY_RUN): the at-once dispatches then claim nothing."""
+    pauses = active_pauses()
+    if pauses.everything is not None or settings.CONDUIT_FORCE_DRY_RUN:
+        return None
+    return pauses
+
+
 def dispatch_due_now(
     connection_ids: Iterable[int],
     *,
@@ -283,8 +292,8 @@ def dispatch_due_now(
     write is leased to one sender, whoever claims first), and dispatch them. At most one batch:
     the rest goes with the next run. Returns how many were claimed."""
     ids = sorted(set(connection_ids))
-    pauses = active_pauses()
-    if not ids or pauses.everything is not None or settings.CONDUIT_FORCE_DRY_RUN:
+    pauses = _pauses_if_sending()
+    if not ids or pauses is None:
         return 0
     token, claimed = claim_due(
         settings.CONDUIT_RECONCILE_BATCH_SIZE, pauses=pauses, connection_ids=ids, now=now()
@@ -309,8 +318,8 @@ def dispatch_writes_now(
     """Claim these writes (newly planned ones) at once through the reconcile run's own claim, those
     still due and not held back (pauses, the connection's state: those wait for the run), and
     hand them over in groups. Returns how many were claimed."""
-    pauses = active_pauses()
-    if pauses.everything is not None or settings.CONDUIT_FORCE_DRY_RUN:
+    pauses = _pauses_if_sending()
+    if pauses is None:
         return 0
     ids, claimed, size = sorted(set(write_ids)), 0, settings.CONDUIT_RECONCILE_BATCH_SIZE
     for start in range(0, len(ids), size):
